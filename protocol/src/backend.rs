@@ -1,0 +1,311 @@
+//! Borrowed views of the server messages the proxy must understand.
+
+use crate::wire::Reader;
+use crate::{Frame, ProtocolError, TransactionStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication<'a> {
+    Ok,
+    CleartextPassword,
+    Md5Password {
+        salt: [u8; 4],
+    },
+    /// Mechanism names, NUL-separated, as sent.
+    Sasl {
+        mechanisms: &'a [u8],
+    },
+    SaslContinue(&'a [u8]),
+    SaslFinal(&'a [u8]),
+    /// Kerberos, GSS, SSPI: methods pgsplit cannot perform.
+    Unsupported(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendMessage<'a> {
+    Authentication(Authentication<'a>),
+    ParameterStatus {
+        name: &'a str,
+        value: &'a str,
+    },
+    BackendKeyData {
+        pid: i32,
+        secret: i32,
+    },
+    ReadyForQuery(TransactionStatus),
+    ErrorResponse(Fields<'a>),
+    NoticeResponse(Fields<'a>),
+    CommandComplete {
+        tag: &'a [u8],
+    },
+    NegotiateProtocolVersion {
+        newest_minor: i32,
+    },
+    /// Every other message: the proxy forwards it without looking inside.
+    Other(u8),
+}
+
+pub fn parse(frame: &Frame) -> Result<BackendMessage<'_>, ProtocolError> {
+    let body = frame.body();
+    Ok(match frame.tag() {
+        b'R' => BackendMessage::Authentication(parse_auth(body)?),
+        b'S' => {
+            let mut r = Reader::new(body, "ParameterStatus");
+            let name = r.cstr_utf8()?;
+            let value = r.cstr_utf8()?;
+            r.finish()?;
+            BackendMessage::ParameterStatus { name, value }
+        }
+        b'K' => {
+            let mut r = Reader::new(body, "BackendKeyData");
+            let pid = r.i32()?;
+            let secret = r.i32()?;
+            r.finish()?;
+            BackendMessage::BackendKeyData { pid, secret }
+        }
+        b'Z' => BackendMessage::ReadyForQuery(ready_status(body)?),
+        b'E' => BackendMessage::ErrorResponse(Fields::new(body)?),
+        b'N' => BackendMessage::NoticeResponse(Fields::new(body)?),
+        b'C' => {
+            let mut r = Reader::new(body, "CommandComplete");
+            let tag = r.cstr()?;
+            r.finish()?;
+            BackendMessage::CommandComplete { tag }
+        }
+        b'v' => {
+            let mut r = Reader::new(body, "NegotiateProtocolVersion");
+            BackendMessage::NegotiateProtocolVersion {
+                newest_minor: r.i32()?,
+            }
+        }
+        other => BackendMessage::Other(other),
+    })
+}
+
+/// The status byte of a ReadyForQuery body; the hottest check on the
+/// response path, so it has its own entry point.
+pub fn ready_status(body: &[u8]) -> Result<TransactionStatus, ProtocolError> {
+    match body {
+        [b] => TransactionStatus::from_byte(*b)
+            .ok_or_else(|| ProtocolError::malformed("ReadyForQuery", "unknown status")),
+        _ => Err(ProtocolError::malformed(
+            "ReadyForQuery",
+            "body must be one byte",
+        )),
+    }
+}
+
+fn parse_auth(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
+    let mut r = Reader::new(body, "Authentication");
+    let code = r.i32()?;
+    let auth = match code {
+        0 => Authentication::Ok,
+        3 => Authentication::CleartextPassword,
+        5 => {
+            let s = r.take(4)?;
+            Authentication::Md5Password {
+                salt: [s[0], s[1], s[2], s[3]],
+            }
+        }
+        10 => Authentication::Sasl {
+            mechanisms: r.rest(),
+        },
+        11 => Authentication::SaslContinue(r.rest()),
+        12 => Authentication::SaslFinal(r.rest()),
+        other => return Ok(Authentication::Unsupported(other)),
+    };
+    r.finish()?;
+    Ok(auth)
+}
+
+/// Fields of an ErrorResponse or NoticeResponse, borrowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn new(body: &'a [u8]) -> Result<Fields<'a>, ProtocolError> {
+        // Validate the structure once so iteration cannot fail later.
+        let mut r = Reader::new(body, "ErrorResponse");
+        loop {
+            if r.u8()? == 0 {
+                break;
+            }
+            r.cstr()?;
+        }
+        r.finish()?;
+        Ok(Fields { body })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u8, &'a [u8])> {
+        let mut rest = self.body;
+        std::iter::from_fn(move || {
+            let (&code, tail) = rest.split_first()?;
+            if code == 0 {
+                return None;
+            }
+            let end = tail.iter().position(|&b| b == 0)?;
+            rest = &tail[end + 1..];
+            Some((code, &tail[..end]))
+        })
+    }
+
+    pub fn get(&self, code: u8) -> Option<&'a str> {
+        self.iter()
+            .find(|(c, _)| *c == code)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The SQLSTATE ('C' field).
+    pub fn code(&self) -> Option<&'a str> {
+        self.get(b'C')
+    }
+
+    pub fn message(&self) -> Option<&'a str> {
+        self.get(b'M')
+    }
+
+    /// Non-localized severity ('V'), falling back to the localized one.
+    pub fn severity(&self) -> Option<&'a str> {
+        self.get(b'V').or_else(|| self.get(b'S'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{self, ErrorInfo};
+    use crate::frame::{split_frame, Direction};
+    use bytes::BytesMut;
+
+    fn one(buf: &mut BytesMut) -> Frame {
+        let f = split_frame(buf, Direction::Backend, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert!(buf.is_empty());
+        f
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let mut b = BytesMut::new();
+        encode::auth_ok(&mut b);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::Authentication(Authentication::Ok)
+        );
+        encode::auth_md5(&mut b, [1, 2, 3, 4]);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::Authentication(Authentication::Md5Password { salt: [1, 2, 3, 4] })
+        );
+        encode::auth_cleartext(&mut b);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::Authentication(Authentication::CleartextPassword)
+        );
+        encode::auth_sasl(&mut b, &["SCRAM-SHA-256"]);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::Authentication(Authentication::Sasl {
+                mechanisms: b"SCRAM-SHA-256\0\0"
+            })
+        );
+        encode::auth_sasl_continue(&mut b, b"r=x,s=y,i=1");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::Authentication(Authentication::SaslContinue(b"r=x,s=y,i=1"))
+        );
+        encode::auth_sasl_final(&mut b, b"v=abc");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::Authentication(Authentication::SaslFinal(b"v=abc"))
+        );
+        encode::parameter_status(&mut b, "TimeZone", "UTC");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::ParameterStatus {
+                name: "TimeZone",
+                value: "UTC"
+            }
+        );
+        encode::backend_key_data(&mut b, 7, -9);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::BackendKeyData { pid: 7, secret: -9 }
+        );
+        for s in [
+            TransactionStatus::Idle,
+            TransactionStatus::InTransaction,
+            TransactionStatus::Failed,
+        ] {
+            encode::ready_for_query(&mut b, s);
+            assert_eq!(
+                parse(&one(&mut b)).unwrap(),
+                BackendMessage::ReadyForQuery(s)
+            );
+        }
+        encode::command_complete(&mut b, "SELECT 1");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::CommandComplete { tag: b"SELECT 1" }
+        );
+        encode::negotiate_protocol_version(&mut b, 0, &["_pq_.x"]);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            BackendMessage::NegotiateProtocolVersion { newest_minor: 0 }
+        );
+    }
+
+    #[test]
+    fn error_and_notice_fields() {
+        let mut b = BytesMut::new();
+        encode::error_response(
+            &mut b,
+            &ErrorInfo::error("28P01", "password authentication failed").hint("check it"),
+        );
+        let f = one(&mut b);
+        let BackendMessage::ErrorResponse(fields) = parse(&f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(fields.code(), Some("28P01"));
+        assert_eq!(fields.severity(), Some("ERROR"));
+        assert_eq!(fields.message(), Some("password authentication failed"));
+        assert_eq!(fields.get(b'H'), Some("check it"));
+
+        encode::notice_response(&mut b, &ErrorInfo::notice("00000", "hello"));
+        let f = one(&mut b);
+        let BackendMessage::NoticeResponse(fields) = parse(&f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(fields.severity(), Some("NOTICE"));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        let bad: &[(u8, &[u8])] = &[
+            (b'Z', b""),
+            (b'Z', b"X"),
+            (b'Z', b"II"),
+            (b'K', b"\0\0\0\x01"),
+            (b'S', b"name\0"),
+            (b'E', b"Cabc"),
+            (b'E', b"Cabc\0"),
+            (b'R', b"\0\0\0\x05\x01"),
+            (b'R', b"\0\0"),
+        ];
+        for (tag, body) in bad {
+            let mut v = vec![*tag];
+            v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            v.extend_from_slice(body);
+            let f = Frame::from_bytes(v.into());
+            assert!(parse(&f).is_err(), "{:?} {:?} accepted", *tag as char, body);
+        }
+    }
+
+    #[test]
+    fn forwarded_messages_are_not_inspected() {
+        let f = Frame::from_bytes(bytes::Bytes::from_static(b"D\0\0\0\x06\0\0"));
+        assert_eq!(parse(&f).unwrap(), BackendMessage::Other(b'D'));
+    }
+}

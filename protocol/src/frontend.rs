@@ -1,0 +1,307 @@
+//! Borrowed views of the client messages the proxy must understand.
+//!
+//! SQL text and statement names are returned as raw bytes: the client's
+//! encoding need not be UTF-8, and the proxy forwards them unchanged anyway.
+
+use crate::wire::Reader;
+use crate::{Frame, ProtocolError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Statement,
+    Portal,
+}
+
+impl Target {
+    fn from_byte(b: u8, what: &'static str) -> Result<Target, ProtocolError> {
+        match b {
+            b'S' => Ok(Target::Statement),
+            b'P' => Ok(Target::Portal),
+            _ => Err(ProtocolError::malformed(what, "target must be 'S' or 'P'")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendMessage<'a> {
+    Query {
+        sql: &'a [u8],
+    },
+    Parse {
+        name: &'a [u8],
+        sql: &'a [u8],
+        param_types: u16,
+    },
+    Bind {
+        portal: &'a [u8],
+        statement: &'a [u8],
+    },
+    Describe {
+        target: Target,
+        name: &'a [u8],
+    },
+    Execute {
+        portal: &'a [u8],
+        max_rows: i32,
+    },
+    Close {
+        target: Target,
+        name: &'a [u8],
+    },
+    Sync,
+    Flush,
+    Terminate,
+    CopyData(&'a [u8]),
+    CopyDone,
+    CopyFail {
+        message: &'a [u8],
+    },
+    /// PasswordMessage, SASLInitialResponse and SASLResponse share the tag
+    /// 'p'; only the authentication state tells them apart.
+    Password(&'a [u8]),
+    FunctionCall,
+    /// A tag the protocol does not define for clients.
+    Unknown(u8),
+}
+
+/// Decodes the frame's body. Cheap: no allocation, strings are borrowed.
+pub fn parse(frame: &Frame) -> Result<FrontendMessage<'_>, ProtocolError> {
+    let body = frame.body();
+    let msg = match frame.tag() {
+        b'Q' => {
+            let mut r = Reader::new(body, "Query");
+            let sql = r.cstr()?;
+            r.finish()?;
+            FrontendMessage::Query { sql }
+        }
+        b'P' => {
+            let mut r = Reader::new(body, "Parse");
+            let name = r.cstr()?;
+            let sql = r.cstr()?;
+            let n = r.i16()?;
+            if n < 0 {
+                return Err(ProtocolError::malformed(
+                    "Parse",
+                    "negative parameter count",
+                ));
+            }
+            r.take(n as usize * 4)?;
+            r.finish()?;
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types: n as u16,
+            }
+        }
+        b'B' => {
+            // Only the names are needed for routing; parameter values pass
+            // through untouched and PostgreSQL validates them.
+            let mut r = Reader::new(body, "Bind");
+            let portal = r.cstr()?;
+            let statement = r.cstr()?;
+            FrontendMessage::Bind { portal, statement }
+        }
+        b'D' => {
+            let mut r = Reader::new(body, "Describe");
+            let target = Target::from_byte(r.u8()?, "Describe")?;
+            let name = r.cstr()?;
+            r.finish()?;
+            FrontendMessage::Describe { target, name }
+        }
+        b'E' => {
+            let mut r = Reader::new(body, "Execute");
+            let portal = r.cstr()?;
+            let max_rows = r.i32()?;
+            r.finish()?;
+            FrontendMessage::Execute { portal, max_rows }
+        }
+        b'C' => {
+            let mut r = Reader::new(body, "Close");
+            let target = Target::from_byte(r.u8()?, "Close")?;
+            let name = r.cstr()?;
+            r.finish()?;
+            FrontendMessage::Close { target, name }
+        }
+        b'S' => empty(body, "Sync", FrontendMessage::Sync)?,
+        b'H' => empty(body, "Flush", FrontendMessage::Flush)?,
+        b'X' => empty(body, "Terminate", FrontendMessage::Terminate)?,
+        b'c' => empty(body, "CopyDone", FrontendMessage::CopyDone)?,
+        b'd' => FrontendMessage::CopyData(body),
+        b'f' => {
+            let mut r = Reader::new(body, "CopyFail");
+            let message = r.cstr()?;
+            r.finish()?;
+            FrontendMessage::CopyFail { message }
+        }
+        b'p' => FrontendMessage::Password(body),
+        b'F' => FrontendMessage::FunctionCall,
+        other => FrontendMessage::Unknown(other),
+    };
+    Ok(msg)
+}
+
+fn empty<'a>(
+    body: &[u8],
+    what: &'static str,
+    msg: FrontendMessage<'a>,
+) -> Result<FrontendMessage<'a>, ProtocolError> {
+    Reader::new(body, what).finish()?;
+    Ok(msg)
+}
+
+/// SASLInitialResponse: mechanism name and the client-first-message.
+pub fn parse_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
+    let mut r = Reader::new(body, "SASLInitialResponse");
+    let mechanism = r.cstr_utf8()?;
+    let len = r.i32()?;
+    let data = if len < 0 {
+        &[][..]
+    } else {
+        r.take(len as usize)?
+    };
+    r.finish()?;
+    Ok((mechanism, data))
+}
+
+/// PasswordMessage: a NUL-terminated password (cleartext or md5 response).
+pub fn parse_password(body: &[u8]) -> Result<&[u8], ProtocolError> {
+    let mut r = Reader::new(body, "PasswordMessage");
+    let pw = r.cstr()?;
+    r.finish()?;
+    Ok(pw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode;
+    use crate::frame::{split_frame, Direction};
+    use bytes::BytesMut;
+
+    fn one(buf: &mut BytesMut) -> Frame {
+        let f = split_frame(buf, Direction::Frontend, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert!(buf.is_empty(), "frame left {} bytes behind", buf.len());
+        f
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let mut b = BytesMut::new();
+        encode::query(&mut b, "select 1");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::Query { sql: b"select 1" }
+        );
+
+        encode::parse(&mut b, "s1", "select $1", &[23]);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::Parse {
+                name: b"s1",
+                sql: b"select $1",
+                param_types: 1
+            }
+        );
+
+        encode::bind(&mut b, "p", "s1", &[Some(b"42".as_slice()), None]);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::Bind {
+                portal: b"p",
+                statement: b"s1"
+            }
+        );
+
+        encode::describe(&mut b, Target::Portal, "p");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::Describe {
+                target: Target::Portal,
+                name: b"p"
+            }
+        );
+
+        encode::execute(&mut b, "p", 10);
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::Execute {
+                portal: b"p",
+                max_rows: 10
+            }
+        );
+
+        encode::close(&mut b, Target::Statement, "s1");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::Close {
+                target: Target::Statement,
+                name: b"s1"
+            }
+        );
+
+        encode::sync(&mut b);
+        assert_eq!(parse(&one(&mut b)).unwrap(), FrontendMessage::Sync);
+        encode::flush(&mut b);
+        assert_eq!(parse(&one(&mut b)).unwrap(), FrontendMessage::Flush);
+        encode::terminate(&mut b);
+        assert_eq!(parse(&one(&mut b)).unwrap(), FrontendMessage::Terminate);
+        encode::copy_data(&mut b, b"1\t2\n");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::CopyData(b"1\t2\n")
+        );
+        encode::copy_done(&mut b);
+        assert_eq!(parse(&one(&mut b)).unwrap(), FrontendMessage::CopyDone);
+        encode::copy_fail(&mut b, "nope");
+        assert_eq!(
+            parse(&one(&mut b)).unwrap(),
+            FrontendMessage::CopyFail { message: b"nope" }
+        );
+        encode::password(&mut b, b"secret");
+        let f = one(&mut b);
+        let FrontendMessage::Password(body) = parse(&f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(parse_password(body).unwrap(), b"secret");
+
+        encode::sasl_initial_response(&mut b, "SCRAM-SHA-256", b"n,,n=,r=abc");
+        let f = one(&mut b);
+        let FrontendMessage::Password(body) = parse(&f).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            parse_sasl_initial(body).unwrap(),
+            ("SCRAM-SHA-256", &b"n,,n=,r=abc"[..])
+        );
+    }
+
+    #[test]
+    fn unknown_tags_are_reported_not_rejected() {
+        let mut b = BytesMut::from(&[b'z', 0, 0, 0, 4][..]);
+        assert_eq!(parse(&one(&mut b)).unwrap(), FrontendMessage::Unknown(b'z'));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        let bad: &[(u8, &[u8])] = &[
+            (b'Q', b"no terminator"),
+            (b'Q', b"select 1\0extra"),
+            (b'P', b"s\0select\0"),                 // missing count
+            (b'P', b"s\0select\0\0\x05\0\0\0\x17"), // count larger than the bytes left
+            (b'P', b"s\0select\0\xff\xff"),         // negative count
+            (b'D', b"Xname\0"),
+            (b'E', b"p\0\0\0"),
+            (b'S', b"x"),
+            (b'C', b"S"),
+        ];
+        for (tag, body) in bad {
+            let mut v = vec![*tag];
+            v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            v.extend_from_slice(body);
+            let f = Frame::from_bytes(v.into());
+            assert!(parse(&f).is_err(), "{:?} {:?} accepted", *tag as char, body);
+        }
+    }
+}
