@@ -1,1 +1,145 @@
-//! placeholder
+//! Typed, strict, validated configuration for pgsplit.
+//!
+//! A [`Config`] is built from three layers, each overriding the one before:
+//!
+//! 1. built-in defaults ([`Config::default`]),
+//! 2. an optional TOML file,
+//! 3. `PGSPLIT_*` environment variables, with `__` between nested keys:
+//!    `PGSPLIT_LISTEN=127.0.0.1:6432`,
+//!    `PGSPLIT_LIMITS__MAX_CLIENT_CONNECTIONS=500`,
+//!    `PGSPLIT_TIMEOUTS__CONNECT=2s`. `PGSPLIT_CONFIG` and `PGSPLIT_LOG` are
+//!    left to the binary (config path, log filter) and never read here.
+//!
+//! Unknown keys are errors, not warnings: a misspelt timeout silently left at
+//! its default is worse than a refusal to start. After extraction,
+//! [`Config::validate`] runs the cross-field rules and reports every problem
+//! at once as a [`ConfigError`], one line per [`Problem`], each naming the
+//! key, what is wrong and what would fix it.
+//!
+//! Main types: [`Config`] (root), [`Limits`], [`Timeouts`], [`Backend`] with
+//! its [`RoleHint`], [`User`] with its [`AuthMethod`], and [`Secret`], a
+//! password that never appears in `Debug`/`Display` output.
+//!
+//! This crate only describes configuration: it opens no sockets, keeps no
+//! global state and never logs. The proxy loads a `Config`, then hands
+//! snapshots (e.g. behind an `ArcSwap`) to whoever needs them, so reloads and
+//! tests never share hidden state.
+
+mod backend;
+mod error;
+mod limits;
+mod load;
+mod secret;
+mod user;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use backend::{Backend, RoleHint};
+pub use error::{ConfigError, Problem};
+pub use limits::{Limits, Timeouts};
+pub use secret::{PasswordKind, Secret};
+pub use user::{AuthMethod, User};
+
+/// Everything pgsplit needs to run. Fields are public so a `Config` can also
+/// be built in code; call [`Config::validate`] on one built that way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to, as IP:port (`"[::]:5432"` for IPv6); host
+    /// names are not resolved. Default: "0.0.0.0:5432".
+    pub listen: String,
+    /// Message size and connection count bounds (`[limits]`).
+    pub limits: Limits,
+    /// Network and peer timeouts (`[timeouts]`).
+    pub timeouts: Timeouts,
+    /// PostgreSQL servers, one `[[backends]]` table each. At least one is
+    /// required.
+    pub backends: Vec<Backend>,
+    /// Roles clients may log in as, one `[[users]]` table each. At least one
+    /// is required.
+    pub users: Vec<User>,
+}
+
+impl Default for Config {
+    /// Defaults for every optional setting; no backends and no users, so it
+    /// does not validate until those are added.
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:5432".into(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            backends: Vec::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads defaults, then the TOML file at `path` (if given; it must
+    /// exist), then `PGSPLIT_*` env vars, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_figment(Self::figment(path))
+    }
+
+    /// The layered provider used by [`Config::load`], exposed so callers can
+    /// add layers (e.g. command-line overrides) before extracting.
+    pub fn figment(path: Option<&Path>) -> Figment {
+        load::figment(path)
+    }
+
+    /// Extracts a `Config` from any figment and validates it.
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config = load::extract(&figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks. Reports every problem found, not only the first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = validate::check(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The parsed `listen` address.
+    ///
+    /// # Panics
+    /// If `listen` is not a valid socket address, which [`Config::validate`]
+    /// rules out: call this only on a validated config.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .expect("Config::listen_addr called on a config that failed validate()")
+    }
+
+    /// The user entry clients log in as `name`, if configured.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The effective configuration as TOML with every password replaced by
+    /// "********": safe to log or show in an admin console.
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        for user in &mut masked.users {
+            for secret in [&mut user.password, &mut user.server_password]
+                .into_iter()
+                .flatten()
+            {
+                *secret = Secret::new(secret::MASK);
+            }
+        }
+        // Only sizes beyond i64::MAX fail to serialize (TOML integers are
+        // i64), and validate() rejects those; still never panic over a dump.
+        toml::to_string_pretty(&masked)
+            .unwrap_or_else(|e| format!("# configuration cannot be shown as TOML: {e}\n"))
+    }
+}

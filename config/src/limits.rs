@@ -1,0 +1,59 @@
+//! Resource limits and timeouts: the `[limits]` and `[timeouts]` tables.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Bounds that protect the proxy from clients and from itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest protocol message, in bytes, accepted from a client or backend;
+    /// a frame whose length exceeds this is a protocol error and closes the
+    /// connection. Guards memory against a bogus length prefix. Must be at
+    /// least 8192 (startup packets and small queries have to fit) and at most
+    /// 2147483647 (the wire length field is a signed 32-bit integer).
+    /// Default: 1073741824 (1 GiB, PostgreSQL's own limit for a value).
+    pub max_message_size: usize,
+    /// Client connections accepted at once; further clients are refused with
+    /// an error. Must be at least 1. Default: 10000.
+    pub max_client_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 1 << 30,
+            max_client_connections: 10_000,
+        }
+    }
+}
+
+/// How long pgsplit waits for the network and for peers. Written as humantime
+/// strings in TOML and env vars ("5s", "250ms", "1m 30s"); all must be > 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Opening a backend connection: TCP connect plus startup and
+    /// authentication. Default: "5s".
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// A client must finish startup and authentication within this, so idle
+    /// half-open connections cannot hold connection slots. Default: "15s".
+    #[serde(with = "humantime_serde")]
+    pub client_startup: Duration,
+    /// Forwarding a client's CancelRequest to the backend running its query.
+    /// Default: "5s".
+    #[serde(with = "humantime_serde")]
+    pub cancel: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client_startup: Duration::from_secs(15),
+            cancel: Duration::from_secs(5),
+        }
+    }
+}
