@@ -241,3 +241,76 @@ mod tests {
         assert_eq!(missing_bytes(&whole, Direction::Frontend, 1 << 20), Ok(0));
     }
 }
+
+/// Walks the complete frames at the front of a buffer without cutting them,
+/// so a proxy can inspect a batch and then forward it with one `split_to`
+/// and one write. `consumed()` is the length of the complete prefix seen.
+pub struct Frames<'a> {
+    buf: &'a [u8],
+    off: usize,
+    direction: Direction,
+    max: usize,
+}
+
+impl<'a> Frames<'a> {
+    pub fn new(buf: &'a [u8], direction: Direction, max_message_size: usize) -> Frames<'a> {
+        Frames {
+            buf,
+            off: 0,
+            direction,
+            max: max_message_size,
+        }
+    }
+
+    pub fn consumed(&self) -> usize {
+        self.off
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    /// Tag and body of the next complete frame.
+    type Item = Result<(u8, &'a [u8]), ProtocolError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.buf[self.off..];
+        match peek_len(rest, self.direction, self.max) {
+            Err(e) => Some(Err(e)),
+            Ok(Some(len)) if rest.len() > len => {
+                self.off += len + 1;
+                Some(Ok((rest[0], &rest[5..len + 1])))
+            }
+            Ok(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod frames_tests {
+    use super::*;
+
+    #[test]
+    fn walks_complete_frames_and_stops_at_a_partial_one() {
+        let buf = [
+            b'T', 0, 0, 0, 6, 0, 0, // RowDescription, empty
+            b'D', 0, 0, 0, 4, // DataRow, empty body
+            b'Z', 0, 0, 0, 5, b'I', // ReadyForQuery
+            b'D', 0, 0, 0, 9, 1, // partial
+        ];
+        let mut it = Frames::new(&buf, Direction::Backend, 1 << 20);
+        assert_eq!(it.next(), Some(Ok((b'T', &[0u8, 0][..]))));
+        assert_eq!(it.next(), Some(Ok((b'D', &[][..]))));
+        assert_eq!(it.next(), Some(Ok((b'Z', &[b'I'][..]))));
+        assert_eq!(it.next(), None);
+        assert_eq!(it.consumed(), 18);
+    }
+
+    #[test]
+    fn reports_a_bad_length() {
+        let buf = [b'Z', 0, 0, 0, 1];
+        let mut it = Frames::new(&buf, Direction::Backend, 1 << 20);
+        assert!(matches!(
+            it.next(),
+            Some(Err(ProtocolError::InvalidLength { .. }))
+        ));
+    }
+}

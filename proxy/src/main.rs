@@ -1,1 +1,102 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgsplit_config::Config;
+
+/// PostgreSQL read/write-splitting proxy.
+#[derive(Parser)]
+#[command(name = "pgsplit", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Also read from PGSPLIT_CONFIG.
+    #[arg(long, short, global = true, env = "PGSPLIT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate a configuration file and print the effective configuration
+    /// with secrets masked.
+    CheckConfig {
+        /// The file to check (defaults to --config).
+        path: Option<PathBuf>,
+    },
+    /// Start a local primary with streaming replicas from the installed
+    /// PostgreSQL binaries and serve them through pgsplit until Ctrl-C.
+    Demo {
+        /// Address the proxy listens on.
+        #[arg(long, default_value = "127.0.0.1:5432")]
+        listen: String,
+        /// Number of streaming replicas.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig { path } => check_config(path.or(cli.config)),
+        Command::Run => run(cli.config),
+        Command::Demo { listen, replicas } => {
+            runtime().block_on(pgsplit::demo::run(&listen, replicas))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    match Config::load(path.as_deref()) {
+        Ok(config) => {
+            print!("{}", config.to_masked_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime().block_on(async move {
+        let listen = config.listen.clone();
+        let proxy = match pgsplit::start(config).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("pgsplit: cannot listen on {listen}: {e}; free the port or set `listen` (PGSPLIT_LISTEN)");
+                return ExitCode::FAILURE;
+            }
+        };
+        pgsplit::demo::wait_for_signal().await;
+        proxy.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,105 @@
+//! The listener: accepts clients and runs one task per session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgsplit_config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::client::serve_client;
+use crate::shared::Shared;
+
+/// How long sessions get to finish on shutdown before they are cut off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running proxy. Dropping it does not stop it; call [`ProxyHandle::shutdown`].
+pub struct ProxyHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets sessions end on their own for a grace period,
+    /// then closes the rest.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the configured address and starts serving. The config must have
+/// passed `validate()`. Port 0 picks a free port (tests).
+pub async fn start(config: Config) -> std::io::Result<ProxyHandle> {
+    let listener = TcpListener::bind(config.listen_addr()).await?;
+    start_with_listener(listener, config)
+}
+
+pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Result<ProxyHandle> {
+    let local_addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(config));
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
+    tracing::info!(%local_addr, "pgsplit listening");
+    Ok(ProxyHandle {
+        local_addr,
+        shared,
+        stop,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::trace!(%peer, "client connected");
+                    sessions.spawn(serve_client(stream, Arc::clone(&shared)));
+                }
+                Err(e) => {
+                    // Out of file descriptors or a connection reset during the
+                    // handshake: existing sessions are unaffected, so back off
+                    // briefly and keep accepting.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped.changed() => break,
+        }
+        while sessions.try_join_next().is_some() {}
+    }
+    drop(listener);
+    tracing::info!(
+        sessions = sessions.len(),
+        "stopped accepting; waiting for sessions to end"
+    );
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "grace period over; closing remaining sessions"
+        );
+        sessions.shutdown().await;
+    }
+}

@@ -1,0 +1,233 @@
+//! Opening and authenticating one server connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgsplit_protocol::auth::{md5_response, ChannelBinding, ScramClient, SCRAM_SHA_256};
+use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
+use pgsplit_protocol::{encode, Direction, Frame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{BackendAddr, BackendError};
+use crate::io::{read_frame, ReadError};
+
+/// What a server connection is opened with.
+pub struct ConnectParams<'a> {
+    pub user: &'a str,
+    pub password: Option<&'a str>,
+    pub database: &'a str,
+    /// Client startup parameters to pass on (application_name, options, GUCs).
+    pub extra: &'a [(String, String)],
+    pub timeout: Duration,
+    pub max_message_size: usize,
+}
+
+/// An authenticated server connection that has reported ReadyForQuery.
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server not yet consumed; owned here so reads are
+    /// cancel-safe and partial frames survive between calls.
+    pub rbuf: BytesMut,
+    pub backend: BackendAddr,
+    pub addr: SocketAddr,
+    /// ParameterStatus values reported at startup, in order.
+    pub params: Vec<(String, String)>,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+impl ServerConn {
+    pub async fn connect(
+        backend: &BackendAddr,
+        p: &ConnectParams<'_>,
+    ) -> Result<ServerConn, BackendError> {
+        match tokio::time::timeout(p.timeout, Self::connect_inner(backend, p)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout {
+                backend: backend.name.clone(),
+                secs: p.timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    async fn connect_inner(
+        backend: &BackendAddr,
+        p: &ConnectParams<'_>,
+    ) -> Result<ServerConn, BackendError> {
+        let connect_err = |source| BackendError::Connect {
+            backend: backend.name.clone(),
+            host: backend.host.clone(),
+            port: backend.port,
+            source,
+        };
+        let addr = backend.resolve().await.map_err(connect_err)?;
+        let stream = TcpStream::connect(addr).await.map_err(connect_err)?;
+        stream.set_nodelay(true).map_err(connect_err)?;
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(crate::io::READ_CHUNK),
+            backend: backend.clone(),
+            addr,
+            params: Vec::new(),
+            pid: 0,
+            secret: 0,
+        };
+        let mut out = BytesMut::with_capacity(256);
+        let mut startup: Vec<(&str, &str)> = vec![("user", p.user), ("database", p.database)];
+        startup.extend(p.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        encode::startup_message(&mut out, &startup);
+        conn.send(&mut out).await?;
+        conn.authenticate(p).await?;
+        conn.await_ready().await?;
+        Ok(conn)
+    }
+
+    pub async fn send(&mut self, out: &mut BytesMut) -> Result<(), BackendError> {
+        let r = self.stream.write_all(out).await;
+        out.clear();
+        r.map_err(|source| BackendError::Io {
+            backend: self.backend.name.clone(),
+            source,
+        })
+    }
+
+    pub async fn recv(&mut self, max: usize) -> Result<Frame, BackendError> {
+        match read_frame(&mut self.stream, &mut self.rbuf, Direction::Backend, max).await {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) | Err(ReadError::TruncatedMessage) => Err(BackendError::Closed {
+                backend: self.backend.name.clone(),
+            }),
+            Err(ReadError::Io(source)) => Err(BackendError::Io {
+                backend: self.backend.name.clone(),
+                source,
+            }),
+            Err(ReadError::Protocol(source)) => Err(BackendError::Protocol {
+                backend: self.backend.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn protocol_err(&self, what: &'static str) -> BackendError {
+        BackendError::Protocol {
+            backend: self.backend.name.clone(),
+            source: pgsplit_protocol::ProtocolError::Malformed {
+                what,
+                reason: "unexpected message during startup",
+            },
+        }
+    }
+
+    fn parse<'f>(&self, f: &'f Frame) -> Result<BackendMessage<'f>, BackendError> {
+        backend::parse(f).map_err(|source| BackendError::Protocol {
+            backend: self.backend.name.clone(),
+            source,
+        })
+    }
+
+    async fn authenticate(&mut self, p: &ConnectParams<'_>) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let f = self.recv(p.max_message_size).await?;
+            let password = || {
+                p.password.ok_or_else(|| BackendError::NoPassword {
+                    backend: self.backend.name.clone(),
+                    user: p.user.to_owned(),
+                })
+            };
+            let scram_err = |e: std::io::Error| BackendError::Scram {
+                backend: self.backend.name.clone(),
+                reason: e.to_string(),
+            };
+            match self.parse(&f)? {
+                BackendMessage::Authentication(a) => match a {
+                    Authentication::Ok => return Ok(()),
+                    Authentication::CleartextPassword => {
+                        encode::password(&mut out, password()?.as_bytes());
+                    }
+                    Authentication::Md5Password { salt } => {
+                        let resp = md5_response(p.user, password()?, salt);
+                        encode::password(&mut out, resp.as_bytes());
+                    }
+                    Authentication::Sasl { mechanisms } => {
+                        let offered = mechanisms
+                            .split(|&b| b == 0)
+                            .any(|m| m == SCRAM_SHA_256.as_bytes());
+                        if !offered {
+                            return Err(BackendError::UnsupportedAuth {
+                                backend: self.backend.name.clone(),
+                                method: String::from_utf8_lossy(mechanisms)
+                                    .replace('\0', " ")
+                                    .trim()
+                                    .to_owned(),
+                            });
+                        }
+                        let client =
+                            ScramClient::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                        encode::sasl_initial_response(&mut out, SCRAM_SHA_256, client.message());
+                        scram = Some(client);
+                    }
+                    Authentication::SaslContinue(data) => {
+                        let client = scram.as_mut().ok_or_else(|| self.protocol_err("SASL"))?;
+                        client.update(data).map_err(scram_err)?;
+                        encode::sasl_response(&mut out, client.message());
+                    }
+                    Authentication::SaslFinal(data) => {
+                        let mut client = scram.take().ok_or_else(|| self.protocol_err("SASL"))?;
+                        client.finish(data).map_err(scram_err)?;
+                        continue;
+                    }
+                    Authentication::Unsupported(code) => {
+                        return Err(BackendError::UnsupportedAuth {
+                            backend: self.backend.name.clone(),
+                            method: format!("code {code} (GSS/SSPI/Kerberos)"),
+                        })
+                    }
+                },
+                BackendMessage::ErrorResponse(_) => {
+                    return Err(BackendError::Refused {
+                        backend: self.backend.name.clone(),
+                        error: f,
+                    })
+                }
+                BackendMessage::NegotiateProtocolVersion { .. } => continue,
+                _ => return Err(self.protocol_err("Authentication")),
+            }
+            self.send(&mut out).await?;
+        }
+    }
+
+    async fn await_ready(&mut self) -> Result<(), BackendError> {
+        loop {
+            let f = self.recv(1 << 20).await?;
+            match self.parse(&f)? {
+                BackendMessage::ParameterStatus { name, value } => {
+                    self.params.push((name.to_owned(), value.to_owned()));
+                }
+                BackendMessage::BackendKeyData { pid, secret } => {
+                    self.pid = pid;
+                    self.secret = secret;
+                }
+                BackendMessage::ReadyForQuery(_) => return Ok(()),
+                BackendMessage::NoticeResponse(_) => {}
+                BackendMessage::ErrorResponse(_) => {
+                    return Err(BackendError::Refused {
+                        backend: self.backend.name.clone(),
+                        error: f,
+                    })
+                }
+                _ => return Err(self.protocol_err("startup")),
+            }
+        }
+    }
+
+    /// Politely ends the server session; errors are irrelevant at this point.
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::with_capacity(5);
+        encode::terminate(&mut out);
+        let _ = self.stream.write_all(&out).await;
+    }
+}

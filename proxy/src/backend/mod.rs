@@ -1,0 +1,64 @@
+//! Server side: connections to PostgreSQL backends.
+
+mod connect;
+
+pub use connect::{ConnectParams, ServerConn};
+
+use std::net::SocketAddr;
+
+use pgsplit_protocol::Frame;
+
+/// Why a server connection could not be used. Whether a retry elsewhere is
+/// safe is decided by the caller, which knows if bytes reached the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    #[error("cannot connect to backend \"{backend}\" ({host}:{port}): {source}")]
+    Connect {
+        backend: String,
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("backend \"{backend}\" did not complete startup within {secs:.1}s")]
+    Timeout { backend: String, secs: f64 },
+    /// The server refused the login or the session (bad password for the
+    /// server user, unknown database...): its own ErrorResponse, to relay.
+    #[error("backend \"{backend}\" refused the connection")]
+    Refused { backend: String, error: Frame },
+    #[error("backend \"{backend}\" asks for authentication method {method}, which pgsplit cannot perform")]
+    UnsupportedAuth { backend: String, method: String },
+    #[error("backend \"{backend}\" needs a password but none is configured for user \"{user}\"")]
+    NoPassword { backend: String, user: String },
+    #[error("backend \"{backend}\" failed SCRAM authentication: {reason}")]
+    Scram { backend: String, reason: String },
+    #[error("backend \"{backend}\" closed the connection")]
+    Closed { backend: String },
+    #[error("I/O error talking to backend \"{backend}\": {source}")]
+    Io {
+        backend: String,
+        source: std::io::Error,
+    },
+    #[error("backend \"{backend}\" broke the protocol: {source}")]
+    Protocol {
+        backend: String,
+        source: pgsplit_protocol::ProtocolError,
+    },
+}
+
+/// A backend as the session layer knows it: its name and where it is.
+#[derive(Debug, Clone)]
+pub struct BackendAddr {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BackendAddr {
+    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other("host name resolved to no address"))
+    }
+}

@@ -1,0 +1,81 @@
+//! Checking a client's credentials against the configured users.
+
+use bytes::BytesMut;
+use pgsplit_config::AuthMethod;
+use pgsplit_protocol::auth::{md5_verify, ScramServer, SCRAM_SHA_256};
+use pgsplit_protocol::frontend::{self, parse_password, parse_sasl_initial, FrontendMessage};
+use pgsplit_protocol::{encode, Direction, Frame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::errors::SessionError;
+use crate::io::read_frame;
+use crate::shared::UserAuth;
+
+/// Password messages are small; a generous cap keeps a hostile client from
+/// making the proxy buffer megabytes before it is even authenticated.
+const MAX_AUTH_MESSAGE: usize = 64 * 1024;
+
+pub async fn authenticate(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    user_name: &str,
+    user: &UserAuth,
+) -> Result<(), SessionError> {
+    let mut out = BytesMut::with_capacity(256);
+    let failed = || SessionError::AuthFailed(user_name.to_owned());
+    match user.method {
+        AuthMethod::Trust => {}
+        AuthMethod::Md5 => {
+            let source = user.md5_source.as_deref().ok_or_else(failed)?;
+            let salt: [u8; 4] = rand::random();
+            encode::auth_md5(&mut out, salt);
+            stream.write_all(&out).await?;
+            let frame = password_frame(stream, buf).await?;
+            let response = parse_password(password_body(&frame)?)?;
+            if !md5_verify(user_name, source, salt, response) {
+                return Err(failed());
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let secret = user.scram.clone().ok_or_else(failed)?;
+            let mut server = ScramServer::new(secret);
+            encode::auth_sasl(&mut out, &[SCRAM_SHA_256]);
+            stream.write_all(&out).await?;
+            out.clear();
+
+            let frame = password_frame(stream, buf).await?;
+            let (mechanism, data) = parse_sasl_initial(password_body(&frame)?)?;
+            if mechanism != SCRAM_SHA_256 {
+                return Err(failed());
+            }
+            let server_first = server.client_first(data).map_err(|_| failed())?;
+            encode::auth_sasl_continue(&mut out, &server_first);
+            stream.write_all(&out).await?;
+            out.clear();
+
+            let frame = password_frame(stream, buf).await?;
+            let server_final = server
+                .client_final(password_body(&frame)?)
+                .map_err(|_| failed())?;
+            encode::auth_sasl_final(&mut out, &server_final);
+        }
+    }
+    encode::auth_ok(&mut out);
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+async fn password_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, SessionError> {
+    read_frame(stream, buf, Direction::Frontend, MAX_AUTH_MESSAGE)
+        .await?
+        .ok_or(SessionError::ClientTruncated)
+}
+
+fn password_body(frame: &Frame) -> Result<&[u8], SessionError> {
+    match frontend::parse(frame)? {
+        FrontendMessage::Password(body) => Ok(body),
+        FrontendMessage::Terminate => Err(SessionError::ClientTruncated),
+        _ => Err(SessionError::UnexpectedStartup("another message")),
+    }
+}

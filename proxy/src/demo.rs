@@ -1,0 +1,118 @@
+//! `pgsplit demo`: a real primary and replicas on loopback, with the proxy in
+//! front, torn down on Ctrl-C.
+
+use std::process::ExitCode;
+
+use pgsplit_cluster::{Cluster, ClusterOptions};
+use pgsplit_config::{AuthMethod, Backend, Config, RoleHint, Secret, User};
+
+/// Builds the proxy configuration for a running local cluster.
+pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
+    let backends = cluster
+        .nodes()
+        .iter()
+        .map(|n| Backend {
+            name: if n.index == 0 {
+                "primary".to_owned()
+            } else {
+                format!("replica{}", n.index)
+            },
+            host: n.host.clone(),
+            port: n.port,
+            role: if n.index == 0 {
+                RoleHint::Primary
+            } else {
+                RoleHint::Replica
+            },
+            weight: 1,
+        })
+        .collect();
+    Config {
+        listen: listen.to_owned(),
+        backends,
+        users: vec![User {
+            name: cluster.superuser().to_owned(),
+            password: Some(Secret::new(cluster.password())),
+            auth: AuthMethod::ScramSha256,
+            server_user: None,
+            server_password: None,
+        }],
+        ..Config::default()
+    }
+}
+
+pub async fn run(listen: &str, replicas: usize) -> ExitCode {
+    // Claim the port before spending seconds on the cluster, so a taken port
+    // is reported at once.
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "pgsplit demo: cannot listen on {listen}: {e}\n\
+                 Another server (perhaps PostgreSQL itself) uses that port; pick another with\n  \
+                 pgsplit demo --listen 127.0.0.1:6432"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("pgsplit demo: starting a primary and {replicas} streaming replicas...");
+    let opts = ClusterOptions {
+        replicas,
+        ..ClusterOptions::default()
+    };
+    let cluster = match tokio::task::spawn_blocking(move || Cluster::start(opts)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            eprintln!("pgsplit demo: could not start the local cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("pgsplit demo: cluster start-up panicked: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = config_for(&cluster, listen);
+    if let Err(e) = config.validate() {
+        eprintln!("pgsplit demo: internal configuration error:\n{e}");
+        return ExitCode::FAILURE;
+    }
+    let proxy = match crate::start_with_listener(listener, config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pgsplit demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = proxy.local_addr();
+    for n in cluster.nodes() {
+        let role = if n.index == 0 { "primary" } else { "replica" };
+        eprintln!(
+            "  {role:<8} 127.0.0.1:{}  (data in {})",
+            n.port,
+            n.data_dir.display()
+        );
+    }
+    println!(
+        "pgsplit is ready. Connect with:\n  psql \"host={} port={} user={} password={} dbname=postgres\"\nPress Ctrl-C to stop; the cluster and its data are removed.",
+        addr.ip(),
+        addr.port(),
+        cluster.superuser(),
+        cluster.password()
+    );
+    wait_for_signal().await;
+    eprintln!("pgsplit demo: stopping...");
+    proxy.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || cluster.shutdown()).await;
+    eprintln!("pgsplit demo: stopped, data removed.");
+    ExitCode::SUCCESS
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

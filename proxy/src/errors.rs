@@ -1,0 +1,101 @@
+//! Session errors and the one place they become what the client sees.
+//!
+//! Each message says what happened and what to do, and the SQLSTATE lets
+//! drivers classify it (28xxx: credentials, 08xxx: connection, 53300: limits).
+
+use pgsplit_protocol::encode::ErrorInfo;
+use pgsplit_protocol::{Frame, ProtocolError};
+
+use crate::backend::BackendError;
+use crate::io::ReadError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The client went away or its socket failed: nobody to tell.
+    #[error("client connection: {0}")]
+    ClientIo(#[from] std::io::Error),
+    #[error("client broke the protocol: {0}")]
+    ClientProtocol(#[from] ProtocolError),
+    #[error("client closed the connection in the middle of a message")]
+    ClientTruncated,
+    #[error("client did not complete startup in time")]
+    StartupTimeout,
+    #[error("client sent {0} where startup was expected")]
+    UnexpectedStartup(&'static str),
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("startup packet has no user")]
+    NoUser,
+    #[error("authentication failed for user {0:?}")]
+    AuthFailed(String),
+    #[error("replication connections are not supported")]
+    Replication,
+    #[error("client limit of {0} reached")]
+    TooManyClients(usize),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl From<ReadError> for SessionError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => SessionError::ClientIo(e),
+            ReadError::Protocol(e) => SessionError::ClientProtocol(e),
+            ReadError::TruncatedMessage => SessionError::ClientTruncated,
+        }
+    }
+}
+
+/// What to send the client before closing, if anything.
+pub enum Reply {
+    None,
+    Error(ErrorInfo),
+    /// A server's own ErrorResponse, relayed verbatim so the client sees
+    /// exactly what PostgreSQL said (e.g. `database "x" does not exist`).
+    Raw(Frame),
+}
+
+impl SessionError {
+    pub fn reply(&self) -> Reply {
+        use SessionError::*;
+        let info = match self {
+            ClientIo(_) | ClientTruncated => return Reply::None,
+            ClientProtocol(e) => ErrorInfo::fatal("08P01", format!("invalid message from client: {e}"))
+                .hint("This is a bug in the client or its driver; pgsplit closed this connection and keeps serving others."),
+            StartupTimeout => ErrorInfo::fatal("08006", "canceling authentication due to timeout")
+                .hint("The client must finish startup within timeouts.client_startup."),
+            UnexpectedStartup(what) => ErrorInfo::fatal("08P01", format!("expected a password message, got {what}")),
+            UnknownUser(u) => ErrorInfo::fatal("28000", format!("user \"{u}\" is not configured in pgsplit"))
+                .hint(format!("Add a [[users]] entry with name = \"{u}\" to the pgsplit configuration, or connect as a configured user.")),
+            NoUser => ErrorInfo::fatal("28000", "no PostgreSQL user name specified in startup packet"),
+            AuthFailed(u) => ErrorInfo::fatal("28P01", format!("password authentication failed for user \"{u}\"")),
+            Replication => ErrorInfo::fatal("0A000", "replication connections are not supported through pgsplit")
+                .hint("Connect replication clients (pg_basebackup, pg_receivewal, standbys) to the server directly."),
+            TooManyClients(n) => ErrorInfo::fatal("53300", "sorry, too many clients already")
+                .detail(format!("pgsplit is serving its limit of {n} client connections."))
+                .hint("Raise limits.max_client_connections, or close idle connections."),
+            Backend(e) => return backend_reply(e),
+        };
+        Reply::Error(info)
+    }
+}
+
+fn backend_reply(e: &BackendError) -> Reply {
+    use BackendError::*;
+    let info = match e {
+        Refused { error, .. } => return Reply::Raw(error.clone()),
+        Connect { .. } | Timeout { .. } => ErrorInfo::fatal("08001", format!("pgsplit: {e}"))
+            .hint("Check that the server is running and reachable from pgsplit; the next connection attempt tries again."),
+        UnsupportedAuth { .. } => ErrorInfo::fatal("28000", format!("pgsplit: {e}"))
+            .hint("Configure the server's pg_hba.conf to use scram-sha-256, md5, password or trust for pgsplit's address."),
+        NoPassword { .. } => ErrorInfo::fatal("28P01", format!("pgsplit: {e}"))
+            .hint("Set server_password (or a plaintext password) for this user in the pgsplit configuration."),
+        Scram { .. } => ErrorInfo::fatal("28P01", format!("pgsplit: {e}"))
+            .hint("Check the configured server_password for this user."),
+        Closed { .. } | Io { .. } | Protocol { .. } => ErrorInfo::fatal("08006", format!("pgsplit: {e}"))
+            .detail("The server connection was lost; a transaction that was open on it has been rolled back by the server.")
+            .hint("Reconnect and retry the transaction."),
+    };
+    Reply::Error(info)
+}

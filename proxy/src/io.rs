@@ -1,0 +1,74 @@
+//! Reading whole frames from a socket into a buffer the caller owns.
+//!
+//! Cancel safety: the only state is the caller's `BytesMut`; `read_buf` either
+//! appends bytes to it or does nothing, so dropping a pending read inside
+//! `select!` loses nothing and a partial frame simply waits there.
+
+use bytes::BytesMut;
+use pgsplit_protocol::frame::missing_bytes;
+use pgsplit_protocol::{split_frame, Direction, Frame, ProtocolError};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Typical read size: large enough for a batch of small messages or a few
+/// dozen rows, small enough that 10 000 idle sessions stay cheap (buffers are
+/// only grown when a read actually happens).
+pub const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("connection closed in the middle of a message")]
+    TruncatedMessage,
+}
+
+/// Makes room for the next read: exactly what a large pending frame still
+/// needs, or one chunk.
+pub fn reserve_for_read(
+    buf: &mut BytesMut,
+    direction: Direction,
+    max: usize,
+) -> Result<(), ProtocolError> {
+    let want = missing_bytes(buf, direction, max)?.max(READ_CHUNK);
+    if buf.capacity() - buf.len() < want / 2 {
+        buf.reserve(want);
+    }
+    Ok(())
+}
+
+/// Reads more bytes; `Ok(false)` on a clean EOF at a frame boundary.
+pub async fn fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    direction: Direction,
+    max: usize,
+) -> Result<bool, ReadError> {
+    reserve_for_read(buf, direction, max)?;
+    let n = r.read_buf(buf).await?;
+    if n == 0 {
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        return Err(ReadError::TruncatedMessage);
+    }
+    Ok(true)
+}
+
+/// Reads until one whole frame is available; `Ok(None)` on clean EOF.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    direction: Direction,
+    max: usize,
+) -> Result<Option<Frame>, ReadError> {
+    loop {
+        if let Some(f) = split_frame(buf, direction, max)? {
+            return Ok(Some(f));
+        }
+        if !fill(r, buf, direction, max).await? {
+            return Ok(None);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! pgsplit, the PostgreSQL read/write-splitting proxy, as a library: the
+//! binary is a thin CLI over [`start`], and tests run the proxy in-process on
+//! port 0 against a real cluster.
+//!
+//! Data path: `app` accepts → `client` (startup, auth, session relay) →
+//! `backend` (server connections). `shared` is the state every session sees.
+
+mod app;
+pub mod backend;
+pub mod cancel;
+mod client;
+pub mod demo;
+pub mod errors;
+mod io;
+pub mod shared;
+
+pub use app::{start, start_with_listener, ProxyHandle};
