@@ -31,6 +31,7 @@ pub async fn authenticate(
             let salt: [u8; 4] = rand::random();
             encode::auth_md5(&mut out, salt);
             stream.write_all(&out).await?;
+            out.clear();
             let frame = password_frame(stream, buf).await?;
             let response = parse_password(password_body(&frame)?)?;
             if !md5_verify(user_name, source, salt, response) {

@@ -1,0 +1,242 @@
+//! Shared test harness: one real cluster per test binary, a fresh in-process
+//! proxy per test on port 0, and a raw protocol client for what drivers
+//! will not send (pipelines, malformed frames).
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgsplit::ProxyHandle;
+use pgsplit_cluster::{Cluster, ClusterOptions};
+use pgsplit_config::{AuthMethod, Config, Secret, User};
+use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
+use pgsplit_protocol::{encode, split_frame, Direction, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const PASSWORD: &str = "postgres";
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// The binary's cluster: a primary and two streaming replicas, started on
+/// first use. Its watchdog removes it when the test process exits.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        Cluster::start(ClusterOptions::default()).expect("start the local PostgreSQL cluster")
+    })
+}
+
+/// Proxy config for the shared cluster, listening on a free loopback port,
+/// with one user per client authentication method.
+pub fn config() -> Config {
+    let c = cluster();
+    let mut config = pgsplit::demo::config_for(c, "127.0.0.1:0");
+    config.users.extend([
+        User {
+            name: pgsplit_cluster::MD5_USER.into(),
+            password: Some(Secret::new(pgsplit_cluster::MD5_PASSWORD)),
+            auth: AuthMethod::Md5,
+            ..User::default()
+        },
+        User {
+            name: pgsplit_cluster::TRUST_USER.into(),
+            password: None,
+            auth: AuthMethod::Trust,
+            ..User::default()
+        },
+        User {
+            name: pgsplit_cluster::SCRAM_USER.into(),
+            password: Some(Secret::new(pgsplit_cluster::SCRAM_PASSWORD)),
+            auth: AuthMethod::ScramSha256,
+            ..User::default()
+        },
+    ]);
+    config
+}
+
+pub async fn start_proxy() -> ProxyHandle {
+    start_proxy_with(config()).await
+}
+
+pub async fn start_proxy_with(config: Config) -> ProxyHandle {
+    config.validate().expect("test config is valid");
+    pgsplit::start(config).await.expect("proxy starts")
+}
+
+/// Creates (or recreates) a database for one test, so tests never share rows.
+pub fn fresh_database(name: &str) -> String {
+    let c = cluster();
+    c.psql(
+        0,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .expect("drop test database");
+    c.psql(0, "postgres", &format!("CREATE DATABASE {name}"))
+        .expect("create test database");
+    name.to_owned()
+}
+
+pub fn conn_string(proxy: &ProxyHandle, user: &str, password: &str, db: &str) -> String {
+    let a = proxy.local_addr();
+    format!(
+        "host={} port={} user={user} password={password} dbname={db} connect_timeout=10",
+        a.ip(),
+        a.port()
+    )
+}
+
+/// A tokio-postgres client through the proxy, as the superuser.
+pub async fn connect(proxy: &ProxyHandle, db: &str) -> tokio_postgres::Client {
+    connect_as(proxy, "postgres", PASSWORD, db)
+        .await
+        .expect("connect through pgsplit")
+}
+
+pub async fn connect_as(
+    proxy: &ProxyHandle,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(
+        &conn_string(proxy, user, password, db),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of a driver error, for assertions.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A hand-driven protocol client.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    pub async fn connect(proxy: &ProxyHandle) -> RawClient {
+        let stream = TcpStream::connect(proxy.local_addr()).await.unwrap();
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects and logs in as the trust user, up to the first ReadyForQuery.
+    pub async fn login(proxy: &ProxyHandle, db: &str) -> RawClient {
+        let mut c = RawClient::connect(proxy).await;
+        let mut out = BytesMut::new();
+        encode::startup_message(
+            &mut out,
+            &[("user", pgsplit_cluster::TRUST_USER), ("database", db)],
+        );
+        c.send(&out).await;
+        let frames = c.until_ready().await;
+        assert!(
+            frames.iter().any(|f| matches!(
+                backend::parse(f),
+                Ok(BackendMessage::Authentication(Authentication::Ok))
+            )),
+            "login failed: {frames:?}"
+        );
+        c
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame, or None when the proxy closed the connection.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = split_frame(&mut self.buf, Direction::Backend, 1 << 30).unwrap() {
+                return Some(f);
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(15), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("proxy answered within 15s")
+                    .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Frames up to and including the next ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(f) = self.recv().await {
+            let done = f.tag() == b'Z';
+            frames.push(f);
+            if done {
+                return frames;
+            }
+        }
+        panic!("connection closed before ReadyForQuery; got {frames:?}");
+    }
+
+    /// Reads until the proxy closes the connection; returns what came.
+    pub async fn until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(f) = self.recv().await {
+            frames.push(f);
+        }
+        frames
+    }
+}
+
+/// The (SQLSTATE, severity) of the first ErrorResponse among `frames`.
+pub fn first_error(frames: &[Frame]) -> Option<(String, String, String)> {
+    frames.iter().find_map(|f| match backend::parse(f) {
+        Ok(BackendMessage::ErrorResponse(e)) => Some((
+            e.code().unwrap_or_default().to_owned(),
+            e.severity().unwrap_or_default().to_owned(),
+            e.message().unwrap_or_default().to_owned(),
+        )),
+        _ => None,
+    })
+}
+
+/// Text values of every DataRow among `frames` (single-column results).
+pub fn data_values(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.tag() == b'D')
+        .map(|f| {
+            let body = f.body();
+            let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+            String::from_utf8(body[6..6 + len].to_vec()).unwrap()
+        })
+        .collect()
+}

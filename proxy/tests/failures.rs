@@ -1,0 +1,261 @@
+//! Bad input and dead servers: the client gets a clear ErrorResponse with a
+//! fitting SQLSTATE, and the proxy keeps serving everyone else.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use pgsplit_config::Backend;
+use pgsplit_protocol::backend::{self, BackendMessage};
+use pgsplit_protocol::encode;
+
+/// Proof that the proxy still works for others after a bad client.
+async fn still_serving(proxy: &pgsplit::ProxyHandle) {
+    let client = connect(proxy, "postgres").await;
+    let port: i32 = client
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(port, cluster().port(0) as i32);
+}
+
+#[tokio::test]
+async fn wrong_password_is_28p01_and_closes_only_that_connection() {
+    let proxy = start_proxy().await;
+    let other = connect(&proxy, "postgres").await;
+    for user in ["postgres", pgsplit_cluster::MD5_USER] {
+        let e = connect_as(&proxy, user, "wrong", "postgres")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "28P01", "{user}: {e}");
+        let message = e.as_db_error().unwrap().message();
+        assert!(
+            message.contains("password authentication failed"),
+            "{message}"
+        );
+    }
+    // The connection that was already open is untouched.
+    other.batch_execute("SELECT 1").await.unwrap();
+    still_serving(&proxy).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_user_is_told_how_to_fix_it() {
+    let proxy = start_proxy().await;
+    let e = connect_as(&proxy, "nobody", "x", "postgres")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28000");
+    let db = e.as_db_error().unwrap();
+    assert!(db.message().contains("\"nobody\""), "{}", db.message());
+    assert!(db.hint().unwrap_or("").contains("[[users]]"));
+    still_serving(&proxy).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_client_and_server_auth_method_logs_in() {
+    let proxy = start_proxy().await;
+    // Client side: md5 for md5user, trust for trustuser, SCRAM for the rest;
+    // server side: the cluster's pg_hba uses the same method per role.
+    for (user, password) in [
+        (pgsplit_cluster::MD5_USER, pgsplit_cluster::MD5_PASSWORD),
+        (pgsplit_cluster::TRUST_USER, "ignored"),
+        (pgsplit_cluster::SCRAM_USER, pgsplit_cluster::SCRAM_PASSWORD),
+        ("postgres", PASSWORD),
+    ] {
+        let client = connect_as(&proxy, user, password, "postgres")
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e:?}"));
+        let row = client
+            .query_one("SELECT current_user::text, inet_server_port()", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, &str>(0), user);
+        assert_eq!(row.get::<_, i32>(1), cluster().port(0) as i32);
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_side_refusal_is_relayed_verbatim() {
+    let proxy = start_proxy().await;
+    let e = connect_as(&proxy, "postgres", PASSWORD, "no_such_db")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "3D000");
+    let message = e.as_db_error().unwrap().message();
+    assert!(message.contains("no_such_db"), "{message}");
+    still_serving(&proxy).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_startup_packets_get_08p01() {
+    let proxy = start_proxy().await;
+    let cases: Vec<Vec<u8>> = vec![
+        // Length below the minimum.
+        vec![0, 0, 0, 4, 0, 3, 0, 0],
+        // Length over the 10 000-byte startup limit.
+        vec![0, 1, 0, 0, 0, 3, 0, 0],
+        // Protocol 2.
+        [
+            &12u32.to_be_bytes()[..],
+            &(2u32 << 16).to_be_bytes(),
+            b"a\0\0\0",
+        ]
+        .concat(),
+        // Parameter without terminator.
+        [
+            &13u32.to_be_bytes()[..],
+            &(3u32 << 16).to_be_bytes(),
+            b"user\0",
+        ]
+        .concat(),
+    ];
+    for case in cases {
+        let mut c = RawClient::connect(&proxy).await;
+        c.send(&case).await;
+        let frames = c.until_closed().await;
+        let (code, severity, message) =
+            first_error(&frames).unwrap_or_else(|| panic!("no error for {case:?}: {frames:?}"));
+        assert_eq!(
+            (code.as_str(), severity.as_str()),
+            ("08P01", "FATAL"),
+            "{message}"
+        );
+    }
+    // A startup without a user name.
+    let mut c = RawClient::connect(&proxy).await;
+    let mut out = BytesMut::new();
+    encode::startup_message(&mut out, &[("database", "postgres")]);
+    c.send(&out).await;
+    assert_eq!(first_error(&c.until_closed().await).unwrap().0, "28000");
+    still_serving(&proxy).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_messages_close_only_that_session() {
+    let proxy = start_proxy().await;
+    // A Query claiming 2 GiB: rejected from the header, nothing allocated.
+    let mut c = RawClient::login(&proxy, "postgres").await;
+    c.send(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'S']).await;
+    let (code, severity, message) = first_error(&c.until_closed().await).unwrap();
+    assert_eq!((code.as_str(), severity.as_str()), ("08P01", "FATAL"));
+    assert!(message.contains("exceeds the limit"), "{message}");
+
+    // A Sync claiming 1 MiB exceeds the small limit for control messages.
+    let mut c = RawClient::login(&proxy, "postgres").await;
+    c.send(&[b'S', 0, 0x10, 0, 0]).await;
+    assert_eq!(first_error(&c.until_closed().await).unwrap().0, "08P01");
+
+    // A length below 4.
+    let mut c = RawClient::login(&proxy, "postgres").await;
+    c.send(&[b'Q', 0, 0, 0, 2]).await;
+    assert_eq!(first_error(&c.until_closed().await).unwrap().0, "08P01");
+    still_serving(&proxy).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn encryption_requests_are_declined_and_newer_protocols_negotiated() {
+    let proxy = start_proxy().await;
+    let mut c = RawClient::connect(&proxy).await;
+    c.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await; // SSLRequest
+    let mut byte = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut c.stream, &mut byte)
+        .await
+        .unwrap();
+    assert_eq!(&byte, b"N");
+
+    // Startup asking for protocol 3.2 with an unknown _pq_ option.
+    let body = b"user\0trustuser\0database\0postgres\0_pq_.future\0on\0\0";
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&((8 + body.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&((3u32 << 16) | 2).to_be_bytes());
+    out.extend_from_slice(body);
+    c.send(&out).await;
+    let frames = c.until_ready().await;
+    assert_eq!(
+        backend::parse(&frames[0]).unwrap(),
+        BackendMessage::NegotiateProtocolVersion { newest_minor: 0 }
+    );
+    let mut q = BytesMut::new();
+    encode::query(&mut q, "SELECT inet_server_port()");
+    c.send(&q).await;
+    let rows = data_values(&c.until_ready().await);
+    assert_eq!(rows, vec![cluster().port(0).to_string()]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_primary_that_is_down_gives_08001_quickly() {
+    // A port nothing listens on: bind, read it, release it.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = config();
+    config.backends = vec![Backend {
+        name: "gone".into(),
+        host: "127.0.0.1".into(),
+        port: dead_port,
+        role: pgsplit_config::RoleHint::Primary,
+        weight: 1,
+    }];
+    let proxy = start_proxy_with(config).await;
+    let started = Instant::now();
+    let e = connect_as(&proxy, "postgres", PASSWORD, "postgres")
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sqlstate(&e), "08001");
+    let db = e.as_db_error().unwrap();
+    assert!(db.message().contains("\"gone\""), "{}", db.message());
+    assert!(
+        db.hint().unwrap_or("").contains("running"),
+        "{:?}",
+        db.hint()
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_client_limit_answers_53300() {
+    let mut config = config();
+    config.limits.max_client_connections = 2;
+    let proxy = start_proxy_with(config).await;
+    let a = connect(&proxy, "postgres").await;
+    let b = connect(&proxy, "postgres").await;
+    let e = connect_as(&proxy, "postgres", PASSWORD, "postgres")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "53300");
+    assert!(e
+        .as_db_error()
+        .unwrap()
+        .hint()
+        .unwrap()
+        .contains("max_client_connections"));
+    a.batch_execute("SELECT 1").await.unwrap();
+    drop(b);
+    // The slot comes back once the session is gone.
+    let ok = eventually(Duration::from_secs(5), || async {
+        connect_as(&proxy, "postgres", PASSWORD, "postgres")
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(ok, "the freed slot was never reused");
+    proxy.shutdown().await;
+}

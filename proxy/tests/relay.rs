@@ -1,0 +1,280 @@
+//! The proxy relays every part of the protocol to the primary, against a real
+//! cluster: simple and extended queries, pipelines, COPY, errors, cancel and
+//! NOTIFY. Each assertion checks which server answered, not just that
+//! something did.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use pgsplit_protocol::encode;
+
+#[tokio::test]
+async fn simple_and_extended_queries_run_on_the_primary() {
+    let proxy = start_proxy().await;
+    let db = fresh_database("relay_basic");
+    let client = connect(&proxy, &db).await;
+    let primary_port = cluster().port(0) as i32;
+
+    let rows = client
+        .simple_query("SELECT inet_server_port()::text, pg_is_in_recovery()::text")
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row");
+    assert_eq!(row.get(0), Some(primary_port.to_string().as_str()));
+    assert_eq!(row.get(1), Some("false"));
+
+    // tokio-postgres sends parameterised queries through Parse/Bind/Execute.
+    let row = client
+        .query_one("SELECT $1::int + 1, inet_server_port()", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert_eq!(row.get::<_, i32>(1), primary_port);
+
+    client
+        .batch_execute("CREATE TABLE t (id int primary key, v text); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .unwrap();
+    let stmt = client
+        .prepare("SELECT v FROM t WHERE id = $1")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let row = client.query_one(&stmt, &[&1i32]).await.unwrap();
+        assert_eq!(row.get::<_, &str>(0), "a");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn pipelined_extended_batches_keep_their_order() {
+    let proxy = start_proxy().await;
+    let db = fresh_database("relay_pipeline");
+    let mut c = RawClient::login(&proxy, &db).await;
+
+    // Three Parse/Bind/Execute triples before one Sync, then a second batch
+    // with its own Sync, all in a single write.
+    let mut out = BytesMut::new();
+    for i in 1..=3 {
+        encode::parse(&mut out, "", &format!("SELECT {i} * 10"), &[]);
+        encode::bind(&mut out, "", "", &[]);
+        encode::execute(&mut out, "", 0);
+    }
+    encode::sync(&mut out);
+    encode::parse(
+        &mut out,
+        "named",
+        "SELECT $1::int + inet_server_port() * 0",
+        &[],
+    );
+    encode::bind(&mut out, "", "named", &[Some(b"7")]);
+    encode::execute(&mut out, "", 0);
+    encode::sync(&mut out);
+    c.send(&out).await;
+
+    let first = c.until_ready().await;
+    let tags: String = first.iter().map(|f| f.tag() as char).collect();
+    assert_eq!(tags, "12DC12DC12DCZ", "responses of the first batch");
+    assert_eq!(data_values(&first), vec!["10", "20", "30"]);
+    let second = c.until_ready().await;
+    assert_eq!(data_values(&second), vec!["7"]);
+
+    // An error mid-pipeline skips to the Sync, and the next batch still runs.
+    let mut out = BytesMut::new();
+    encode::parse(&mut out, "", "SELECT 1/0", &[]);
+    encode::bind(&mut out, "", "", &[]);
+    encode::execute(&mut out, "", 0);
+    encode::parse(&mut out, "", "SELECT 'skipped'", &[]);
+    encode::bind(&mut out, "", "", &[]);
+    encode::execute(&mut out, "", 0);
+    encode::sync(&mut out);
+    encode::query(&mut out, "SELECT 'after'");
+    c.send(&out).await;
+    let failed = c.until_ready().await;
+    assert_eq!(first_error(&failed).unwrap().0, "22012");
+    assert!(data_values(&failed).is_empty());
+    let after = c.until_ready().await;
+    assert_eq!(data_values(&after), vec!["after"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn copy_in_and_out_round_trip() {
+    let proxy = start_proxy().await;
+    let db = fresh_database("relay_copy");
+    let client = connect(&proxy, &db).await;
+    client
+        .batch_execute("CREATE TABLE c (id int, payload text)")
+        .await
+        .unwrap();
+
+    let mut expected = String::new();
+    for i in 0..20_000 {
+        expected.push_str(&format!("{i}\trow number {i} {}\n", "x".repeat(i % 50)));
+    }
+    let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    // Several CopyData messages of uneven sizes.
+    for chunk in expected.as_bytes().chunks(7_777) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 20_000);
+
+    let out: Vec<bytes::Bytes> = client
+        .copy_out("COPY (SELECT * FROM c ORDER BY id) TO STDOUT")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let got: Vec<u8> = out.concat();
+    assert_eq!(String::from_utf8(got).unwrap(), expected);
+
+    // A COPY the client aborts leaves the session usable.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY c FROM STDIN")
+        .await
+        .unwrap();
+    drop(sink);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM c", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 20_000);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_error_inside_a_transaction_then_rollback() {
+    let proxy = start_proxy().await;
+    let db = fresh_database("relay_txerr");
+    let client = connect(&proxy, &db).await;
+    client
+        .batch_execute("CREATE TABLE r (id int)")
+        .await
+        .unwrap();
+
+    client
+        .batch_execute("BEGIN; INSERT INTO r VALUES (1)")
+        .await
+        .unwrap();
+    let e = client.batch_execute("SELECT 1/0").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    let e = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02", "the transaction is aborted");
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM r", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the rolled-back insert is gone");
+    // An error outside a transaction does not disturb the next statement.
+    assert_eq!(
+        sqlstate(&client.batch_execute("SELEC 1").await.unwrap_err()),
+        "42601"
+    );
+    client
+        .batch_execute("INSERT INTO r VALUES (2)")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM r", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_server_running_the_query() {
+    let proxy = start_proxy().await;
+    let db = fresh_database("relay_cancel");
+    let client = connect(&proxy, &db).await;
+    let bystander = connect(&proxy, &db).await;
+    let token = client.cancel_token();
+
+    let started = tokio::time::Instant::now();
+    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(30)").await });
+    // Wait until the sleep is really running on the server before cancelling.
+    let running = eventually(Duration::from_secs(10), || async {
+        bystander
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(running, "the sleep never showed up in pg_stat_activity");
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+
+    let err = sleeper.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&err), "57014", "canceled by user request");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // A forged key cancels nothing and the proxy keeps serving.
+    let mut raw = RawClient::connect(&proxy).await;
+    let mut out = BytesMut::new();
+    encode::cancel_request(&mut out, 1, 12345);
+    raw.send(&out).await;
+    assert!(raw.until_closed().await.is_empty());
+    bystander.batch_execute("SELECT 1").await.unwrap();
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn notifications_are_delivered_to_listeners() {
+    let proxy = start_proxy().await;
+    let db = fresh_database("relay_notify");
+    let (listener, mut conn) = tokio_postgres::connect(
+        &conn_string(&proxy, "postgres", PASSWORD, &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener.batch_execute("LISTEN jobs").await.unwrap();
+
+    let sender = connect(&proxy, &db).await;
+    sender.batch_execute("NOTIFY jobs, 'first'").await.unwrap();
+    sender
+        .batch_execute("SELECT pg_notify('jobs', 'second')")
+        .await
+        .unwrap();
+
+    // The listener is idle: the proxy must forward without a request in flight.
+    for expected in ["first", "second"] {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("notification within 10s")
+            .unwrap();
+        assert_eq!(got, ("jobs".to_owned(), expected.to_owned()));
+    }
+    proxy.shutdown().await;
+}
