@@ -135,7 +135,7 @@ fn env_can_supply_whole_arrays() {
 fn example_file_loads_and_validates() {
     Jail::expect_with(|jail| {
         jail.clear_env();
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pgsplit.example.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pgsplit.example.toml");
         let config = Config::load(Some(&path)).unwrap();
         let ports: Vec<u16> = config.backends.iter().map(|b| b.port).collect();
         assert_eq!(ports, [5433, 5434, 5435]);
