@@ -29,6 +29,7 @@ mod backend;
 mod error;
 mod limits;
 mod load;
+mod routing;
 mod secret;
 mod user;
 mod validate;
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 pub use backend::{Backend, RoleHint};
 pub use error::{ConfigError, Problem};
 pub use limits::{Limits, Timeouts};
+pub use routing::{PrimaryReads, Routing, Strategy};
 pub use secret::{PasswordKind, Secret};
 pub use user::{AuthMethod, User};
 
@@ -57,6 +59,8 @@ pub struct Config {
     pub limits: Limits,
     /// Network and peer timeouts (`[timeouts]`).
     pub timeouts: Timeouts,
+    /// Read/write splitting and load balancing (`[routing]`).
+    pub routing: Routing,
     /// PostgreSQL servers, one `[[backends]]` table each. At least one is
     /// required.
     pub backends: Vec<Backend>,
@@ -73,6 +77,7 @@ impl Default for Config {
             listen: "0.0.0.0:5432".into(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            routing: Routing::default(),
             backends: Vec::new(),
             users: Vec::new(),
         }

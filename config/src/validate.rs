@@ -21,6 +21,7 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     check_timeouts(config, &mut out);
     check_backends(&config.backends, &mut out);
     check_users(&config.users, &mut out);
+    check_routing(config, &mut out);
     out
 }
 
@@ -281,5 +282,46 @@ fn describe(kind: PasswordKind) -> &'static str {
         PasswordKind::Plain => "a plaintext password",
         PasswordKind::ScramVerifier => "a SCRAM verifier",
         PasswordKind::Md5Hash => "an md5 hash",
+    }
+}
+
+fn check_routing(config: &Config, out: &mut Vec<Problem>) {
+    let r = &config.routing;
+    for (list, names) in [
+        ("write_functions", &r.write_functions),
+        ("read_functions", &r.read_functions),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let ok = !name.is_empty()
+                && name.split('.').count() <= 2
+                && name.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+                });
+            if !ok {
+                out.push(Problem::new(
+                    format!("routing.{list}[{i}]"),
+                    format!("{name:?} is not a function name; write it as \"name\" or \"schema.name\" without arguments or quotes"),
+                ));
+            }
+        }
+    }
+    for name in &r.write_functions {
+        if r.read_functions
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            out.push(Problem::new(
+                "routing.read_functions",
+                format!("{name:?} is listed in both write_functions and read_functions; keep it in only one"),
+            ));
+        }
+    }
+    if r.primary_reads == crate::PrimaryReads::Off && config.backends.len() == 1 {
+        out.push(Problem::new(
+            "routing.primary_reads",
+            "is \"off\" but there is only one backend, so reads could never be served; add replicas or use \"fallback\"",
+        ));
     }
 }

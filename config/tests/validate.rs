@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use figment::providers::Format;
+
 use pgsplit_config::{AuthMethod, Backend, Config, ConfigError, Problem, RoleHint, Secret, User};
 
 const VERIFIER: &str = "SCRAM-SHA-256$4096:c2FsdHNhbHQ=$\
@@ -344,4 +346,49 @@ fn all_problems_are_collected_one_line_each() {
     assert!(text
         .lines()
         .all(|line| line.contains(": ") && line.contains("; ")));
+}
+
+#[test]
+fn routing_function_lists_are_checked() {
+    let mut c = valid();
+    c.routing.write_functions = vec!["audit.log_event".into(), "bad name()".into()];
+    c.routing.read_functions = vec!["AUDIT.LOG_EVENT".into()];
+    let problems = problems(&c);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "routing.write_functions[1]"
+                && p.message.contains("not a function name")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "routing.read_functions" && p.message.contains("both")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn routing_loads_from_toml_with_defaults() {
+    let c: Config =
+        figment::Figment::from(figment::providers::Serialized::defaults(Config::default()))
+            .merge(figment::providers::Toml::string(
+                "[routing]\nstrategy = \"least_connections\"\nprimary_reads = \"on\"\n",
+            ))
+            .extract()
+            .unwrap();
+    assert_eq!(
+        c.routing.strategy,
+        pgsplit_config::Strategy::LeastConnections
+    );
+    assert_eq!(c.routing.primary_reads, pgsplit_config::PrimaryReads::On);
+    assert_eq!(
+        Config::default().routing.primary_reads,
+        pgsplit_config::PrimaryReads::Fallback
+    );
+    assert_eq!(
+        Config::default().routing.strategy,
+        pgsplit_config::Strategy::RoundRobin
+    );
 }
