@@ -23,6 +23,7 @@ pub mod encode;
 mod error;
 pub mod frame;
 pub mod frontend;
+pub mod pipeline;
 pub mod startup;
 mod wire;
 
