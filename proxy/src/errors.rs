@@ -99,3 +99,25 @@ fn backend_reply(e: &BackendError) -> Reply {
     };
     Reply::Error(info)
 }
+
+/// The error for one statement that could not be started because a server
+/// was unreachable. The session goes on: nothing was sent, so a retry is safe.
+pub fn statement_error(e: &BackendError) -> ErrorInfo {
+    if let BackendError::Refused { backend, error } = e {
+        if let Ok(pgsplit_protocol::backend::BackendMessage::ErrorResponse(f)) =
+            pgsplit_protocol::backend::parse(error)
+        {
+            return ErrorInfo::error(
+                f.code().unwrap_or("08006"),
+                format!(
+                    "pgsplit: backend \"{backend}\" refused a new connection: {}",
+                    f.message().unwrap_or("no message")
+                ),
+            )
+            .hint("The statement was not run; it is safe to retry.");
+        }
+    }
+    ErrorInfo::error("08006", format!("pgsplit: {e}"))
+        .detail("The statement was not run.")
+        .hint("Retry; check that the server is running and reachable from pgsplit.")
+}

@@ -11,6 +11,7 @@ pub mod cancel;
 mod client;
 pub mod demo;
 pub mod errors;
+mod functions;
 mod io;
 pub mod shared;
 

@@ -1,15 +1,21 @@
 //! State shared by every session: the configuration snapshot, precomputed
-//! credentials, the cancel registry and the client-connection limit.
+//! credentials, the classifier, the balancer, per-backend counters, the
+//! cancel registry and the client-connection limit.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pgsplit_config::{AuthMethod, Config, PasswordKind, RoleHint};
 use pgsplit_protocol::auth::ScramSecret;
+use pgsplit_router::balance::{Balancer, Candidate, PrimaryReads, Strategy};
+use pgsplit_router::{Classifier, ClassifierConfig};
 use tokio::sync::Semaphore;
 
 use crate::backend::BackendAddr;
 use crate::cancel::CancelRegistry;
+use crate::functions::FunctionCatalog;
 
 /// How one configured user logs in, prepared once at startup so that no
 /// session pays for PBKDF2.
@@ -22,15 +28,49 @@ pub struct UserAuth {
     pub server_password: Option<String>,
 }
 
+/// Counters per backend, readable by tests and (later) `SHOW pool_nodes`.
+#[derive(Default, Debug)]
+pub struct BackendStats {
+    /// Requests routed here (a simple Query, or an extended batch up to Sync).
+    pub routed: AtomicU64,
+    /// Of those, routed as reads (load-balanced).
+    pub reads: AtomicU64,
+    /// Of those, routed to the primary because they write, lock, or run in a
+    /// transaction or a pinned session.
+    pub writes: AtomicU64,
+    /// Sessions using a connection to this backend right now.
+    pub active: AtomicU64,
+    /// Until when (ms since start) the backend is skipped after a failed
+    /// connection attempt; a stand-in until the health loop exists.
+    down_until_ms: AtomicU64,
+}
+
+/// A plain copy of one backend's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    pub routed: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub active: u64,
+}
+
+/// How long a backend that refused a connection is left alone.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
 pub struct Shared {
     pub config: Arc<Config>,
     pub users: HashMap<String, UserAuth>,
     pub backends: Vec<BackendAddr>,
+    pub stats: Vec<BackendStats>,
     /// Which backend takes writes. Until the health loop exists this is the
     /// configured primary hint, else the first backend.
     pub primary: usize,
+    pub classifier: Classifier,
+    pub balancer: Balancer,
+    pub functions: Arc<FunctionCatalog>,
     pub cancel: Arc<CancelRegistry>,
     pub client_slots: Arc<Semaphore>,
+    started: Instant,
 }
 
 impl Shared {
@@ -54,15 +94,90 @@ impl Shared {
             .iter()
             .position(|b| b.role == RoleHint::Primary)
             .unwrap_or(0);
+        let r = &config.routing;
+        let classifier = Classifier::new(ClassifierConfig {
+            write_functions: r.write_functions.clone(),
+            read_functions: r.read_functions.clone(),
+            ..ClassifierConfig::default()
+        });
+        let balancer = Balancer::new(
+            match r.strategy {
+                pgsplit_config::Strategy::RoundRobin => Strategy::RoundRobin,
+                pgsplit_config::Strategy::LeastConnections => Strategy::LeastConnections,
+                pgsplit_config::Strategy::Random => Strategy::Random,
+            },
+            match r.primary_reads {
+                pgsplit_config::PrimaryReads::On => PrimaryReads::On,
+                pgsplit_config::PrimaryReads::Fallback => PrimaryReads::Fallback,
+                pgsplit_config::PrimaryReads::Off => PrimaryReads::Off,
+            },
+        );
         let client_slots = Arc::new(Semaphore::new(config.limits.max_client_connections));
         Shared {
-            config: Arc::new(config),
+            stats: config
+                .backends
+                .iter()
+                .map(|_| BackendStats::default())
+                .collect(),
             users,
             backends,
             primary,
+            classifier,
+            balancer,
+            functions: Arc::default(),
             cancel: Arc::new(CancelRegistry::default()),
             client_slots,
+            config: Arc::new(config),
+            started: Instant::now(),
         }
+    }
+
+    pub fn stats(&self, backend: usize) -> StatsSnapshot {
+        let s = &self.stats[backend];
+        StatsSnapshot {
+            routed: s.routed.load(Ordering::Relaxed),
+            reads: s.reads.load(Ordering::Relaxed),
+            writes: s.writes.load(Ordering::Relaxed),
+            active: s.active.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn mark_unreachable(&self, backend: usize) {
+        let until = self.now_ms() + RETRY_AFTER.as_millis() as u64;
+        self.stats[backend]
+            .down_until_ms
+            .store(until, Ordering::Relaxed);
+    }
+
+    pub fn is_usable(&self, backend: usize) -> bool {
+        self.stats[backend].down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+    }
+
+    /// The server for the next read, skipping `exclude` (servers this
+    /// request already failed to reach).
+    pub fn pick_reader(&self, exclude: &[usize]) -> Option<usize> {
+        let candidates: Vec<Candidate> = self
+            .config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Candidate {
+                index: i,
+                is_primary: i == self.primary,
+                usable: self.is_usable(i) && !exclude.contains(&i),
+                weight: b.weight,
+                active: self.stats[i].active.load(Ordering::Relaxed),
+            })
+            .collect();
+        self.balancer.pick(&candidates, rand::random())
     }
 }
 

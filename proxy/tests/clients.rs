@@ -42,13 +42,27 @@ async fn psql_script_with_copy_describe_and_errors() {
     let input = dir.join("in.tsv");
     let rows: String = (1..=500).map(|i| format!("{i}\tname {i}\n")).collect();
     std::fs::write(&input, &rows).unwrap();
+    // Tables the script reads are created and replicated first: until
+    // read-your-writes exists, a read right after a write may reach a replica
+    // that has not replayed it yet.
+    cluster()
+        .psql(
+            0,
+            &db,
+            "CREATE TABLE people (id int primary key, name text); \
+             CREATE TABLE seeded AS SELECT g AS id, 'seed ' || g AS name FROM generate_series(1, 5) g",
+        )
+        .unwrap();
+    cluster()
+        .wait_for_replay(std::time::Duration::from_secs(30))
+        .unwrap();
     let script = format!(
-        "CREATE TABLE people (id int primary key, name text);\n\
+        "CREATE TABLE extra (a int);\n\
          \\copy people from '{}'\n\
          SELEC broken;\n\
-         SELECT count(*) AS n, inet_server_port() AS port FROM people;\n\
+         /* pgsplit:primary */ SELECT count(*) AS n, inet_server_port() AS port FROM people;\n\
          \\d people\n\
-         \\copy (SELECT * FROM people WHERE id <= 3 ORDER BY id) to stdout\n",
+         \\copy (SELECT * FROM seeded ORDER BY id LIMIT 3) to stdout\n",
         input.display()
     );
     // A script file, so psql handles meta-commands line by line as when typed.
@@ -61,15 +75,25 @@ async fn psql_script_with_copy_describe_and_errors() {
     .unwrap();
     std::fs::remove_dir_all(&dir).ok();
     assert!(ok, "psql failed: {err}");
-    assert!(err.contains("syntax error at or near \"SELEC\""), "stderr: {err}");
+    assert!(
+        err.contains("syntax error at or near \"SELEC\""),
+        "stderr: {err}"
+    );
     assert!(out.contains("COPY 500"), "stdout: {out}");
     let primary = cluster().port(0).to_string();
     assert!(
-        out.lines().any(|l| l.split('|').map(str::trim).eq(["500", primary.as_str()])),
+        out.lines()
+            .any(|l| l.split('|').map(str::trim).eq(["500", primary.as_str()])),
         "count and port line missing in: {out}"
     );
-    assert!(out.contains("Table \"public.people\""), "\\d output missing: {out}");
-    assert!(out.contains("1\tname 1\n2\tname 2\n3\tname 3\n"), "copy out: {out}");
+    assert!(
+        out.contains("Table \"public.people\""),
+        "\\d output missing: {out}"
+    );
+    assert!(
+        out.contains("1\tseed 1\n2\tseed 2\n3\tseed 3\n"),
+        "copy out: {out}"
+    );
     proxy.shutdown().await;
 }
 

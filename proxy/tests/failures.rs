@@ -11,7 +11,8 @@ use pgsplit_config::Backend;
 use pgsplit_protocol::backend::{self, BackendMessage};
 use pgsplit_protocol::encode;
 
-/// Proof that the proxy still works for others after a bad client.
+/// Proof that the proxy still works for others after a bad client: a read
+/// reaches a replica and a write reaches the primary.
 async fn still_serving(proxy: &pgsplit::ProxyHandle) {
     let client = connect(proxy, "postgres").await;
     let port: i32 = client
@@ -19,7 +20,17 @@ async fn still_serving(proxy: &pgsplit::ProxyHandle) {
         .await
         .unwrap()
         .get(0);
+    assert!(is_replica(port), "read served by {port}");
+    let port: i32 = client
+        .query_one("/* pgsplit:primary */ SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(port, cluster().port(0) as i32);
+}
+
+fn is_replica(port: i32) -> bool {
+    [cluster().port(1), cluster().port(2)].contains(&(port as u16))
 }
 
 #[tokio::test]
@@ -71,12 +82,24 @@ async fn each_client_and_server_auth_method_logs_in() {
         let client = connect_as(&proxy, user, password, "postgres")
             .await
             .unwrap_or_else(|e| panic!("{user}: {e:?}"));
-        let row = client
-            .query_one("SELECT current_user::text, inet_server_port()", &[])
-            .await
-            .unwrap();
-        assert_eq!(row.get::<_, &str>(0), user);
-        assert_eq!(row.get::<_, i32>(1), cluster().port(0) as i32);
+        // Logging in to a replica and to the primary, with the same method.
+        for (sql, on_primary) in [
+            ("SELECT current_user::text, inet_server_port()", false),
+            (
+                "/* pgsplit:primary */ SELECT current_user::text, inet_server_port()",
+                true,
+            ),
+        ] {
+            let row = client.query_one(sql, &[]).await.unwrap();
+            assert_eq!(row.get::<_, &str>(0), user);
+            let port = row.get::<_, i32>(1);
+            assert_eq!(
+                port == cluster().port(0) as i32,
+                on_primary,
+                "{user}: {sql} on {port}"
+            );
+            assert!(on_primary || is_replica(port));
+        }
     }
     proxy.shutdown().await;
 }
@@ -189,7 +212,8 @@ async fn encryption_requests_are_declined_and_newer_protocols_negotiated() {
     encode::query(&mut q, "SELECT inet_server_port()");
     c.send(&q).await;
     let rows = data_values(&c.until_ready().await);
-    assert_eq!(rows, vec![cluster().port(0).to_string()]);
+    assert_eq!(rows.len(), 1);
+    assert!(is_replica(rows[0].parse().unwrap()), "{rows:?}");
     proxy.shutdown().await;
 }
 

@@ -13,14 +13,17 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use pgsplit_protocol::encode;
 
 #[tokio::test]
-async fn simple_and_extended_queries_run_on_the_primary() {
+async fn simple_and_extended_queries_reach_the_right_servers() {
     let proxy = start_proxy().await;
     let db = fresh_database("relay_basic");
     let client = connect(&proxy, &db).await;
     let primary_port = cluster().port(0) as i32;
+    let replica_ports = [cluster().port(1) as i32, cluster().port(2) as i32];
 
     let rows = client
-        .simple_query("SELECT inet_server_port()::text, pg_is_in_recovery()::text")
+        .simple_query(
+            "/* pgsplit:primary */ SELECT inet_server_port()::text, pg_is_in_recovery()::text",
+        )
         .await
         .unwrap();
     let row = rows
@@ -35,15 +38,23 @@ async fn simple_and_extended_queries_run_on_the_primary() {
 
     // tokio-postgres sends parameterised queries through Parse/Bind/Execute.
     let row = client
-        .query_one("SELECT $1::int + 1, inet_server_port()", &[&41i32])
+        .query_one(
+            "SELECT $1::int + 1, inet_server_port(), pg_is_in_recovery()",
+            &[&41i32],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
-    assert_eq!(row.get::<_, i32>(1), primary_port);
+    assert!(replica_ports.contains(&row.get::<_, i32>(1)));
+    assert!(row.get::<_, bool>(2), "a read runs on a standby");
 
     client
         .batch_execute("CREATE TABLE t (id int primary key, v text); INSERT INTO t VALUES (1, 'a')")
         .await
+        .unwrap();
+    // Read-your-writes is not there yet: let the replicas catch up first.
+    cluster()
+        .wait_for_replay(std::time::Duration::from_secs(30))
         .unwrap();
     let stmt = client
         .prepare("SELECT v FROM t WHERE id = $1")
@@ -211,19 +222,28 @@ async fn cancel_reaches_the_server_running_the_query() {
 
     let started = tokio::time::Instant::now();
     let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(30)").await });
-    // Wait until the sleep is really running on the server before cancelling.
-    let running = eventually(Duration::from_secs(10), || async {
-        bystander
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0) == 1)
-            .unwrap_or(false)
+    // Wait until the sleep is really running, and see where: it is a read, so
+    // a replica runs it and the cancel must reach that replica.
+    let find_sleeper = || {
+        (0..3).find(|&i| {
+            cluster()
+                .psql(
+                    i,
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                )
+                .map(|n| n == "1")
+                .unwrap_or(false)
+        })
+    };
+    let mut node = None;
+    let running = eventually(Duration::from_secs(10), || {
+        node = find_sleeper();
+        std::future::ready(node.is_some())
     })
     .await;
     assert!(running, "the sleep never showed up in pg_stat_activity");
+    assert_ne!(node, Some(0), "a read should not run on the primary");
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
 
     let err = sleeper.await.unwrap().unwrap_err();

@@ -1,11 +1,13 @@
 //! Opening and authenticating one server connection.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use pgsplit_protocol::auth::{md5_response, ChannelBinding, ScramClient, SCRAM_SHA_256};
 use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
+use pgsplit_protocol::pipeline::ResponseTracker;
 use pgsplit_protocol::{encode, Direction, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -36,6 +38,16 @@ pub struct ServerConn {
     pub params: Vec<(String, String)>,
     pub pid: i32,
     pub secret: i32,
+    /// Replies still owed for requests sent, and which of them the client
+    /// asked for (the rest answer statements pgsplit injected).
+    pub tracker: ResponseTracker,
+    /// Protocol-level prepared statements that exist on this connection:
+    /// client name -> the session's statement id.
+    pub prepared: HashMap<Bytes, u64>,
+    /// The session-settings version this connection has applied.
+    pub state_version: u64,
+    /// Bytes queued for this server, written once per batch.
+    pub out: BytesMut,
 }
 
 impl ServerConn {
@@ -73,6 +85,10 @@ impl ServerConn {
             params: Vec::new(),
             pid: 0,
             secret: 0,
+            tracker: ResponseTracker::default(),
+            prepared: HashMap::new(),
+            state_version: 0,
+            out: BytesMut::new(),
         };
         let mut out = BytesMut::with_capacity(256);
         let mut startup: Vec<(&str, &str)> = vec![("user", p.user), ("database", p.database)];
@@ -96,18 +112,52 @@ impl ServerConn {
     pub async fn recv(&mut self, max: usize) -> Result<Frame, BackendError> {
         match read_frame(&mut self.stream, &mut self.rbuf, Direction::Backend, max).await {
             Ok(Some(f)) => Ok(f),
-            Ok(None) | Err(ReadError::TruncatedMessage) => Err(BackendError::Closed {
+            Ok(None) => Err(BackendError::Closed {
                 backend: self.backend.name.clone(),
             }),
-            Err(ReadError::Io(source)) => Err(BackendError::Io {
-                backend: self.backend.name.clone(),
-                source,
-            }),
-            Err(ReadError::Protocol(source)) => Err(BackendError::Protocol {
-                backend: self.backend.name.clone(),
-                source,
-            }),
+            Err(e) => Err(self.read_error(e)),
         }
+    }
+
+    /// Writes everything queued in `out`.
+    pub async fn flush(&mut self) -> Result<(), BackendError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.write_all(&self.out).await;
+        self.out.clear();
+        r.map_err(|source| BackendError::Io {
+            backend: self.backend.name.clone(),
+            source,
+        })
+    }
+
+    pub fn read_error(&self, e: ReadError) -> BackendError {
+        let backend = self.backend.name.clone();
+        match e {
+            ReadError::Io(source) => BackendError::Io { backend, source },
+            ReadError::Protocol(source) => BackendError::Protocol { backend, source },
+            ReadError::TruncatedMessage => BackendError::Closed { backend },
+        }
+    }
+
+    /// Whether an idle connection is still usable: the server may have
+    /// closed it (restart, idle timeout, admin termination) while the
+    /// session was not looking. Never blocks.
+    pub fn is_alive(&mut self) -> bool {
+        loop {
+            self.rbuf.reserve(1024);
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => return false,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return false,
+            }
+        }
+        // Anything an idle server says unprompted other than notices and
+        // parameter changes is a FATAL goodbye.
+        pgsplit_protocol::frame::Frames::new(&self.rbuf, Direction::Backend, 1 << 20)
+            .all(|f| matches!(f, Ok((b'N' | b'S' | b'A', _))))
     }
 
     fn protocol_err(&self, what: &'static str) -> BackendError {

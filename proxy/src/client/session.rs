@@ -1,48 +1,68 @@
-//! One client session: startup, authentication, then relaying.
+//! One client session: startup, authentication, then the relay loop.
 //!
-//! Requests flow client → server frame by frame; responses flow back in
-//! batches: every complete frame in the server read buffer is inspected in
-//! place (only ReadyForQuery's status byte matters here) and the batch goes
-//! to the client with one `split_to` and one write, never copied.
-//!
-//! `pending` counts the requests (Query, Sync, FunctionCall) that still await
-//! a ReadyForQuery. Together with the transaction status that ReadyForQuery
-//! reports, it says when the session is between requests and outside a
-//! transaction: the only points where it may switch server connections.
+//! The session reads client frames into its own buffer and sends them to
+//! the server connection that holds its current work (`active`). Between
+//! requests, outside a transaction, nothing is active: the next request is
+//! classified and routed (see `route.rs`). Server replies are accounted for
+//! per request (`ResponseTracker`), which says when the connection is quiet
+//! again and lets pgsplit inject requests of its own (see `relay.rs`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pgsplit_protocol::backend::ready_status;
-use pgsplit_protocol::frame::Frames;
-use pgsplit_protocol::{encode, split_frame, Direction, TransactionStatus};
+use pgsplit_protocol::{encode, Direction, TransactionStatus};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::authenticate;
+use super::relay::{Event, SegmentMeta};
 use super::startup::{forwarded_params, negotiate_version, read_opening, Opening};
+use super::state::SessionState;
 use crate::backend::{BackendError, ConnectParams, ServerConn};
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::errors::{Reply, SessionError};
 use crate::io::fill;
 use crate::shared::Shared;
 
-struct Session {
-    shared: Arc<Shared>,
-    client: TcpStream,
-    /// Client bytes not yet processed (a partial frame at most, between reads).
-    rbuf: BytesMut,
-    /// Bytes queued for the server, written once per client read.
-    server_out: BytesMut,
-    server: ServerConn,
-    pending: usize,
-    tx: TransactionStatus,
-    cancel_key: CancelKey,
+pub(super) struct Session {
+    pub shared: Arc<Shared>,
+    pub client: TcpStream,
+    /// Client bytes not yet sent on (partial frames, or frames waiting for
+    /// a routing decision).
+    pub rbuf: BytesMut,
+    /// Messages pgsplit writes to the client itself.
+    pub wbuf: BytesMut,
+    /// Server connections by backend index, opened on first use.
+    pub conns: Vec<Option<ServerConn>>,
+    /// The backend holding this session's in-flight work or transaction.
+    pub active: Option<usize>,
+    /// A request has been routed and its terminating Sync/Query is not sent
+    /// yet: its remaining frames follow it.
+    pub open_segment: bool,
+    /// Dropping frames up to the next Sync after refusing a request.
+    pub rejecting: bool,
+    /// Transaction status as the client last saw it.
+    pub tx: TransactionStatus,
+    pub state: SessionState,
+    /// Per forwarded Sync/Query: settings changes to record when it ends.
+    pub segments: VecDeque<Option<Box<SegmentMeta>>>,
+    /// The extended-protocol request being sent (flushed at its Sync).
+    pub current_meta: Option<Box<SegmentMeta>>,
+    /// Settings changed inside the open transaction: kept only if it commits.
+    pub tx_meta: Vec<SegmentMeta>,
+    pub segment_failed: bool,
+    pub last_command_tag: Option<String>,
+    pub events: Vec<Event>,
+    pub user: String,
+    pub database: String,
+    pub startup_params: Vec<(String, String)>,
+    pub cancel_key: CancelKey,
     _permit: OwnedSemaphorePermit,
 }
 
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Terminate,
 }
@@ -52,12 +72,37 @@ enum Flow {
 pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(1024);
-    let startup_timeout = shared.config.timeouts.client_startup;
-    let opened = tokio::time::timeout(startup_timeout, establish(&mut client, &mut rbuf, &shared))
-        .await
-        .unwrap_or(Err(SessionError::StartupTimeout));
-    let parts = match opened {
-        Ok(Some(parts)) => parts,
+    let opened = tokio::time::timeout(
+        shared.config.timeouts.client_startup,
+        establish(&mut client, &mut rbuf, &shared),
+    )
+    .await
+    .unwrap_or(Err(SessionError::StartupTimeout));
+    let mut session = match opened {
+        Ok(Some(e)) => Session {
+            conns: (0..shared.backends.len()).map(|_| None).collect(),
+            shared,
+            client,
+            rbuf,
+            wbuf: BytesMut::new(),
+            active: None,
+            open_segment: false,
+            rejecting: false,
+            tx: TransactionStatus::Idle,
+            state: SessionState::new(e.default_read_only),
+            segments: VecDeque::new(),
+            current_meta: None,
+            tx_meta: Vec::new(),
+            segment_failed: false,
+            last_command_tag: None,
+            events: Vec::new(),
+            user: e.user,
+            database: e.database,
+            startup_params: e.params,
+            cancel_key: e.cancel_key,
+            _permit: e.permit,
+        }
+        .with_conn(e.server),
         Ok(None) => return,
         Err(e) => {
             log_end(&e);
@@ -65,28 +110,23 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
-    let (server, cancel_key, permit) = parts;
-    let mut session = Session {
-        shared,
-        client,
-        rbuf,
-        server_out: BytesMut::with_capacity(1024),
-        server,
-        pending: 0,
-        tx: TransactionStatus::Idle,
-        cancel_key,
-        _permit: permit,
-    };
     let result = session.run().await;
     if let Err(e) = &result {
         log_end(e);
         report(&mut session.client, e).await;
     }
-    session.cancel_key.set_target(None);
-    session.server.terminate().await;
+    session.close().await;
 }
 
-type Established = (ServerConn, CancelKey, OwnedSemaphorePermit);
+struct Established {
+    server: ServerConn,
+    cancel_key: CancelKey,
+    permit: OwnedSemaphorePermit,
+    user: String,
+    database: String,
+    params: Vec<(String, String)>,
+    default_read_only: bool,
+}
 
 async fn establish(
     client: &mut TcpStream,
@@ -97,8 +137,7 @@ async fn establish(
         Opening::Startup(m) => m,
         Opening::Cancel | Opening::Closed => return Ok(None),
     };
-    // Cancel requests were served above even at the limit; real sessions wait
-    // for a slot no longer than it takes to say no.
+    // Cancel requests were served above even at the limit.
     let permit = Arc::clone(&shared.client_slots)
         .try_acquire_owned()
         .map_err(|_| SessionError::TooManyClients(shared.config.limits.max_client_connections))?;
@@ -110,119 +149,163 @@ async fn establish(
     }
     let user_name = startup.user().ok_or(SessionError::NoUser)?.to_owned();
     let database = startup.database().unwrap_or(&user_name).to_owned();
-    let extra = forwarded_params(&startup)?;
+    let params = forwarded_params(&startup)?;
     let user = shared
         .users
         .get(&user_name)
         .ok_or_else(|| SessionError::UnknownUser(user_name.clone()))?;
     authenticate(client, rbuf, &user_name, user).await?;
 
-    let cfg = &shared.config;
-    let backend = &shared.backends[shared.primary];
-    let server = ServerConn::connect(
-        backend,
-        &ConnectParams {
-            user: &user.server_user,
-            password: user.server_password.as_deref(),
-            database: &database,
-            extra: &extra,
-            timeout: cfg.timeouts.connect,
-            max_message_size: cfg.limits.max_message_size,
-        },
-    )
-    .await?;
-
+    // The primary connection doubles as the check that the database and
+    // server credentials work, and supplies the ParameterStatus values the
+    // client expects from a server.
+    let server = connect(shared, shared.primary, &user_name, &database, &params).await?;
     let cancel_key = shared.cancel.register();
-    cancel_key.set_target(Some(CancelTarget {
-        addr: server.addr,
-        server_pid: server.pid,
-        server_secret: server.secret,
-    }));
+    let mut default_read_only = false;
     for (name, value) in &server.params {
+        if name == "default_transaction_read_only" {
+            default_read_only = value == "on";
+        }
         encode::parameter_status(&mut out, name, value);
     }
     encode::backend_key_data(&mut out, cancel_key.pid, cancel_key.secret);
     encode::ready_for_query(&mut out, TransactionStatus::Idle);
     client.write_all(&out).await?;
-    tracing::debug!(user = %user_name, %database, backend = %backend.name, "session started");
-    Ok(Some((server, cancel_key, permit)))
+    tracing::debug!(user = %user_name, %database, "session started");
+    Ok(Some(Established {
+        server,
+        cancel_key,
+        permit,
+        user: user_name,
+        database,
+        params,
+        default_read_only,
+    }))
+}
+
+/// Opens a server connection for a session's user and database.
+pub(super) async fn connect(
+    shared: &Shared,
+    backend: usize,
+    user: &str,
+    database: &str,
+    params: &[(String, String)],
+) -> Result<ServerConn, BackendError> {
+    let auth = &shared.users[user];
+    let cfg = &shared.config;
+    ServerConn::connect(
+        &shared.backends[backend],
+        &ConnectParams {
+            user: &auth.server_user,
+            password: auth.server_password.as_deref(),
+            database,
+            extra: params,
+            timeout: cfg.timeouts.connect,
+            max_message_size: cfg.limits.max_message_size,
+        },
+    )
+    .await
 }
 
 impl Session {
+    fn with_conn(mut self, server: ServerConn) -> Session {
+        let i = self.shared.primary;
+        self.conns[i] = Some(server);
+        self
+    }
+
     async fn run(&mut self) -> Result<(), SessionError> {
         let max = self.shared.config.limits.max_message_size;
         loop {
+            if let Flow::Terminate = self.pump().await? {
+                return Ok(());
+            }
+            self.flush().await?;
+            // While a request waits for the active server to finish, stop
+            // reading a client that keeps sending, so memory stays bounded.
+            let waiting = !self.open_segment && self.active.is_some();
+            let client_open = !(waiting && self.rbuf.len() >= super::route::DECIDE_LIMIT);
+            let active = self.active.and_then(|i| self.conns[i].as_mut());
+            let server_read = async {
+                match active {
+                    Some(c) => {
+                        Some(fill(&mut c.stream, &mut c.rbuf, Direction::Backend, max).await)
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                r = fill(&mut self.client, &mut self.rbuf, Direction::Frontend, max) => {
+                r = fill(&mut self.client, &mut self.rbuf, Direction::Frontend, max), if client_open => {
                     if !r? {
                         return Ok(());
                     }
-                    if let Flow::Terminate = self.take_client_frames()? {
-                        return Ok(());
-                    }
-                    if !self.server_out.is_empty() {
-                        self.server.send(&mut self.server_out).await?;
-                    }
                 }
-                r = fill(&mut self.server.stream, &mut self.server.rbuf, Direction::Backend, max) => {
-                    let more = r.map_err(|e| server_read_error(&self.server, e))?;
-                    if !more {
-                        return Err(BackendError::Closed { backend: self.server.backend.name.clone() }.into());
+                Some(r) = server_read => {
+                    let i = self.active.expect("a server read implies an active backend");
+                    let conn = self.conns[i].as_mut().expect("active backend has a connection");
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) => return Err(BackendError::Closed { backend: conn.backend.name.clone() }.into()),
+                        Err(e) => return Err(conn.read_error(e).into()),
                     }
-                    self.forward_server_frames().await?;
+                    self.forward_server().await?;
                 }
             }
         }
     }
 
-    /// Queues every complete client frame for the server.
-    fn take_client_frames(&mut self) -> Result<Flow, SessionError> {
-        let max = self.shared.config.limits.max_message_size;
-        while let Some(frame) = split_frame(&mut self.rbuf, Direction::Frontend, max)? {
-            match frame.tag() {
-                // The proxy owns server connections; the client's goodbye ends
-                // only its own session.
-                b'X' => return Ok(Flow::Terminate),
-                b'Q' | b'S' | b'F' => self.pending += 1,
-                _ => {}
-            }
-            self.server_out.extend_from_slice(frame.as_bytes());
+    /// Writes what pgsplit itself has for the client, then queued requests.
+    pub(super) async fn flush(&mut self) -> Result<(), SessionError> {
+        if !self.wbuf.is_empty() {
+            self.client.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
         }
-        Ok(Flow::Continue)
-    }
-
-    /// Sends every complete server frame to the client in one write.
-    async fn forward_server_frames(&mut self) -> Result<(), SessionError> {
-        let max = self.shared.config.limits.max_message_size;
-        let mut frames = Frames::new(&self.server.rbuf, Direction::Backend, max);
-        for item in frames.by_ref() {
-            let (tag, body) = item.map_err(|source| BackendError::Protocol {
-                backend: self.server.backend.name.clone(),
-                source,
-            })?;
-            if tag == b'Z' {
-                self.tx = ready_status(body).map_err(|source| BackendError::Protocol {
-                    backend: self.server.backend.name.clone(),
-                    source,
-                })?;
-                self.pending = self.pending.saturating_sub(1);
+        if let Some(i) = self.active {
+            if let Some(c) = self.conns[i].as_mut() {
+                c.flush().await?;
             }
-        }
-        let n = frames.consumed();
-        if n > 0 {
-            let batch = self.server.rbuf.split_to(n);
-            self.client.write_all(&batch).await?;
         }
         Ok(())
     }
-}
 
-fn server_read_error(server: &ServerConn, e: crate::io::ReadError) -> SessionError {
-    let backend = server.backend.name.clone();
-    match e {
-        crate::io::ReadError::Io(source) => BackendError::Io { backend, source }.into(),
-        crate::io::ReadError::Protocol(source) => BackendError::Protocol { backend, source }.into(),
-        crate::io::ReadError::TruncatedMessage => BackendError::Closed { backend }.into(),
+    /// Lets go of the active backend once it owes nothing and no
+    /// transaction is open: the next request is routed afresh.
+    pub(super) fn maybe_release(&mut self) {
+        let Some(i) = self.active else { return };
+        let quiet = self.conns[i].as_ref().is_none_or(|c| c.tracker.is_idle());
+        if quiet
+            && !self.open_segment
+            && self.tx == TransactionStatus::Idle
+            && self.state.pinned.is_none()
+            && self.state.deferred_begin.is_none()
+        {
+            self.active = None;
+            self.shared.stats[i]
+                .active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn set_cancel_target(&self, backend: usize) {
+        if let Some(c) = &self.conns[backend] {
+            self.cancel_key.set_target(Some(CancelTarget {
+                addr: c.addr,
+                server_pid: c.pid,
+                server_secret: c.secret,
+            }));
+        }
+    }
+
+    async fn close(mut self) {
+        self.cancel_key.set_target(None);
+        if let Some(i) = self.active.take() {
+            self.shared.stats[i]
+                .active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        for conn in self.conns.iter_mut().filter_map(Option::take) {
+            conn.terminate().await;
+        }
     }
 }
 

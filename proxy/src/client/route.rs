@@ -1,0 +1,456 @@
+//! Where the next request goes.
+//!
+//! A request is one simple Query, or extended-protocol messages up to Sync
+//! (or Flush, when the client waits for results before syncing). It is
+//! classified whole before any of it is sent, so a batch that reads and then
+//! writes never starts on a replica. As soon as one message needs the
+//! primary, the decision is made without waiting for the rest.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pgsplit_protocol::encode::{self, ErrorInfo};
+use pgsplit_protocol::frame::Frames;
+use pgsplit_protocol::frontend::{self, FrontendMessage};
+use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
+use pgsplit_router::{Analysis, Route};
+
+use super::session::{connect, Flow, Session};
+use crate::errors::SessionError;
+use crate::functions::{LookupTarget, Verdict};
+
+/// A request whose end has not arrived is decided anyway once this much of
+/// it is buffered (a huge batch of reads), bounding the session's memory.
+pub(super) const DECIDE_LIMIT: usize = 1 << 20;
+
+pub(super) enum Decision {
+    NeedMore,
+    Target { backend: usize, read: bool },
+    DeferBegin,
+    Reject(ErrorInfo),
+}
+
+/// What the messages of one request add up to.
+#[derive(Default)]
+struct Tally {
+    write: bool,
+    read: bool,
+    read_only_txn: bool,
+    terminated: bool,
+    first_is_single_begin: bool,
+}
+
+impl Session {
+    /// Sends buffered client frames on, routing each new request.
+    pub(super) async fn pump(&mut self) -> Result<Flow, SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        loop {
+            if self.rejecting {
+                let Some(frame) = split_frame(&mut self.rbuf, Direction::Frontend, max)? else {
+                    return Ok(Flow::Continue);
+                };
+                match frame.tag() {
+                    b'S' => {
+                        self.rejecting = false;
+                        encode::ready_for_query(&mut self.wbuf, self.tx);
+                    }
+                    b'X' => return Ok(Flow::Terminate),
+                    _ => {}
+                }
+                continue;
+            }
+            if !self.open_segment {
+                if !self.route_next().await? {
+                    return Ok(Flow::Continue);
+                }
+                if self.rejecting || !self.open_segment {
+                    continue;
+                }
+            }
+            let Some(frame) = split_frame(&mut self.rbuf, Direction::Frontend, max)? else {
+                return Ok(Flow::Continue);
+            };
+            if let Flow::Terminate = self.send_frame(frame)? {
+                return Ok(Flow::Terminate);
+            }
+        }
+    }
+
+    /// Starts the next request. Returns false when it must wait: for more
+    /// bytes, or for the active replica to finish before a write may start.
+    async fn route_next(&mut self) -> Result<bool, SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        if Frames::new(&self.rbuf, Direction::Frontend, max)
+            .next()
+            .is_none()
+        {
+            return Ok(false);
+        }
+        if let Some(a) = self.active {
+            let stays = self.tx != TransactionStatus::Idle
+                || self.state.pinned.is_some()
+                || a == self.shared.primary;
+            if stays {
+                self.open_segment = true;
+                return Ok(true);
+            }
+            // A replica is still busy with an earlier pipelined request: a
+            // read may follow it there, anything else waits for it to finish.
+            return match self.decide()? {
+                Decision::Target { read: true, .. } => {
+                    self.count(a, true);
+                    self.open_segment = true;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            };
+        }
+        match self.decide()? {
+            Decision::NeedMore => Ok(false),
+            Decision::DeferBegin => {
+                self.defer_begin()?;
+                Ok(true)
+            }
+            Decision::Reject(info) => {
+                self.reject(info)?;
+                Ok(true)
+            }
+            Decision::Target { backend, read } => {
+                match self.attach(backend, read).await {
+                    Ok(()) => self.open_segment = true,
+                    Err(info) => self.reject(info)?,
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Classifies the request at the front of the read buffer, in place.
+    pub(super) fn decide(&mut self) -> Result<Decision, SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        let mut tally = Tally::default();
+        let mut unknown: Vec<String> = Vec::new();
+        let mut frames = Frames::new(&self.rbuf, Direction::Frontend, max);
+        let mut first = true;
+        for item in frames.by_ref() {
+            let (tag, body) = item?;
+            let frame_is_first = std::mem::take(&mut first);
+            let analysis = match tag {
+                b'Q' | b'P' => {
+                    let sql = sql_of(tag, body);
+                    Some(match std::str::from_utf8(sql) {
+                        Ok(s) => self.shared.classifier.classify(s),
+                        // Not UTF-8: nothing to classify with; the primary is safe.
+                        Err(_) => {
+                            tally.write = true;
+                            break;
+                        }
+                    })
+                }
+                b'B' => statement_name(tag, body)
+                    .and_then(|n| self.state.statements.get(n))
+                    .map(|s| Arc::clone(&s.analysis)),
+                b'D' if body.first() == Some(&b'S') => statement_name(tag, body)
+                    .and_then(|n| self.state.statements.get(n))
+                    .map(|s| Arc::clone(&s.analysis)),
+                b'F' => {
+                    tally.write = true;
+                    tally.terminated = true;
+                    break;
+                }
+                b'S' | b'H' | b'X' => {
+                    tally.terminated = true;
+                    break;
+                }
+                _ => None,
+            };
+            if let Some(a) = analysis {
+                if frame_is_first && tag == b'Q' && is_single_begin(&a) {
+                    tally.first_is_single_begin = true;
+                }
+                self.tally(&a, &mut tally, &mut unknown);
+            }
+            if tag == b'Q' {
+                tally.terminated = true;
+                break;
+            }
+            if tally.write {
+                break;
+            }
+        }
+        if first {
+            return Ok(Decision::NeedMore);
+        }
+        if !tally.write && !tally.terminated && self.rbuf.len() < DECIDE_LIMIT {
+            return Ok(Decision::NeedMore);
+        }
+        if !unknown.is_empty() {
+            self.look_up_functions(unknown);
+        }
+        let primary = self.shared.primary;
+        if self.state.pinned.is_some() {
+            return Ok(Decision::Target {
+                backend: primary,
+                read: false,
+            });
+        }
+        if self.state.deferred_begin.is_some() {
+            // The deferred transaction runs on a replica only if it declared
+            // itself read-only before doing anything.
+            return Ok(if tally.read_only_txn && !tally.write {
+                self.read_target()
+            } else {
+                Decision::Target {
+                    backend: primary,
+                    read: false,
+                }
+            });
+        }
+        if tally.first_is_single_begin && !self.state.default_read_only {
+            return Ok(Decision::DeferBegin);
+        }
+        if tally.write {
+            return Ok(Decision::Target {
+                backend: primary,
+                read: false,
+            });
+        }
+        if tally.read || tally.read_only_txn {
+            return Ok(self.read_target());
+        }
+        // Nothing to classify (a lone Sync, a Bind of an unknown statement).
+        Ok(Decision::Target {
+            backend: primary,
+            read: false,
+        })
+    }
+
+    fn tally(&self, a: &Analysis, t: &mut Tally, unknown: &mut Vec<String>) {
+        let fx = &a.effects;
+        if fx.begin_read_only || (fx.begin && self.state.default_read_only) {
+            t.read_only_txn = true;
+            return;
+        }
+        if fx.set_transaction_read_only {
+            t.read_only_txn = true;
+            return;
+        }
+        if a.route == Route::Primary || fx.pins_session {
+            t.write = true;
+            return;
+        }
+        if !a.unknown_functions.is_empty() {
+            match self
+                .shared
+                .functions
+                .verdict(&self.database, &a.unknown_functions)
+            {
+                Verdict::ReadOnly => {}
+                Verdict::MayWrite => {
+                    t.write = true;
+                    return;
+                }
+                Verdict::Unknown(names) => {
+                    unknown.extend(names);
+                    t.write = true;
+                    return;
+                }
+            }
+        }
+        t.read = true;
+    }
+
+    fn read_target(&self) -> Decision {
+        match self.shared.pick_reader(&[]) {
+            Some(backend) => Decision::Target {
+                backend,
+                read: true,
+            },
+            None => Decision::Reject(no_reader_error()),
+        }
+    }
+
+    fn look_up_functions(&self, functions: Vec<String>) {
+        let auth = &self.shared.users[&self.user];
+        let b = &self.shared.backends[self.shared.primary];
+        self.shared.functions.look_up(
+            LookupTarget {
+                host: b.host.clone(),
+                port: b.port,
+                user: auth.server_user.clone(),
+                password: auth.server_password.clone(),
+                database: self.database.clone(),
+            },
+            functions,
+        );
+    }
+
+    pub(super) fn count(&self, backend: usize, read: bool) {
+        let s = &self.shared.stats[backend];
+        s.routed.fetch_add(1, Ordering::Relaxed);
+        if read {
+            s.reads.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes `backend` (or, for a read it cannot reach, another reader) the
+    /// active connection, with the session's settings and deferred BEGIN.
+    async fn attach(&mut self, mut backend: usize, read: bool) -> Result<(), ErrorInfo> {
+        let mut tried = Vec::new();
+        loop {
+            match self.ensure_conn(backend).await {
+                Ok(()) => break,
+                // Nothing was sent yet, so another reader is a safe retry.
+                Err(e) if read => {
+                    tracing::warn!(error = %e, "backend unreachable for a read; trying another");
+                    self.shared.mark_unreachable(backend);
+                    tried.push(backend);
+                    match self.shared.pick_reader(&tried) {
+                        Some(next) => backend = next,
+                        None => return Err(no_reader_error().detail(format!("Last attempt: {e}."))),
+                    }
+                }
+                Err(e) => {
+                    self.shared.mark_unreachable(backend);
+                    return Err(crate::errors::statement_error(&e));
+                }
+            }
+        }
+        tracing::trace!(backend = %self.shared.backends[backend].name, read, "request routed");
+        self.count(backend, read);
+        self.shared.stats[backend]
+            .active
+            .fetch_add(1, Ordering::Relaxed);
+        self.active = Some(backend);
+        self.set_cancel_target(backend);
+        let conn = self.conns[backend].as_mut().expect("ensured above");
+        if let Some(sql) = self.state.replay_sql(conn.state_version) {
+            encode::query(&mut conn.out, &sql);
+            conn.tracker
+                .push(pgsplit_protocol::pipeline::Request::UntilReady, false);
+            conn.state_version = self.state.version;
+        }
+        if let Some(begin) = self.state.deferred_begin.take() {
+            encode::query(&mut conn.out, &begin);
+            conn.tracker
+                .push(pgsplit_protocol::pipeline::Request::UntilReady, false);
+        }
+        Ok(())
+    }
+
+    /// An open, healthy connection to `backend`, reusing the session's own.
+    async fn ensure_conn(&mut self, backend: usize) -> Result<(), crate::backend::BackendError> {
+        if let Some(c) = self.conns[backend].as_mut() {
+            if c.is_alive() {
+                return Ok(());
+            }
+            tracing::debug!(backend = %c.backend.name, "idle server connection was closed; reconnecting");
+            self.conns[backend] = None;
+        }
+        let conn = connect(
+            &self.shared,
+            backend,
+            &self.user,
+            &self.database,
+            &self.startup_params,
+        )
+        .await?;
+        self.conns[backend] = Some(conn);
+        Ok(())
+    }
+
+    /// Answers a bare BEGIN itself; the transaction starts on whichever
+    /// server its first statement is routed to.
+    fn defer_begin(&mut self) -> Result<(), SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        let frame = split_frame(&mut self.rbuf, Direction::Frontend, max)?
+            .expect("decide() saw a complete Query");
+        let FrontendMessage::Query { sql } = frontend::parse(&frame)? else {
+            unreachable!("a deferred BEGIN is a Query");
+        };
+        let sql = String::from_utf8_lossy(sql).into_owned();
+        let tag = if sql.trim_start().to_ascii_lowercase().starts_with("start") {
+            "START TRANSACTION"
+        } else {
+            "BEGIN"
+        };
+        encode::command_complete(&mut self.wbuf, tag);
+        self.tx = TransactionStatus::InTransaction;
+        encode::ready_for_query(&mut self.wbuf, self.tx);
+        self.state.deferred_begin = Some(sql);
+        Ok(())
+    }
+
+    /// Refuses the request at the front of the buffer with `info`.
+    fn reject(&mut self, info: ErrorInfo) -> Result<(), SessionError> {
+        tracing::warn!(code = %info.code, message = %info.message, "request refused");
+        encode::error_response(&mut self.wbuf, &info);
+        if self.rbuf.first() == Some(&b'Q') {
+            let max = self.shared.config.limits.max_message_size;
+            split_frame(&mut self.rbuf, Direction::Frontend, max)?;
+            encode::ready_for_query(&mut self.wbuf, self.tx);
+        } else {
+            self.rejecting = true;
+        }
+        Ok(())
+    }
+}
+
+fn sql_of(tag: u8, body: &[u8]) -> &[u8] {
+    let body = if tag == b'P' {
+        // Skip the statement name.
+        let end = body
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(body.len(), |i| i + 1);
+        &body[end..]
+    } else {
+        body
+    };
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    &body[..end]
+}
+
+/// The statement a Bind or Describe refers to.
+fn statement_name(tag: u8, body: &[u8]) -> Option<&[u8]> {
+    let body = match tag {
+        // Bind: portal name, then statement name.
+        b'B' => &body[body.iter().position(|&b| b == 0)? + 1..],
+        // Describe: target byte, then name.
+        _ => body.get(1..)?,
+    };
+    let end = body.iter().position(|&b| b == 0)?;
+    Some(&body[..end])
+}
+
+fn is_single_begin(a: &Analysis) -> bool {
+    a.statement_count == 1 && a.effects.begin && !a.effects.begin_read_only
+}
+
+fn no_reader_error() -> ErrorInfo {
+    ErrorInfo::error(
+        "57P03",
+        "pgsplit: no server can take this read: no replica is usable and routing.primary_reads is \"off\"",
+    )
+    .hint("Bring a replica back, or set routing.primary_reads = \"fallback\" to let the primary serve reads meanwhile.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_found_in_bind_describe_and_parse() {
+        assert_eq!(
+            statement_name(b'B', b"portal\0stmt\0\0\0"),
+            Some(&b"stmt"[..])
+        );
+        assert_eq!(statement_name(b'B', b"\0\0"), Some(&b""[..]));
+        assert_eq!(statement_name(b'D', b"Sname\0"), Some(&b"name"[..]));
+        assert_eq!(statement_name(b'B', b"broken"), None);
+        assert_eq!(sql_of(b'P', b"s1\0select 1\0\0\0"), b"select 1");
+        assert_eq!(sql_of(b'Q', b"select 2\0"), b"select 2");
+    }
+}

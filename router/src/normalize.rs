@@ -1,0 +1,167 @@
+//! Cache keys: the statement text with comments dropped, whitespace
+//! collapsed and literal values blanked out.
+//!
+//! Blanking literals lets `WHERE aid = 48271` and `WHERE aid = 17` share one
+//! entry, which is what makes the cache useful for clients that interpolate
+//! values (pgbench's default simple protocol, psycopg2, many ORMs). That is
+//! sound only because routing never depends on a literal's value: the
+//! analyzer is written so that it never looks at one. Tracing comments such
+//! as `/* trace_id=abc */` vanish with the other comments; the routing hint
+//! is extracted beforehand and kept beside the key.
+//!
+//! Two texts may share a key only if they differ in literal values, comments
+//! and whitespace. Wherever the lexer might split tokens differently from
+//! the parser, the text is declared uncacheable instead.
+
+use std::borrow::Cow;
+
+use crate::lex::{Lexer, Tok};
+
+/// Stand-ins for literals: control characters, which the lexer never lets
+/// through unescaped, so no real token can be confused with them.
+const NUMBER: char = '\u{1}';
+const STRING: char = '\u{2}';
+
+fn replaced(tok: Tok) -> Option<char> {
+    match tok {
+        Tok::Number => Some(NUMBER),
+        Tok::Str => Some(STRING),
+        _ => None,
+    }
+}
+
+/// True when `key` is real SQL text: no literal was blanked out of it, so
+/// it is its own normal form and a query string equal to it shares its
+/// verdict.
+pub(crate) fn is_verbatim(key: &str) -> bool {
+    !key.contains([NUMBER, STRING])
+}
+
+/// A token that could fuse with a neighbouring literal if the two touch
+/// (`1e'x'`, `date'2020-01-01'`, `1.x`). Such texts are left uncached.
+fn sticky(tok: Tok) -> bool {
+    !matches!(tok, Tok::Punct(b) if b != b'.' && b != b'$')
+}
+
+/// The cache key for `sql` (hint excluded), or `None` when the text must not
+/// be cached. Borrows from `sql` when it is already in normal form.
+pub(crate) fn cache_key(sql: &str) -> Option<Cow<'_, str>> {
+    let bytes = sql.as_bytes();
+    let mut out = String::new();
+    // Output is copied from `sql` in runs: `sql[run..end]` is pending.
+    let mut run: Option<usize> = None;
+    let mut end = 0;
+    let mut first = None;
+    let mut prev: Option<Tok> = None;
+    for t in Lexer::new(sql) {
+        if t.tok == Tok::Bad {
+            return None;
+        }
+        let repl = replaced(t.tok);
+        let Some(p) = prev else {
+            first = Some(t.start);
+            prev = Some(t.tok);
+            end = t.end;
+            match repl {
+                Some(c) => out.push(c),
+                None => run = Some(t.start),
+            }
+            continue;
+        };
+        if !t.gap && ((replaced(p).is_some() && sticky(t.tok)) || (repl.is_some() && sticky(p))) {
+            return None;
+        }
+        prev = Some(t.tok);
+        // A single space in the source is already normal: keep copying.
+        let single_space = t.start == end + 1 && bytes[end] == b' ';
+        if repl.is_none() && (!t.gap || single_space) {
+            if run.is_none() {
+                run = Some(end);
+            }
+            end = t.end;
+            continue;
+        }
+        if let Some(r) = run.take() {
+            out.push_str(&sql[r..end]);
+        }
+        if t.gap {
+            out.push(' ');
+        }
+        match repl {
+            Some(c) => out.push(c),
+            None => run = Some(t.start),
+        }
+        end = t.end;
+    }
+    let Some(first) = first else {
+        return Some(Cow::Borrowed(""));
+    };
+    Some(match run {
+        Some(r) if out.is_empty() => Cow::Borrowed(&sql[r.max(first)..end]),
+        Some(r) => {
+            out.push_str(&sql[r..end]);
+            Cow::Owned(out)
+        }
+        None => Cow::Owned(out),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sql: &str) -> Option<String> {
+        cache_key(sql).map(|k| k.replace(NUMBER, "#").replace(STRING, "'?'"))
+    }
+
+    #[test]
+    fn borrows_normal_text() {
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
+        assert!(matches!(cache_key(sql), Some(Cow::Borrowed(s)) if s == sql));
+        assert!(matches!(
+            cache_key("  SELECT $1  "),
+            Some(Cow::Borrowed("SELECT $1"))
+        ));
+    }
+
+    #[test]
+    fn strips_comments_and_whitespace() {
+        let want = Some("SELECT a FROM t WHERE b = $1".to_string());
+        assert_eq!(key("/* trace_id=abc */ SELECT a FROM t WHERE b = $1"), want);
+        assert_eq!(key("SELECT  a\n\tFROM t -- why\nWHERE b = $1"), want);
+        assert_eq!(key("SELECT a/* x */FROM t WHERE b = $1"), want);
+        assert_eq!(
+            key("SELECT a FROM t WHERE b=$1").as_deref(),
+            Some("SELECT a FROM t WHERE b=$1")
+        );
+    }
+
+    #[test]
+    fn blanks_literals() {
+        assert_eq!(
+            key("SELECT 1, 'x', $$y$$").as_deref(),
+            Some("SELECT #, '?', '?'")
+        );
+        assert_eq!(
+            key("SELECT * FROM t WHERE id = 48271"),
+            key("SELECT * FROM t WHERE id = 17")
+        );
+        assert_ne!(key("SELECT 1"), key("SELECT '1'"));
+        assert_ne!(key("SELECT E'a'"), key("SELECT E'b'"));
+        assert_ne!(key("SELECT \"a\""), key("SELECT \"b\""));
+        assert_ne!(key("SELECT a ? 'k'"), key("SELECT a 'x' 'k'"));
+    }
+
+    #[test]
+    fn refuses_ambiguous_text() {
+        for sql in [
+            "SELECT 1e'x'",
+            "SELECT date'2020-01-01'",
+            "SELECT 1.x",
+            "SELECT 'a",
+            "SELECT 1 /* x",
+        ] {
+            assert_eq!(key(sql), None, "{sql}");
+        }
+    }
+}
