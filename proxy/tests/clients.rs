@@ -117,27 +117,50 @@ async fn pgbench_initialises_and_runs_in_every_protocol_mode() {
         .unwrap();
     assert_eq!(n, "100000");
 
-    for mode in ["simple", "extended", "prepared"] {
-        let c = conn.clone();
-        let (ok, out, err) = tokio::task::spawn_blocking(move || {
-            run(tool("pgbench")
-                .args(["-T", "2", "-c", "4", "-j", "2", "-M", mode])
-                .arg(c))
-        })
-        .await
+    cluster()
+        .wait_for_replay(std::time::Duration::from_secs(30))
         .unwrap();
-        assert!(ok, "pgbench -M {mode} failed: {err}\n{out}");
-        assert!(
-            out.contains("number of failed transactions: 0 (0.000%)"),
-            "-M {mode}: {out}"
+    let stats = |i| proxy.shared().stats(i);
+    for mode in ["simple", "extended", "prepared"] {
+        // Select-only: every transaction is one read, served by the replicas.
+        let before = [stats(0), stats(1), stats(2)];
+        let out = pgbench(
+            &conn,
+            &["-S", "-n", "-T", "2", "-c", "4", "-j", "2", "-M", mode],
+        )
+        .await;
+        let done = processed(&out, mode);
+        let after = [stats(0), stats(1), stats(2)];
+        assert_eq!(
+            after[0].routed, before[0].routed,
+            "-S -M {mode} touched the primary"
         );
-        let processed = out
-            .lines()
-            .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-            .and_then(|v| v.split('/').next())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        assert!(processed > 0, "-M {mode} processed nothing: {out}");
+        let replica_reads = after[1].reads + after[2].reads - before[1].reads - before[2].reads;
+        assert!(
+            replica_reads >= done,
+            "-S -M {mode}: {replica_reads} reads for {done} transactions"
+        );
+        assert!(
+            after[1].reads > before[1].reads && after[2].reads > before[2].reads,
+            "both replicas served"
+        );
+
+        // tpcb-like: transactions that write, entirely on the primary.
+        let before = [stats(0), stats(1), stats(2)];
+        let out = pgbench(&conn, &["-n", "-T", "2", "-c", "4", "-j", "2", "-M", mode]).await;
+        let done = processed(&out, mode);
+        let after = [stats(0), stats(1), stats(2)];
+        assert!(
+            after[0].writes - before[0].writes >= done,
+            "-M {mode}: tpcb-like not on the primary"
+        );
+        // Before starting, pgbench reads the scale (pgbench_branches) and the
+        // partitioning of pgbench_accounts: two reads, rightly on replicas.
+        let replica_delta = after[1].routed + after[2].routed - before[1].routed - before[2].routed;
+        assert!(
+            replica_delta <= 2,
+            "-M {mode}: {replica_delta} tpcb-like requests went to replicas"
+        );
     }
     // tpcb-like writes history rows: they are on the primary.
     let history: u64 = cluster()
@@ -147,4 +170,29 @@ async fn pgbench_initialises_and_runs_in_every_protocol_mode() {
         .unwrap();
     assert!(history > 0);
     proxy.shutdown().await;
+}
+
+async fn pgbench(conn: &str, args: &[&str]) -> String {
+    let mut cmd = tool("pgbench");
+    cmd.args(args).arg(conn);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap();
+    assert!(ok, "pgbench {args:?} failed: {err}\n{out}");
+    assert!(
+        out.contains("number of failed transactions: 0 (0.000%)"),
+        "{args:?}: {out}"
+    );
+    out
+}
+
+fn processed(out: &str, what: &str) -> u64 {
+    let n = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(n > 0, "{what}: processed nothing: {out}");
+    n
 }

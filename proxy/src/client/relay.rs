@@ -28,12 +28,14 @@ pub(super) struct SegmentMeta {
 impl Session {
     /// Queues one client frame for the active server.
     pub(super) fn send_frame(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        if frame.tag() == b'X' {
+            return Ok(Flow::Terminate);
+        }
         let Some(active) = self.active else {
             unreachable!("frames are only sent after routing attached a backend")
         };
         let tag = frame.tag();
         match tag {
-            b'X' => return Ok(Flow::Terminate),
             b'Q' => {
                 if let FrontendMessage::Query { sql } = frontend::parse(&frame)? {
                     self.note_statement(sql);

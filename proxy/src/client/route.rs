@@ -80,11 +80,14 @@ impl Session {
     /// bytes, or for the active replica to finish before a write may start.
     async fn route_next(&mut self) -> Result<bool, SessionError> {
         let max = self.shared.config.limits.max_message_size;
-        if Frames::new(&self.rbuf, Direction::Frontend, max)
-            .next()
-            .is_none()
-        {
-            return Ok(false);
+        match Frames::new(&self.rbuf, Direction::Frontend, max).next() {
+            None => return Ok(false),
+            // Goodbye needs no server; send_frame ends the session.
+            Some(Ok((b'X', _))) if self.active.is_none() => {
+                self.open_segment = true;
+                return Ok(true);
+            }
+            _ => {}
         }
         if let Some(a) = self.active {
             let stays = self.tx != TransactionStatus::Idle
