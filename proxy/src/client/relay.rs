@@ -70,10 +70,9 @@ impl Session {
                     _ => None,
                 };
                 if let Some(name) = name {
-                    let name = Bytes::copy_from_slice(name);
-                    self.ensure_prepared(active, &name);
+                    self.ensure_prepared(active, name);
                     if tag == b'B' {
-                        if let Some(st) = self.state.statements.get(&name).cloned() {
+                        if let Some(st) = self.state.statements.get(name).cloned() {
                             self.note_effects(&st.analysis, st.session_cmd.clone());
                         }
                     }
@@ -128,7 +127,7 @@ impl Session {
     }
 
     /// Prepares `name` on the active connection first if it lacks it.
-    fn ensure_prepared(&mut self, active: usize, name: &Bytes) {
+    fn ensure_prepared(&mut self, active: usize, name: &[u8]) {
         let Some(st) = self.state.statements.get(name) else {
             return; // Never prepared: the server reports the client's mistake.
         };
@@ -147,7 +146,7 @@ impl Session {
         }
         conn.out.extend_from_slice(&st.parse);
         conn.tracker.push(Request::Parse, false);
-        conn.prepared.insert(name.clone(), st.id);
+        conn.prepared.insert(Bytes::copy_from_slice(name), st.id);
     }
 
     /// Session effects of a simple-protocol query string.
@@ -155,7 +154,11 @@ impl Session {
         let Ok(text) = std::str::from_utf8(sql) else {
             return;
         };
-        let analysis = self.shared.classifier.classify(text);
+        // Routing already classified this Query; reuse that verdict.
+        let analysis = self
+            .decided_query
+            .take()
+            .unwrap_or_else(|| self.shared.classifier.classify(text));
         let fx = &analysis.effects;
         let cmd = if (fx.set_session || fx.discard_all) && analysis.statement_count == 1 {
             session_command(text).map(|c| (c, Arc::from(text)))

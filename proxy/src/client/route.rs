@@ -94,6 +94,7 @@ impl Session {
                 || self.state.pinned.is_some()
                 || a == self.shared.primary;
             if stays {
+                self.decided_query = None;
                 self.open_segment = true;
                 return Ok(true);
             }
@@ -133,6 +134,7 @@ impl Session {
         let max = self.shared.config.limits.max_message_size;
         let mut tally = Tally::default();
         let mut unknown: Vec<String> = Vec::new();
+        self.decided_query = None;
         let mut frames = Frames::new(&self.rbuf, Direction::Frontend, max);
         let mut first = true;
         for item in frames.by_ref() {
@@ -168,8 +170,9 @@ impl Session {
                 _ => None,
             };
             if let Some(a) = analysis {
-                if frame_is_first && tag == b'Q' && is_single_begin(&a) {
-                    tally.first_is_single_begin = true;
+                if frame_is_first && tag == b'Q' {
+                    tally.first_is_single_begin = is_single_begin(&a);
+                    self.decided_query = Some(Arc::clone(&a));
                 }
                 self.tally(&a, &mut tally, &mut unknown);
             }
@@ -370,6 +373,7 @@ impl Session {
         let max = self.shared.config.limits.max_message_size;
         let frame = split_frame(&mut self.rbuf, Direction::Frontend, max)?
             .expect("decide() saw a complete Query");
+        self.decided_query = None;
         let FrontendMessage::Query { sql } = frontend::parse(&frame)? else {
             unreachable!("a deferred BEGIN is a Query");
         };
@@ -390,6 +394,7 @@ impl Session {
     fn reject(&mut self, info: ErrorInfo) -> Result<(), SessionError> {
         tracing::warn!(code = %info.code, message = %info.message, "request refused");
         encode::error_response(&mut self.wbuf, &info);
+        self.decided_query = None;
         if self.rbuf.first() == Some(&b'Q') {
             let max = self.shared.config.limits.max_message_size;
             split_frame(&mut self.rbuf, Direction::Frontend, max)?;

@@ -55,6 +55,9 @@ pub(super) struct Session {
     pub segment_failed: bool,
     pub last_command_tag: Option<String>,
     pub events: Vec<Event>,
+    /// The classification `decide` made of the Query it routed, so sending
+    /// it does not classify it again.
+    pub decided_query: Option<Arc<pgsplit_router::Analysis>>,
     pub user: String,
     pub database: String,
     pub startup_params: Vec<(String, String)>,
@@ -96,6 +99,7 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
             segment_failed: false,
             last_command_tag: None,
             events: Vec::new(),
+            decided_query: None,
             user: e.user,
             database: e.database,
             startup_params: e.params,
