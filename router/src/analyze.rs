@@ -103,13 +103,12 @@ fn statement<'p>(st: &Statement, policy: &'p FunctionPolicy) -> Walker<'p> {
         | Statement::Fetch { .. }
         | Statement::Close { .. }
         | Statement::Call(_) => {}
-        // A standby refuses LISTEN/UNLISTEN/NOTIFY outright.
+        // A standby refuses LISTEN and NOTIFY outright (UNLISTEN it allows).
         Statement::LISTEN { .. } => {
             w.kind = Kind::Write;
             fx.pins_session = true;
         }
         Statement::UNLISTEN { channel } => {
-            w.kind = Kind::Write;
             fx.unlisten_all = channel.quote_style.is_none() && channel.value == "*";
         }
         Statement::Declare { stmts } => {

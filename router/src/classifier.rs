@@ -99,6 +99,15 @@ pub struct Classifier {
     cache: Cache,
 }
 
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("max_parse_len", &self.max_parse_len)
+            .field("cache", &self.cache_stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Classifier {
     /// Builds a classifier; function names are folded to lower case.
     pub fn new(cfg: ClassifierConfig) -> Self {
@@ -120,8 +129,10 @@ impl Classifier {
         // Most statements arrive already in normal form (drivers send the
         // same text every time), so try the text as it stands before paying
         // for a lexer pass. A leading comment never starts a key.
-        let plain = !matches!(sql.as_bytes().first(), None | Some(b'/' | b'-'))
-            && !sql.as_bytes()[0].is_ascii_whitespace();
+        let plain = sql
+            .as_bytes()
+            .first()
+            .is_some_and(|&b| !matches!(b, b'/' | b'-') && !b.is_ascii_whitespace());
         let raw_hash = plain.then(|| self.cache.hash(None, sql));
         if let Some(hit) = raw_hash.and_then(|h| self.cache.get_verbatim(h, sql)) {
             return hit;
@@ -133,17 +144,34 @@ impl Classifier {
         };
         let verbatim = is_verbatim(&key);
         let hash = self.cache.hash(hint, &key);
-        if raw_hash.is_some() && hint.is_none() && *key == *sql {
+        // Text with `$n` parameters and constant literals (`LIMIT 50`) is a
+        // driver's prepared statement, sent again byte for byte: file it
+        // under its own text too, so the next lookup needs no lexer pass.
+        // Interpolated literals vary per call and would only churn the
+        // cache, so they get no alias.
+        let alias = raw_hash.filter(|_| !verbatim && sql.as_bytes().contains(&b'$'));
+        let cached = if raw_hash.is_some() && hint.is_none() && *key == *sql {
             // Same lookup as above: already a miss.
             self.cache.note_miss(hash);
-        } else if let Some(hit) = self.cache.get(hash, hint, &key) {
-            return hit;
+            None
+        } else {
+            self.cache.get(hash, hint, &key)
+        };
+        let analysis = match cached {
+            Some(hit) => hit,
+            None => {
+                // Classify without holding any lock; a concurrent miss on
+                // the same text just does the work twice.
+                let analysis = Arc::new(self.decide(sql, hint));
+                self.cache
+                    .insert(hash, hint, &key, verbatim, Arc::clone(&analysis));
+                analysis
+            }
+        };
+        if let Some(raw) = alias {
+            self.cache
+                .insert(raw, None, sql, true, Arc::clone(&analysis));
         }
-        // Classify without holding any lock; a concurrent miss on the same
-        // text just does the work twice.
-        let analysis = Arc::new(self.decide(sql, hint));
-        self.cache
-            .insert(hash, hint, &key, verbatim, Arc::clone(&analysis));
         analysis
     }
 

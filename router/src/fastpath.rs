@@ -23,44 +23,29 @@ use crate::lex::{Lexer, Tok, Token};
 use crate::verdict::{Kind, Outcome};
 use crate::Effects;
 
-/// Words that may stand before `(` without being a function call.
-/// Sorted for binary search.
+/// Reserved words that may stand before `(` without being a function
+/// call. Only reserved (or column-name-only) keywords qualify: anything
+/// else could be the name of a user's function. Sorted for binary search.
+#[rustfmt::skip]
 const PAREN_KEYWORDS: &[&str] = &[
-    "all",
-    "and",
-    "any",
-    "as",
-    "between",
-    "by",
-    "cast",
-    "distinct",
-    "else",
-    "except",
-    "exists",
-    "filter",
-    "from",
-    "having",
-    "ilike",
-    "in",
-    "intersect",
-    "is",
-    "join",
-    "lateral",
-    "like",
-    "not",
-    "on",
-    "or",
-    "over",
-    "select",
-    "some",
-    "then",
-    "union",
-    "using",
-    "values",
-    "when",
-    "where",
-    "within",
+    "all", "and", "any", "array", "as", "between", "cast", "distinct", "else", "except", "exists",
+    "from", "group", "having", "in", "intersect", "lateral", "limit", "not", "offset", "on",
+    "only", "or", "select", "some", "then", "union", "using", "values", "when", "where", "window",
 ];
+
+/// Unreserved words that are keywords, not calls, in one position each:
+/// `agg(x) FILTER (`, `agg(x) OVER (`, `ORDER/GROUP/PARTITION BY (`.
+fn soft_keyword(word: &str, before: Option<&str>) -> bool {
+    match word {
+        "filter" | "over" => before == Some(")"),
+        "by" => before.is_some_and(|b| {
+            ["order", "group", "partition"]
+                .iter()
+                .any(|k| b.eq_ignore_ascii_case(k))
+        }),
+        _ => false,
+    }
+}
 
 /// Words that can turn a query into something other than a plain read:
 /// row locks, `SELECT INTO`, and the DML a writable CTE needs.
@@ -147,8 +132,11 @@ impl<'a> Scan<'a> {
                     None => {}
                     Some(None) => return None,
                     Some(Some(name)) => {
+                        let before = self.hist[2].map(|t| self.lx.text(&t));
                         let w = lower(name, &mut buf)?;
-                        if PAREN_KEYWORDS.binary_search(&w).is_err() && !ok_call(w) {
+                        let keyword =
+                            PAREN_KEYWORDS.binary_search(&w).is_ok() || soft_keyword(w, before);
+                        if !keyword && !ok_call(w) {
                             return None;
                         }
                     }
@@ -289,4 +277,28 @@ pub(crate) fn fast_path(sql: &str, policy: &FunctionPolicy) -> Option<Outcome> {
         _ => return None,
     };
     Some(Outcome::new(kind, effects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyword_list_is_sorted() {
+        assert!(PAREN_KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn soft_keywords_only_in_position() {
+        let p = FunctionPolicy::default();
+        let fast = |sql: &str| fast_path(sql, &p).is_some();
+        assert!(fast(
+            "SELECT count(*) FILTER (WHERE a > 1) OVER (ORDER BY (a)) FROM t"
+        ));
+        assert!(fast("SELECT a FROM t GROUP BY (a) ORDER BY (a)"));
+        assert!(!fast("SELECT filter(a) FROM t"));
+        assert!(!fast("SELECT over(a) FROM t"));
+        assert!(!fast("SELECT a, by(a) FROM t"));
+        assert!(!fast("SELECT a FROM t WHERE like(a, b)"));
+    }
 }

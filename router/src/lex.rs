@@ -107,7 +107,11 @@ impl<'a> Lexer<'a> {
             while self.pos < s.len() && is_space(s[self.pos]) {
                 self.pos += 1;
             }
-            match (self.peek(0), self.peek(1)) {
+            let b = self.peek(0);
+            if b != b'-' && b != b'/' {
+                return Ok(());
+            }
+            match (b, self.peek(1)) {
                 (b'-', b'-') => {
                     self.pos = match s[self.pos..].iter().position(|&b| b == b'\n') {
                         Some(n) => self.pos + n + 1,

@@ -41,7 +41,7 @@
 //! pgpool's `/*NO LOAD BALANCE*/` overrides the verdict, with one exception:
 //! a replica hint on a statement that certainly writes or that a standby
 //! refuses outright (DML, DDL, row locks, `SELECT INTO`, `COPY FROM`,
-//! `LISTEN`/`NOTIFY`, maintenance) still goes to the primary, since a
+//! `LISTEN`/`NOTIFY`, `LOCK`, maintenance) still goes to the primary, since a
 //! standby would only return an error. A replica hint does override
 //! policy-based verdicts: writer functions (the user may know that this
 //! `dblink` call only reads), transaction control and session commands.
@@ -79,5 +79,3 @@ mod walk;
 pub use cache::CacheStats;
 pub use classifier::{Classifier, ClassifierConfig, ConfigError};
 pub use verdict::{Analysis, Effects, Hint, Route};
-#[cfg(test)]
-mod probe;

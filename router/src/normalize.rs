@@ -18,14 +18,25 @@ use std::borrow::Cow;
 use crate::lex::{Lexer, Tok};
 
 /// Stand-ins for literals: control characters, which the lexer never lets
-/// through unescaped, so no real token can be confused with them.
-const NUMBER: char = '\u{1}';
+/// through unescaped, so no real token can be confused with them. Literal
+/// kinds that the parser accepts in different places get different
+/// stand-ins: it reads type modifiers (`varchar(10)`) as `u64`/`i64`, so a
+/// decimal or an over-long integer could fail where a short integer parses,
+/// and a few rules accept `'...'` but not `$$...$$`.
+const INTEGER: char = '\u{1}';
 const STRING: char = '\u{2}';
+const DECIMAL: char = '\u{3}';
+const DOLLAR_STRING: char = '\u{4}';
+const STAND_INS: [char; 4] = [INTEGER, STRING, DECIMAL, DOLLAR_STRING];
 
-fn replaced(tok: Tok) -> Option<char> {
+/// The stand-in for a literal token, or `None` to keep the token verbatim.
+fn replaced(tok: Tok, text: &str) -> Option<char> {
     match tok {
-        Tok::Number => Some(NUMBER),
+        Tok::Str if text.starts_with('$') => Some(DOLLAR_STRING),
         Tok::Str => Some(STRING),
+        Tok::Number if text.contains(['.', 'e', 'E']) => Some(DECIMAL),
+        // Up to 18 digits fits both u64 and i64; longer ones stay verbatim.
+        Tok::Number if text.len() <= 18 => Some(INTEGER),
         _ => None,
     }
 }
@@ -34,7 +45,7 @@ fn replaced(tok: Tok) -> Option<char> {
 /// it is its own normal form and a query string equal to it shares its
 /// verdict.
 pub(crate) fn is_verbatim(key: &str) -> bool {
-    !key.contains([NUMBER, STRING])
+    !key.contains(STAND_INS)
 }
 
 /// A token that could fuse with a neighbouring literal if the two touch
@@ -52,15 +63,16 @@ pub(crate) fn cache_key(sql: &str) -> Option<Cow<'_, str>> {
     let mut run: Option<usize> = None;
     let mut end = 0;
     let mut first = None;
-    let mut prev: Option<Tok> = None;
+    // The previous token, and whether it was blanked out.
+    let mut prev: Option<(Tok, bool)> = None;
     for t in Lexer::new(sql) {
         if t.tok == Tok::Bad {
             return None;
         }
-        let repl = replaced(t.tok);
-        let Some(p) = prev else {
+        let repl = replaced(t.tok, &sql[t.start..t.end]);
+        let Some((p, p_lit)) = prev else {
             first = Some(t.start);
-            prev = Some(t.tok);
+            prev = Some((t.tok, repl.is_some()));
             end = t.end;
             match repl {
                 Some(c) => out.push(c),
@@ -68,10 +80,10 @@ pub(crate) fn cache_key(sql: &str) -> Option<Cow<'_, str>> {
             }
             continue;
         };
-        if !t.gap && ((replaced(p).is_some() && sticky(t.tok)) || (repl.is_some() && sticky(p))) {
+        if !t.gap && ((p_lit && sticky(t.tok)) || (repl.is_some() && sticky(p))) {
             return None;
         }
-        prev = Some(t.tok);
+        prev = Some((t.tok, repl.is_some()));
         // A single space in the source is already normal: keep copying.
         let single_space = t.start == end + 1 && bytes[end] == b' ';
         if repl.is_none() && (!t.gap || single_space) {
@@ -111,7 +123,12 @@ mod tests {
     use super::*;
 
     fn key(sql: &str) -> Option<String> {
-        cache_key(sql).map(|k| k.replace(NUMBER, "#").replace(STRING, "'?'"))
+        cache_key(sql).map(|k| {
+            k.replace(INTEGER, "#")
+                .replace(DECIMAL, "#.#")
+                .replace(STRING, "'?'")
+                .replace(DOLLAR_STRING, "$?$")
+        })
     }
 
     #[test]
@@ -139,8 +156,14 @@ mod tests {
     #[test]
     fn blanks_literals() {
         assert_eq!(
-            key("SELECT 1, 'x', $$y$$").as_deref(),
-            Some("SELECT #, '?', '?'")
+            key("SELECT 1, 'x', $$y$$, 2.5, 1e3").as_deref(),
+            Some("SELECT #, '?', $?$, #.#, #.#")
+        );
+        assert_ne!(key("SELECT 1"), key("SELECT 1.0"));
+        assert_ne!(key("SELECT 'x'"), key("SELECT $$x$$"));
+        assert_eq!(
+            key("SELECT 1234567890123456789").as_deref(),
+            Some("SELECT 1234567890123456789")
         );
         assert_eq!(
             key("SELECT * FROM t WHERE id = 48271"),

@@ -36,7 +36,6 @@ const WRITE_VERBS: &[&str] = &[
     "revoke",
     "security",
     "truncate",
-    "unlisten",
     "update",
     "vacuum",
 ];

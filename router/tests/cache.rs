@@ -89,6 +89,22 @@ fn verbatim_text_is_found_without_normalising() {
 }
 
 #[test]
+fn prepared_text_with_constants_gets_an_alias() {
+    let c = fresh(1 << 20);
+    let sql = "SELECT * FROM t WHERE a = $1 AND status = 'active' LIMIT 50";
+    let a = c.classify(sql);
+    let b = c.classify(sql);
+    assert!(Arc::ptr_eq(&a, &b));
+    // The alias and the literal-free key both point at one verdict.
+    let st = c.cache_stats();
+    assert_eq!((st.hits, st.misses, st.entries), (1, 1, 2));
+    // Interpolated literals get no alias.
+    c.classify("SELECT * FROM t WHERE a = 1");
+    c.classify("SELECT * FROM t WHERE a = 2");
+    assert_eq!(c.cache_stats().entries, 3);
+}
+
+#[test]
 fn byte_bound_evicts() {
     let budget = 64 << 10;
     let c = fresh(budget);

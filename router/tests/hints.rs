@@ -123,3 +123,17 @@ fn non_leading_comments_are_not_hints() {
         Route::Replica
     );
 }
+
+#[test]
+fn replica_hint_on_statements_a_standby_accepts() {
+    // UNLISTEN, cursors and prepared statements work on a standby.
+    for sql in [
+        "/* pgsplit:replica */ UNLISTEN *",
+        "/* pgsplit:replica */ FETCH 10 FROM c",
+        "/* pgsplit:replica */ EXECUTE p(1)",
+        "/* pgsplit:replica */ DISCARD ALL",
+        "/* pgsplit:replica */ CALL read_only_proc()",
+    ] {
+        hinted(sql, Hint::Replica, Route::Replica);
+    }
+}
