@@ -1,0 +1,102 @@
+//! The `pgsplit` binary's own commands, run as a user would run them.
+
+use std::process::Command;
+
+fn pgsplit() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgsplit"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PGSPLIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn write_config(name: &str, body: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgsplit-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_masked() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../pgsplit.example.toml");
+    let out = pgsplit().args(["check-config", example]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("listen = \"127.0.0.1:6432\""), "{stdout}");
+    assert!(stdout.contains("********"), "{stdout}");
+    assert!(
+        !stdout.contains("app-secret"),
+        "the password leaked: {stdout}"
+    );
+    // Environment variables override the file.
+    let out = pgsplit()
+        .args(["check-config", example])
+        .env("PGSPLIT_LISTEN", "127.0.0.1:7777")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen = \"127.0.0.1:7777\""));
+}
+
+#[test]
+fn a_bad_config_exits_non_zero_with_one_line_per_problem() {
+    let path = write_config(
+        "bad.toml",
+        r#"
+listen = "nowhere"
+[[backends]]
+name = "a"
+host = "127.0.0.1"
+port = 0
+[[users]]
+name = "app"
+auth = "md5"
+"#,
+    );
+    let out = pgsplit()
+        .args(["check-config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    for key in ["listen:", "backends[0].port:", "users[0].password:"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(key)),
+            "no line for {key} in:\n{stderr}"
+        );
+    }
+    // A typo in a key is rejected, naming the key.
+    let path = write_config("typo.toml", "listn = \"127.0.0.1:1\"\n");
+    let out = pgsplit()
+        .args(["check-config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
+}
+
+#[test]
+fn demo_says_so_when_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = pgsplit()
+        .args(["demo", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("--listen"),
+        "{stderr}"
+    );
+}
