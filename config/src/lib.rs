@@ -29,6 +29,7 @@ mod backend;
 mod error;
 mod limits;
 mod load;
+mod pool;
 mod routing;
 mod secret;
 mod user;
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 pub use backend::{Backend, RoleHint};
 pub use error::{ConfigError, Problem};
 pub use limits::{Limits, Timeouts};
+pub use pool::{Pool, PoolMode};
 pub use routing::{PrimaryReads, Routing, Strategy};
 pub use secret::{PasswordKind, Secret};
 pub use user::{AuthMethod, User};
@@ -61,6 +63,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Read/write splitting and load balancing (`[routing]`).
     pub routing: Routing,
+    /// Server connection pooling (`[pool]`).
+    pub pool: Pool,
     /// PostgreSQL servers, one `[[backends]]` table each. At least one is
     /// required.
     pub backends: Vec<Backend>,
@@ -78,6 +82,7 @@ impl Default for Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             routing: Routing::default(),
+            pool: Pool::default(),
             backends: Vec::new(),
             users: Vec::new(),
         }

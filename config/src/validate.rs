@@ -22,6 +22,7 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     check_backends(&config.backends, &mut out);
     check_users(&config.users, &mut out);
     check_routing(config, &mut out);
+    check_pool(config, &mut out);
     out
 }
 
@@ -322,6 +323,43 @@ fn check_routing(config: &Config, out: &mut Vec<Problem>) {
         out.push(Problem::new(
             "routing.primary_reads",
             "is \"off\" but there is only one backend, so reads could never be served; add replicas or use \"fallback\"",
+        ));
+    }
+}
+
+fn check_pool(config: &Config, out: &mut Vec<Problem>) {
+    let p = &config.pool;
+    if p.pool_size == 0 {
+        out.push(Problem::new(
+            "pool.pool_size",
+            "must be at least 1; set it to the number of server connections each backend may take per database and user",
+        ));
+    }
+    if p.min_idle > p.pool_size {
+        out.push(Problem::new(
+            "pool.min_idle",
+            format!(
+                "{} is above pool.pool_size ({}); lower it or raise pool_size",
+                p.min_idle, p.pool_size
+            ),
+        ));
+    }
+    for (key, d) in [
+        ("pool.checkout_timeout", p.checkout_timeout),
+        ("pool.server_idle_timeout", p.server_idle_timeout),
+        ("pool.server_lifetime", p.server_lifetime),
+    ] {
+        if d.is_zero() {
+            out.push(Problem::new(
+                key,
+                "must be above zero; write it like \"10s\"",
+            ));
+        }
+    }
+    if p.max_prepared_statements == 0 {
+        out.push(Problem::new(
+            "pool.max_prepared_statements",
+            "must be at least 1; prepared statements are cached per server connection",
         ));
     }
 }

@@ -392,3 +392,26 @@ fn routing_loads_from_toml_with_defaults() {
         pgsplit_config::Strategy::RoundRobin
     );
 }
+
+#[test]
+fn pool_settings_are_checked() {
+    let mut c = valid();
+    c.pool.pool_size = 0;
+    c.pool.min_idle = 3;
+    c.pool.checkout_timeout = Duration::ZERO;
+    c.pool.max_prepared_statements = 0;
+    let problems = problems(&c);
+    for key in [
+        "pool.pool_size",
+        "pool.min_idle",
+        "pool.checkout_timeout",
+        "pool.max_prepared_statements",
+    ] {
+        assert!(problems.iter().any(|p| p.key == key), "{key}: {problems:?}");
+    }
+    assert_eq!(
+        Config::default().pool.mode,
+        pgsplit_config::PoolMode::Transaction
+    );
+    assert_eq!(Config::default().pool.pool_size, 20);
+}

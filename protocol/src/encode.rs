@@ -33,6 +33,16 @@ fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     finish(buf, at);
 }
 
+/// A message of `tag` whose body is `parts` concatenated: for rewriting a
+/// client message (another statement name) without decoding the rest.
+pub fn raw_message(buf: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
+    message(buf, tag, |b| {
+        for p in parts {
+            b.put_slice(p);
+        }
+    });
+}
+
 // ---- server to client -------------------------------------------------------
 
 pub fn auth_ok(buf: &mut BytesMut) {

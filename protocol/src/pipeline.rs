@@ -27,6 +27,12 @@ pub enum Request {
     Execute,
     /// Query, Sync or FunctionCall: everything up to ReadyForQuery.
     UntilReady,
+    /// A reply the proxy gives itself (e.g. ParseComplete for a statement
+    /// the server already has), due once everything before it is answered.
+    Synthetic(u8),
+    /// The client's CopyDone or CopyFail: no reply, but it marks where
+    /// COPY FROM STDIN ended in the request stream (see `on_message`).
+    CopyEnd,
 }
 
 impl Request {
@@ -40,6 +46,7 @@ impl Request {
             b'D' => Request::Describe,
             b'E' => Request::Execute,
             b'Q' | b'S' | b'F' => Request::UntilReady,
+            b'c' | b'f' => Request::CopyEnd,
             _ => return None,
         })
     }
@@ -52,12 +59,17 @@ struct Entry {
 }
 
 /// What to do with one server message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Disposition {
     /// Send it to the client (false: it answers a request the proxy made).
     pub forward: bool,
     /// It was a ReadyForQuery.
     pub ready: bool,
+    /// COPY FROM STDIN began, so the server will ignore the client's Syncs
+    /// sent before its CopyDone: `(skip, count)` says that of the client's
+    /// outstanding Sync/Query requests, after the first `skip`, `count` will
+    /// get no ReadyForQuery.
+    pub ignored_syncs: Option<(usize, usize)>,
 }
 
 #[derive(Default, Debug)]
@@ -67,12 +79,62 @@ pub struct ResponseTracker {
 
 impl ResponseTracker {
     pub fn push(&mut self, request: Request, forward: bool) {
+        // A copy end with nothing outstanding marks nothing.
+        if request == Request::CopyEnd && self.entries.is_empty() {
+            return;
+        }
         self.entries.push_back(Entry { request, forward });
+    }
+
+    /// Markers that expect no reply leave as soon as they reach the front.
+    fn drop_markers(&mut self) {
+        while matches!(self.entries.front(), Some(e) if e.request == Request::CopyEnd) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// The server entered COPY FROM STDIN for the front request: it ignores
+    /// Syncs until the client's CopyDone/CopyFail, so those never get a reply.
+    fn copy_in_started(&mut self) -> Option<(usize, usize)> {
+        let skip = usize::from(matches!(
+            self.entries.front(),
+            Some(e) if e.request == Request::UntilReady && e.forward
+        ));
+        let mut ignored = 0;
+        let mut i = 1;
+        while i < self.entries.len() {
+            match self.entries[i].request {
+                Request::CopyEnd => break,
+                Request::UntilReady => {
+                    ignored += usize::from(self.entries[i].forward);
+                    self.entries.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
+        (ignored > 0).then_some((skip, ignored))
     }
 
     /// No reply outstanding: the connection is between requests.
     pub fn is_idle(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Pops the proxy's own reply if it is next in line: it must reach the
+    /// client now, before the server's next message. Call after `push` and
+    /// after each `on_message`.
+    pub fn take_synthetic(&mut self) -> Option<u8> {
+        match self.entries.front() {
+            Some(Entry {
+                request: Request::Synthetic(tag),
+                ..
+            }) => {
+                let tag = *tag;
+                self.entries.pop_front();
+                Some(tag)
+            }
+            _ => None,
+        }
     }
 
     /// Requests that end with ReadyForQuery still outstanding.
@@ -89,19 +151,23 @@ impl ResponseTracker {
 
     /// Accounts for one server message with `tag`.
     pub fn on_message(&mut self, tag: u8) -> Disposition {
+        self.drop_markers();
         let Some(front) = self.entries.front().copied() else {
             // Nothing outstanding: a notification, a parameter change, or a
             // server shutting the connection down. The client should see it.
             return Disposition {
                 forward: true,
                 ready: tag == b'Z',
+                ignored_syncs: None,
             };
         };
-        let disposition = Disposition {
+        let mut disposition = Disposition {
             forward: front.forward,
             ready: tag == b'Z',
+            ignored_syncs: None,
         };
         match tag {
+            b'G' => disposition.ignored_syncs = self.copy_in_started(),
             // Asynchronous messages may arrive at any time and end nothing.
             b'N' | b'A' | b'S' => {}
             b'E' => {
@@ -124,12 +190,16 @@ impl ResponseTracker {
                     Request::Describe => matches!(tag, b'T' | b'n'),
                     Request::Execute => matches!(tag, b'C' | b'I' | b's'),
                     Request::UntilReady => tag == b'Z',
+                    // Never at the front when a server message arrives:
+                    // callers drain them with take_synthetic first.
+                    Request::Synthetic(_) | Request::CopyEnd => false,
                 };
                 if ends {
                     self.entries.pop_front();
                 }
             }
         }
+        self.drop_markers();
         disposition
     }
 }
@@ -226,6 +296,66 @@ mod tests {
     fn unsolicited_messages_are_forwarded() {
         let mut t = ResponseTracker::default();
         assert_eq!(run(&mut t, "AS"), "AS");
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn synthetic_replies_come_out_in_order_and_vanish_after_an_error() {
+        let mut t = ResponseTracker::default();
+        t.push(Request::Synthetic(b'1'), true);
+        assert_eq!(
+            t.take_synthetic(),
+            Some(b'1'),
+            "nothing owed before it: due at once"
+        );
+        t.push(Request::Bind, true);
+        t.push(Request::Synthetic(b'3'), true);
+        assert_eq!(t.take_synthetic(), None, "the Bind's reply comes first");
+        assert_eq!(run(&mut t, "2"), "2");
+        assert_eq!(t.take_synthetic(), Some(b'3'));
+        // After an error the server skips to Sync; so do owed synthetic replies.
+        t.push(Request::Bind, true);
+        t.push(Request::Synthetic(b'1'), true);
+        t.push(Request::UntilReady, true);
+        assert_eq!(run(&mut t, "E"), "E");
+        assert_eq!(t.take_synthetic(), None);
+        assert_eq!(run(&mut t, "Z"), "Z");
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn syncs_sent_during_copy_in_get_no_reply() {
+        let mut t = ResponseTracker::default();
+        // tokio-postgres: Bind, Execute, Sync; CopyData..., CopyDone, Sync; Close, Sync.
+        t.push(Request::Bind, true);
+        t.push(Request::Execute, true);
+        t.push(Request::UntilReady, true);
+        assert_eq!(t.on_message(b'2').ignored_syncs, None);
+        let d = t.on_message(b'G');
+        assert_eq!(
+            d.ignored_syncs,
+            Some((0, 1)),
+            "the first Sync is swallowed by COPY"
+        );
+        t.push(Request::CopyEnd, true);
+        t.push(Request::UntilReady, true);
+        t.push(Request::Synthetic(b'3'), true);
+        t.push(Request::UntilReady, true);
+        assert_eq!(run(&mut t, "CZ"), "CZ");
+        assert_eq!(
+            t.take_synthetic(),
+            Some(b'3'),
+            "CloseComplete before the last ReadyForQuery"
+        );
+        assert_eq!(run(&mut t, "Z"), "Z");
+        assert!(t.is_idle());
+
+        // Simple-protocol COPY with a stray Sync before CopyDone.
+        t.push(Request::UntilReady, true);
+        t.push(Request::UntilReady, true);
+        assert_eq!(t.on_message(b'G').ignored_syncs, Some((1, 1)));
+        t.push(Request::CopyEnd, true);
+        assert_eq!(run(&mut t, "CZ"), "CZ");
         assert!(t.is_idle());
     }
 

@@ -52,6 +52,7 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     let shared = Arc::new(Shared::new(config));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
+    tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
     tracing::info!(%local_addr, "pgsplit listening");
     Ok(ProxyHandle {
         local_addr,
@@ -101,5 +102,18 @@ async fn accept_loop(
             "grace period over; closing remaining sessions"
         );
         sessions.shutdown().await;
+    }
+}
+
+/// Closes idle server connections past their idle timeout or lifetime;
+/// ends with the proxy.
+async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        match shared.upgrade() {
+            Some(s) => s.pools.reap(),
+            None => return,
+        }
     }
 }

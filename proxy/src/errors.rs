@@ -35,6 +35,16 @@ pub enum SessionError {
     TooManyClients(usize),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("no free connection to backend {backend:?} within {waited:?}")]
+    PoolExhausted {
+        backend: String,
+        database: String,
+        user: String,
+        size: usize,
+        waited: std::time::Duration,
+    },
+    #[error("pool error: {0}")]
+    Pool(String),
 }
 
 impl From<ReadError> for SessionError {
@@ -76,6 +86,7 @@ impl SessionError {
                 .detail(format!("pgsplit is serving its limit of {n} client connections."))
                 .hint("Raise limits.max_client_connections, or close idle connections."),
             Backend(e) => return backend_reply(e),
+            PoolExhausted { .. } | Pool(_) => pool_error(self),
         };
         Reply::Error(info)
     }
@@ -120,4 +131,28 @@ pub fn statement_error(e: &BackendError) -> ErrorInfo {
     ErrorInfo::error("08006", format!("pgsplit: {e}"))
         .detail("The statement was not run.")
         .hint("Retry; check that the server is running and reachable from pgsplit.")
+}
+
+/// The error for a request that waited too long for a server connection,
+/// or one the pool could not provide; severity ERROR: the session goes on.
+pub fn pool_error(e: &SessionError) -> ErrorInfo {
+    match e {
+        SessionError::PoolExhausted {
+            backend,
+            database,
+            user,
+            size,
+            waited,
+        } => ErrorInfo::error(
+            "53300",
+            format!(
+                "pgsplit: no free server connection to backend \"{backend}\" after {:.1}s: \
+                 all {size} connections for database \"{database}\" and user \"{user}\" are busy",
+                waited.as_secs_f64()
+            ),
+        )
+        .hint("Raise pool.pool_size (within the server's max_connections) or pool.checkout_timeout, or keep transactions shorter."),
+        other => ErrorInfo::error("08006", format!("pgsplit: {other}"))
+            .hint("The statement was not run; it is safe to retry."),
+    }
 }

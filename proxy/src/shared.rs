@@ -2,9 +2,9 @@
 //! credentials, the classifier, the balancer, per-backend counters, the
 //! cancel registry and the client-connection limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgsplit_config::{AuthMethod, Config, PasswordKind, RoleHint};
@@ -13,6 +13,7 @@ use pgsplit_router::balance::{Balancer, Candidate, PrimaryReads, Strategy};
 use pgsplit_router::{Classifier, ClassifierConfig};
 use tokio::sync::Semaphore;
 
+use crate::backend::pool::Pools;
 use crate::backend::BackendAddr;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
@@ -68,6 +69,10 @@ pub struct Shared {
     pub classifier: Classifier,
     pub balancer: Balancer,
     pub functions: Arc<FunctionCatalog>,
+    pub pools: Pools,
+    /// Statements (by content hash, database included) some server has
+    /// parsed without error: a Parse of one can be answered without a server.
+    known_statements: Mutex<HashSet<u64>>,
     pub cancel: Arc<CancelRegistry>,
     pub client_slots: Arc<Semaphore>,
     started: Instant,
@@ -80,7 +85,7 @@ impl Shared {
             .iter()
             .map(|u| (u.name.clone(), prepare_user(u)))
             .collect();
-        let backends = config
+        let backends: Vec<BackendAddr> = config
             .backends
             .iter()
             .map(|b| BackendAddr {
@@ -113,7 +118,9 @@ impl Shared {
             },
         );
         let client_slots = Arc::new(Semaphore::new(config.limits.max_client_connections));
+        let config = Arc::new(config);
         Shared {
+            pools: Pools::new(Arc::clone(&config), backends.clone()),
             stats: config
                 .backends
                 .iter()
@@ -127,7 +134,8 @@ impl Shared {
             functions: Arc::default(),
             cancel: Arc::new(CancelRegistry::default()),
             client_slots,
-            config: Arc::new(config),
+            known_statements: Mutex::default(),
+            config,
             started: Instant::now(),
         }
     }
@@ -140,6 +148,17 @@ impl Shared {
             writes: s.writes.load(Ordering::Relaxed),
             active: s.active.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn statements_known_good(&self, hashes: &[u64]) {
+        self.known_statements
+            .lock()
+            .unwrap()
+            .extend(hashes.iter().copied());
+    }
+
+    pub fn statement_known_good(&self, hash: u64) -> bool {
+        self.known_statements.lock().unwrap().contains(&hash)
     }
 
     pub fn backend_index(&self, name: &str) -> Option<usize> {

@@ -144,7 +144,7 @@ async fn copy_in_and_out_round_trip() {
     assert_eq!(sink.finish().await.unwrap(), 20_000);
 
     let out: Vec<bytes::Bytes> = client
-        .copy_out("COPY (SELECT * FROM c ORDER BY id) TO STDOUT")
+        .copy_out("/* pgsplit:primary */ COPY (SELECT * FROM c ORDER BY id) TO STDOUT")
         .await
         .unwrap()
         .try_collect()
@@ -160,7 +160,7 @@ async fn copy_in_and_out_round_trip() {
         .unwrap();
     drop(sink);
     let n: i64 = client
-        .query_one("SELECT count(*) FROM c", &[])
+        .query_one("/* pgsplit:primary */ SELECT count(*) FROM c", &[])
         .await
         .unwrap()
         .get(0);
@@ -189,7 +189,7 @@ async fn an_error_inside_a_transaction_then_rollback() {
     client.batch_execute("ROLLBACK").await.unwrap();
 
     let n: i64 = client
-        .query_one("SELECT count(*) FROM r", &[])
+        .query_one("/* pgsplit:primary */ SELECT count(*) FROM r", &[])
         .await
         .unwrap()
         .get(0);
@@ -204,7 +204,7 @@ async fn an_error_inside_a_transaction_then_rollback() {
         .await
         .unwrap();
     let n: i64 = client
-        .query_one("SELECT count(*) FROM r", &[])
+        .query_one("/* pgsplit:primary */ SELECT count(*) FROM r", &[])
         .await
         .unwrap()
         .get(0);

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use pgsplit_protocol::auth::{md5_response, ChannelBinding, ScramClient, SCRAM_SHA_256};
 use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
 use pgsplit_protocol::pipeline::ResponseTracker;
@@ -41,11 +41,18 @@ pub struct ServerConn {
     /// Replies still owed for requests sent, and which of them the client
     /// asked for (the rest answer statements pgsplit injected).
     pub tracker: ResponseTracker,
-    /// Protocol-level prepared statements that exist on this connection:
-    /// client name -> the session's statement id.
-    pub prepared: HashMap<Bytes, u64>,
-    /// The session-settings version this connection has applied.
-    pub state_version: u64,
+    /// Named prepared statements on this server (server-side names derive
+    /// from the statement's content hash), with when each was last used, for
+    /// least-recently-used eviction.
+    pub prepared: HashMap<u64, u64>,
+    /// Content hash of the statement in the unnamed slot, if known.
+    pub unnamed: Option<u64>,
+    /// Fingerprint of the session settings applied here; 0 = server defaults.
+    pub settings: u64,
+    /// Transaction status from the last ReadyForQuery.
+    pub tx: pgsplit_protocol::TransactionStatus,
+    /// Ticks for `prepared`'s use times.
+    pub uses: u64,
     /// Bytes queued for this server, written once per batch.
     pub out: BytesMut,
 }
@@ -87,7 +94,10 @@ impl ServerConn {
             secret: 0,
             tracker: ResponseTracker::default(),
             prepared: HashMap::new(),
-            state_version: 0,
+            unnamed: None,
+            settings: 0,
+            tx: pgsplit_protocol::TransactionStatus::Idle,
+            uses: 0,
             out: BytesMut::new(),
         };
         let mut out = BytesMut::with_capacity(256);
@@ -270,6 +280,58 @@ impl ServerConn {
                     })
                 }
                 _ => return Err(self.protocol_err("startup")),
+            }
+        }
+    }
+
+    /// Records a ParameterStatus value, so a later session given this
+    /// connection reports what the server would.
+    pub fn set_param(&mut self, name: String, value: String) {
+        match self.params.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.params.push((name, value)),
+        }
+    }
+
+    /// After `DISCARD ALL`: no settings, no prepared statements.
+    pub fn forget_session_state(&mut self) {
+        self.prepared.clear();
+        self.unnamed = None;
+        self.settings = 0;
+    }
+
+    /// Between requests and outside a transaction: safe to hand to anyone.
+    pub fn is_clean(&self) -> bool {
+        self.tracker.is_idle() && self.tx == pgsplit_protocol::TransactionStatus::Idle
+    }
+
+    /// Runs `sql` as a simple query and waits for its ReadyForQuery,
+    /// returning the ParameterStatus values it produced, or the server's
+    /// ErrorResponse. For pgsplit's own statements on an idle connection.
+    pub async fn exchange(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Vec<(String, String)>, Frame>, BackendError> {
+        let mut out = BytesMut::new();
+        encode::query(&mut out, sql);
+        self.send(&mut out).await?;
+        let mut params = Vec::new();
+        let mut error = None;
+        loop {
+            let f = self.recv(1 << 20).await?;
+            match self.parse(&f)? {
+                BackendMessage::ParameterStatus { name, value } => {
+                    params.push((name.to_owned(), value.to_owned()))
+                }
+                BackendMessage::ErrorResponse(_) => error = Some(f.clone()),
+                BackendMessage::ReadyForQuery(status) => {
+                    self.tx = status;
+                    return Ok(match error {
+                        Some(e) => Err(e),
+                        None => Ok(params),
+                    });
+                }
+                _ => {}
             }
         }
     }

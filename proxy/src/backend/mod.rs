@@ -1,6 +1,7 @@
 //! Server side: connections to PostgreSQL backends.
 
 mod connect;
+pub mod pool;
 
 pub use connect::{ConnectParams, ServerConn};
 

@@ -19,86 +19,177 @@ use super::session::{Flow, Session};
 use super::state::{Pin, Statement};
 use crate::errors::SessionError;
 
-/// Settings changes made by one request, recorded once it has succeeded.
+/// What one request changes, recorded once it has succeeded.
 #[derive(Default)]
 pub(super) struct SegmentMeta {
     pub commands: Vec<(SessionCommand, Arc<str>)>,
+    /// Statements the server parsed for it: known good from then on.
+    pub parsed: Vec<u64>,
+}
+
+/// Identifies a statement by database, text and parameter types: the same
+/// statement prepared by any session shares one server-side copy.
+pub(super) fn statement_hash(database: &str, parse_rest: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(database, &mut h);
+    std::hash::Hash::hash(parse_rest, &mut h);
+    std::hash::Hasher::finish(&h)
+}
+
+/// Makes room for one more prepared statement by closing the least
+/// recently used one (its reply is not forwarded).
+fn evict_if_full(conn: &mut crate::backend::ServerConn, max: usize) {
+    if conn.prepared.len() < max {
+        return;
+    }
+    if let Some((&victim, _)) = conn.prepared.iter().min_by_key(|(_, used)| **used) {
+        conn.prepared.remove(&victim);
+        encode::close(
+            &mut conn.out,
+            Target::Statement,
+            &format!("pgsplit_{victim:016x}"),
+        );
+        conn.tracker.push(Request::Close, false);
+    }
+}
+
+/// How a client frame reaches the server.
+enum Send {
+    /// Unchanged.
+    Forward,
+    /// Rewritten into the connection's buffer already (statement renamed).
+    Written,
+    /// Not sent: pgsplit answers it itself with this message tag.
+    Answer(u8),
 }
 
 impl Session {
     /// Queues one client frame for the active server.
     pub(super) fn send_frame(&mut self, frame: Frame) -> Result<Flow, SessionError> {
-        if frame.tag() == b'X' {
+        let tag = frame.tag();
+        if tag == b'X' {
             return Ok(Flow::Terminate);
         }
         let Some(active) = self.active else {
             unreachable!("frames are only sent after routing attached a backend")
         };
-        let tag = frame.tag();
-        match tag {
-            b'Q' => {
-                if let FrontendMessage::Query { sql } = frontend::parse(&frame)? {
-                    self.note_statement(sql);
-                }
+        let send = match frontend::parse(&frame)? {
+            FrontendMessage::Query { sql } => {
+                self.note_statement(sql);
                 self.end_segment();
+                let conn = &mut **self.conns[active].as_mut().expect("active connection");
+                // A simple query replaces the unnamed statement.
+                conn.unnamed = None;
+                Send::Forward
             }
-            b'P' => {
-                if let FrontendMessage::Parse { name, sql, .. } = frontend::parse(&frame)? {
-                    let name = Bytes::copy_from_slice(name);
-                    let statement = self.register(name.clone(), &frame, sql);
-                    let conn = self.conns[active].as_mut().expect("active connection");
-                    // A stale statement of that name (prepared here for an
-                    // earlier version) must go, or the server refuses the Parse.
-                    if !name.is_empty() && conn.prepared.contains_key(&name) {
-                        encode::close(
-                            &mut conn.out,
-                            Target::Statement,
-                            &String::from_utf8_lossy(&name),
-                        );
-                        conn.tracker.push(Request::Close, false);
-                    }
-                    conn.prepared.insert(name, statement.id);
-                }
+            FrontendMessage::Parse { name, sql, .. } => {
+                let st = self.register(name, frame.body(), sql);
+                self.parse_on(active, name.is_empty(), &st)
             }
-            b'B' | b'D' => {
-                let name = match frontend::parse(&frame)? {
-                    FrontendMessage::Bind { statement, .. } => Some(statement),
-                    FrontendMessage::Describe {
-                        target: Target::Statement,
-                        name,
-                    } => Some(name),
-                    _ => None,
-                };
-                if let Some(name) = name {
-                    self.ensure_prepared(active, name);
-                    if tag == b'B' {
-                        if let Some(st) = self.state.statements.get(name).cloned() {
-                            self.note_effects(&st.analysis, st.session_cmd.clone());
+            FrontendMessage::Bind { statement, portal } => {
+                match self.state.statements.get(statement).cloned() {
+                    None => Send::Forward,
+                    Some(st) => {
+                        self.ensure_prepared(active, &st);
+                        self.note_effects(&st.analysis, st.session_cmd.clone());
+                        if st.server_name.is_empty() {
+                            Send::Forward
+                        } else {
+                            // Bind body: portal, statement, then the rest.
+                            let rest = &frame.body()[portal.len() + statement.len() + 2..];
+                            let conn =
+                                &mut **self.conns[active].as_mut().expect("active connection");
+                            encode::raw_message(
+                                &mut conn.out,
+                                b'B',
+                                &[portal, b"\0", st.server_name.as_bytes(), b"\0", rest],
+                            );
+                            Send::Written
                         }
                     }
                 }
             }
-            b'C' => {
-                if let FrontendMessage::Close {
-                    target: Target::Statement,
-                    name,
-                } = frontend::parse(&frame)?
-                {
-                    self.state.statements.remove(name);
-                    if let Some(c) = self.conns[active].as_mut() {
-                        c.prepared.remove(name);
-                    }
+            FrontendMessage::Describe {
+                target: Target::Statement,
+                name,
+            } => match self.state.statements.get(name).cloned() {
+                Some(st) if !st.server_name.is_empty() => {
+                    self.ensure_prepared(active, &st);
+                    let conn = &mut **self.conns[active].as_mut().expect("active connection");
+                    encode::describe(&mut conn.out, Target::Statement, &st.server_name);
+                    Send::Written
+                }
+                Some(st) => {
+                    self.ensure_prepared(active, &st);
+                    Send::Forward
+                }
+                None => Send::Forward,
+            },
+            FrontendMessage::Close {
+                target: Target::Statement,
+                name,
+            } if !name.is_empty() => {
+                // The server copy stays cached for whoever prepares the same
+                // statement next; the client's name is simply forgotten.
+                self.state.statements.remove(name);
+                Send::Answer(b'3')
+            }
+            FrontendMessage::Sync | FrontendMessage::FunctionCall => {
+                self.end_segment();
+                Send::Forward
+            }
+            _ => Send::Forward,
+        };
+        let conn = &mut **self.conns[active].as_mut().expect("active connection");
+        match send {
+            Send::Forward => {
+                if let Some(request) = Request::for_frontend_tag(tag) {
+                    conn.tracker.push(request, true);
+                }
+                conn.out.extend_from_slice(frame.as_bytes());
+            }
+            Send::Written => {
+                let request =
+                    Request::for_frontend_tag(tag).expect("rewritten messages get replies");
+                conn.tracker.push(request, true);
+            }
+            Send::Answer(reply) => {
+                conn.tracker.push(Request::Synthetic(reply), true);
+                while let Some(reply) = conn.tracker.take_synthetic() {
+                    encode::raw_message(&mut self.wbuf, reply, &[]);
                 }
             }
-            b'S' | b'F' => self.end_segment(),
-            _ => {}
         }
-        let conn = self.conns[active].as_mut().expect("active connection");
-        if let Some(request) = Request::for_frontend_tag(tag) {
-            conn.tracker.push(request, true);
-        }
-        conn.out.extend_from_slice(frame.as_bytes());
         Ok(Flow::Continue)
+    }
+
+    /// A client Parse on the active connection: forwarded under the
+    /// statement's server name, or answered at once when the server already
+    /// has that statement.
+    fn parse_on(&mut self, active: usize, unnamed: bool, st: &Arc<Statement>) -> Send {
+        let max = self.shared.config.pool.max_prepared_statements;
+        let conn = &mut **self.conns[active].as_mut().expect("active connection");
+        if unnamed {
+            conn.unnamed = Some(st.hash);
+            return Send::Forward;
+        }
+        conn.uses += 1;
+        if let Some(used) = conn.prepared.get_mut(&st.hash) {
+            *used = conn.uses;
+            return Send::Answer(b'1');
+        }
+        evict_if_full(conn, max);
+        encode::raw_message(
+            &mut conn.out,
+            b'P',
+            &[st.server_name.as_bytes(), b"\0", &st.body],
+        );
+        conn.prepared.insert(st.hash, conn.uses);
+        self.current_meta
+            .get_or_insert_with(Default::default)
+            .parsed
+            .push(st.hash);
+        Send::Written
     }
 
     /// The request's terminator is being sent: whatever it changes is
@@ -108,7 +199,16 @@ impl Session {
         self.segments.push_back(self.current_meta.take());
     }
 
-    fn register(&mut self, name: Bytes, frame: &Frame, sql: &[u8]) -> Arc<Statement> {
+    /// Records a client Parse; `body` is the Parse message body.
+    pub(super) fn register(&mut self, name: &[u8], body: &[u8], sql: &[u8]) -> Arc<Statement> {
+        // Drivers using the unnamed statement re-Parse the same text on every
+        // execution: reuse the previous record instead of rebuilding it.
+        let rest = &body[name.len() + 1..];
+        if let Some(st) = self.state.statements.get(name) {
+            if st.body[..] == *rest {
+                return Arc::clone(st);
+            }
+        }
         let text = String::from_utf8_lossy(sql);
         let analysis = self.shared.classifier.classify(&text);
         let session_cmd = if analysis.effects.set_session || analysis.effects.discard_all {
@@ -116,37 +216,50 @@ impl Session {
         } else {
             None
         };
+        let hash = statement_hash(&self.database, rest);
         let statement = Arc::new(Statement {
-            id: self.state.next_statement_id(),
-            parse: Bytes::copy_from_slice(frame.as_bytes()),
+            hash,
+            server_name: if name.is_empty() {
+                String::new()
+            } else {
+                format!("pgsplit_{hash:016x}")
+            },
+            body: Bytes::copy_from_slice(rest),
             analysis,
             session_cmd,
         });
-        self.state.statements.insert(name, Arc::clone(&statement));
+        self.state
+            .statements
+            .insert(Bytes::copy_from_slice(name), Arc::clone(&statement));
         statement
     }
 
-    /// Prepares `name` on the active connection first if it lacks it.
-    fn ensure_prepared(&mut self, active: usize, name: &[u8]) {
-        let Some(st) = self.state.statements.get(name) else {
-            return; // Never prepared: the server reports the client's mistake.
-        };
-        let conn = self.conns[active].as_mut().expect("active connection");
-        match conn.prepared.get(name) {
-            Some(&id) if id == st.id => return,
-            Some(_) if !name.is_empty() => {
-                encode::close(
-                    &mut conn.out,
-                    Target::Statement,
-                    &String::from_utf8_lossy(name),
-                );
-                conn.tracker.push(Request::Close, false);
+    /// Prepares `st` on the active connection first if it lacks it; the
+    /// server's reply to that is not forwarded.
+    fn ensure_prepared(&mut self, active: usize, st: &Statement) {
+        let max = self.shared.config.pool.max_prepared_statements;
+        let conn = &mut **self.conns[active].as_mut().expect("active connection");
+        if st.server_name.is_empty() {
+            if conn.unnamed != Some(st.hash) {
+                encode::raw_message(&mut conn.out, b'P', &[b"\0", &st.body]);
+                conn.tracker.push(Request::Parse, false);
+                conn.unnamed = Some(st.hash);
             }
-            _ => {}
+            return;
         }
-        conn.out.extend_from_slice(&st.parse);
+        conn.uses += 1;
+        if let Some(used) = conn.prepared.get_mut(&st.hash) {
+            *used = conn.uses;
+            return;
+        }
+        evict_if_full(conn, max);
+        encode::raw_message(
+            &mut conn.out,
+            b'P',
+            &[st.server_name.as_bytes(), b"\0", &st.body],
+        );
         conn.tracker.push(Request::Parse, false);
-        conn.prepared.insert(Bytes::copy_from_slice(name), st.id);
+        conn.prepared.insert(st.hash, conn.uses);
     }
 
     /// Session effects of a simple-protocol query string.
@@ -173,6 +286,13 @@ impl Session {
         if fx.pins_session {
             self.state.pin(Pin::UnmovableState);
         }
+        if fx.deallocate_all || fx.discard_all {
+            // Takes pgsplit's statements on this connection with it.
+            if let Some(c) = self.active.and_then(|i| self.conns[i].as_mut()) {
+                c.prepared.clear();
+                c.unnamed = None;
+            }
+        }
         match cmd {
             Some(c) => self
                 .current_meta
@@ -191,58 +311,76 @@ impl Session {
         let max = self.shared.config.limits.max_message_size;
         // Reused across batches: the response path allocates nothing.
         let mut events = std::mem::take(&mut self.events);
-        let conn = self.conns[i].as_mut().expect("active connection");
+        let conn = &mut **self.conns[i].as_mut().expect("active connection");
+        let backend = &conn.backend.name;
+        let protocol = |source| crate::backend::BackendError::Protocol {
+            backend: backend.clone(),
+            source,
+        };
+        // Fast path: every message goes to the client as it came, in one
+        // write of the whole batch. Once a reply must be dropped or one of
+        // pgsplit's own inserted, the batch is copied message by message.
+        let mut copying = false;
+        let wbuf = &mut self.wbuf;
         let mut frames = Frames::new(&conn.rbuf, Direction::Backend, max);
-        let mut all_forwarded = true;
-        // Offsets of frames to drop, only filled in the rare injected case.
-        let mut dropped: Vec<(usize, usize)> = Vec::new();
         let mut start = 0;
         for item in frames.by_ref() {
-            let (tag, body) = item.map_err(|source| crate::backend::BackendError::Protocol {
-                backend: conn.backend.name.clone(),
-                source,
-            })?;
+            let (tag, body) = item.map_err(protocol)?;
             let end = start + 5 + body.len();
             let d = conn.tracker.on_message(tag);
-            if d.forward {
-                match tag {
-                    b'Z' => events.push(Event::Ready(ready_status(body).map_err(|source| {
-                        crate::backend::BackendError::Protocol {
-                            backend: conn.backend.name.clone(),
-                            source,
-                        }
-                    })?)),
-                    b'E' => events.push(Event::Error),
-                    b'S' if body.starts_with(b"default_transaction_read_only\0") => {
-                        events.push(Event::DefaultReadOnly(body.ends_with(b"on\0")))
+            if let Some((skip, count)) = d.ignored_syncs {
+                events.push(Event::IgnoredSyncs(skip, count));
+            }
+            match tag {
+                b'Z' => {
+                    let status = ready_status(body).map_err(protocol)?;
+                    conn.tx = status;
+                    if d.forward {
+                        events.push(Event::Ready(status));
                     }
-                    b'C' if !self.tx_meta.is_empty() => events.push(Event::Tag(
-                        String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
-                    )),
-                    _ => {}
                 }
-            } else {
-                all_forwarded = false;
-                dropped.push((start, end));
+                b'S' => {
+                    if let Some((name, value)) = parameter(body) {
+                        if d.forward && name == "default_transaction_read_only" {
+                            events.push(Event::DefaultReadOnly(value == "on"));
+                        }
+                        match conn.params.iter_mut().find(|(n, _)| n == name) {
+                            Some((_, v)) => value.clone_into(v),
+                            None => conn.params.push((name.to_owned(), value.to_owned())),
+                        }
+                    }
+                }
+                b'E' if d.forward => events.push(Event::Error),
+                b'C' if d.forward && !self.tx_meta.is_empty() => events.push(Event::Tag(
+                    String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
+                )),
+                _ => {}
+            }
+            if d.forward {
+                if copying {
+                    wbuf.extend_from_slice(&conn.rbuf[start..end]);
+                }
+            } else if !copying {
+                copying = true;
+                wbuf.extend_from_slice(&conn.rbuf[..start]);
+            }
+            while let Some(reply) = conn.tracker.take_synthetic() {
+                if !copying {
+                    copying = true;
+                    wbuf.extend_from_slice(&conn.rbuf[..end]);
+                }
+                encode::raw_message(wbuf, reply, &[]);
             }
             start = end;
         }
         let consumed = frames.consumed();
-        if consumed > 0 {
-            if all_forwarded {
-                let batch = conn.rbuf.split_to(consumed);
-                self.client.write_all(&batch).await?;
-            } else {
-                let mut at = 0;
-                for (s, e) in dropped {
-                    self.wbuf.extend_from_slice(&conn.rbuf[at..s]);
-                    at = e;
-                }
-                self.wbuf.extend_from_slice(&conn.rbuf[at..consumed]);
-                conn.rbuf.advance(consumed);
-                self.client.write_all(&self.wbuf).await?;
-                self.wbuf.clear();
-            }
+        if copying {
+            conn.rbuf.advance(consumed);
+            self.client.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        } else if consumed > 0 {
+            let batch = conn.rbuf.split_to(consumed);
+            self.client.write_all(&batch).await?;
         }
         for e in events.drain(..) {
             self.on_event(e);
@@ -257,12 +395,19 @@ impl Session {
             Event::Error => self.segment_failed = true,
             Event::DefaultReadOnly(on) => self.state.default_read_only = on,
             Event::Tag(tag) => self.last_command_tag = Some(tag),
+            Event::IgnoredSyncs(skip, count) => {
+                let end = (skip + count).min(self.segments.len());
+                self.segments.drain(skip.min(end)..end);
+            }
             Event::Ready(status) => {
                 let was = self.tx;
                 self.tx = status;
                 let meta = self.segments.pop_front().flatten();
                 let failed = std::mem::take(&mut self.segment_failed);
                 if let Some(meta) = meta {
+                    if !failed && !meta.parsed.is_empty() {
+                        self.shared.statements_known_good(&meta.parsed);
+                    }
                     if !failed {
                         if status == TransactionStatus::Idle {
                             self.apply_meta(*meta);
@@ -291,14 +436,7 @@ impl Session {
         }
         // The connection that ran them already has them.
         if let Some(c) = self.active.and_then(|i| self.conns[i].as_mut()) {
-            c.state_version = self.state.version;
-            if meta
-                .commands
-                .iter()
-                .any(|(c, _)| *c == SessionCommand::DiscardAll)
-            {
-                c.prepared.clear();
-            }
+            c.settings = self.state.fingerprint;
         }
     }
 }
@@ -308,4 +446,14 @@ pub(super) enum Event {
     Error,
     DefaultReadOnly(bool),
     Tag(String),
+    /// Client Syncs the server swallowed during COPY FROM STDIN.
+    IgnoredSyncs(usize, usize),
+}
+
+/// Name and value of a ParameterStatus body.
+fn parameter(body: &[u8]) -> Option<(&str, &str)> {
+    let mut parts = body.split(|&b| b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let value = std::str::from_utf8(parts.next()?).ok()?;
+    Some((name, value))
 }

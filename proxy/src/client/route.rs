@@ -12,10 +12,11 @@ use std::sync::Arc;
 use pgsplit_protocol::encode::{self, ErrorInfo};
 use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::frontend::{self, FrontendMessage};
+use pgsplit_protocol::pipeline::Request;
 use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
 use pgsplit_router::{Analysis, Route};
 
-use super::session::{connect, Flow, Session};
+use super::session::{checkout, Flow, Session};
 use crate::errors::SessionError;
 use crate::functions::{LookupTarget, Verdict};
 
@@ -25,7 +26,13 @@ pub(super) const DECIDE_LIMIT: usize = 1 << 20;
 
 pub(super) enum Decision {
     NeedMore,
-    Target { backend: usize, read: bool },
+    /// Parse messages of statements known to be valid, then Sync: answered
+    /// by pgsplit, prepared on a server when first executed there.
+    LocalPrepare,
+    Target {
+        backend: usize,
+        read: bool,
+    },
     DeferBegin,
     Reject(ErrorInfo),
 }
@@ -38,6 +45,9 @@ struct Tally {
     read_only_txn: bool,
     terminated: bool,
     first_is_single_begin: bool,
+    /// Only named Parse messages of known-good statements so far.
+    parse_only: bool,
+    synced: bool,
 }
 
 impl Session {
@@ -115,6 +125,10 @@ impl Session {
                 self.defer_begin()?;
                 Ok(true)
             }
+            Decision::LocalPrepare => {
+                self.prepare_locally()?;
+                Ok(true)
+            }
             Decision::Reject(info) => {
                 self.reject(info)?;
                 Ok(true)
@@ -132,7 +146,10 @@ impl Session {
     /// Classifies the request at the front of the read buffer, in place.
     pub(super) fn decide(&mut self) -> Result<Decision, SessionError> {
         let max = self.shared.config.limits.max_message_size;
-        let mut tally = Tally::default();
+        let mut tally = Tally {
+            parse_only: true,
+            ..Tally::default()
+        };
         let mut unknown: Vec<String> = Vec::new();
         self.decided_query = None;
         let mut frames = Frames::new(&self.rbuf, Direction::Frontend, max);
@@ -140,6 +157,14 @@ impl Session {
         for item in frames.by_ref() {
             let (tag, body) = item?;
             let frame_is_first = std::mem::take(&mut first);
+            tally.parse_only &= match tag {
+                b'P' => self.parse_is_known(body),
+                b'S' => !frame_is_first,
+                _ => false,
+            };
+            if tag == b'S' {
+                tally.synced = true;
+            }
             let analysis = match tag {
                 b'Q' | b'P' => {
                     let sql = sql_of(tag, body);
@@ -180,12 +205,15 @@ impl Session {
                 tally.terminated = true;
                 break;
             }
-            if tally.write {
+            if tally.write && !tally.parse_only {
                 break;
             }
         }
         if first {
             return Ok(Decision::NeedMore);
+        }
+        if tally.parse_only && tally.synced {
+            return Ok(Decision::LocalPrepare);
         }
         if !tally.write && !tally.terminated && self.rbuf.len() < DECIDE_LIMIT {
             return Ok(Decision::NeedMore);
@@ -308,23 +336,22 @@ impl Session {
         loop {
             match self.ensure_conn(backend).await {
                 Ok(()) => break,
-                // Nothing was sent yet, so another reader is a safe retry.
-                Err(e) if read => {
-                    tracing::warn!(error = %e, "backend unreachable for a read; trying another");
+                Err(SessionError::Backend(e)) => {
                     self.shared.mark_unreachable(backend);
+                    if !read {
+                        return Err(crate::errors::statement_error(&e));
+                    }
+                    // Nothing was sent yet, so another reader is a safe retry.
+                    tracing::warn!(error = %e, "backend unreachable for a read; trying another");
                     tried.push(backend);
                     match self.shared.pick_reader(&tried) {
                         Some(next) => backend = next,
                         None => return Err(no_reader_error().detail(format!("Last attempt: {e}."))),
                     }
                 }
-                Err(e) => {
-                    self.shared.mark_unreachable(backend);
-                    return Err(crate::errors::statement_error(&e));
-                }
+                Err(e) => return Err(crate::errors::pool_error(&e)),
             }
         }
-        tracing::trace!(backend = %self.shared.backends[backend].name, read, "request routed");
         self.count(backend, read);
         self.shared.stats[backend]
             .active
@@ -332,39 +359,82 @@ impl Session {
         self.active = Some(backend);
         self.set_cancel_target(backend);
         let conn = self.conns[backend].as_mut().expect("ensured above");
-        if let Some(sql) = self.state.replay_sql(conn.state_version) {
+        if let Some(sql) = self.state.replay_sql(conn.settings) {
             encode::query(&mut conn.out, &sql);
-            conn.tracker
-                .push(pgsplit_protocol::pipeline::Request::UntilReady, false);
-            conn.state_version = self.state.version;
+            conn.tracker.push(Request::UntilReady, false);
+            conn.settings = self.state.fingerprint;
         }
         if let Some(begin) = self.state.deferred_begin.take() {
             encode::query(&mut conn.out, &begin);
-            conn.tracker
-                .push(pgsplit_protocol::pipeline::Request::UntilReady, false);
+            conn.tracker.push(Request::UntilReady, false);
         }
         Ok(())
     }
 
-    /// An open, healthy connection to `backend`, reusing the session's own.
-    async fn ensure_conn(&mut self, backend: usize) -> Result<(), crate::backend::BackendError> {
+    /// A healthy connection to `backend`: the one the session holds, or one
+    /// from the pool.
+    async fn ensure_conn(&mut self, backend: usize) -> Result<(), SessionError> {
         if let Some(c) = self.conns[backend].as_mut() {
             if c.is_alive() {
                 return Ok(());
             }
-            tracing::debug!(backend = %c.backend.name, "idle server connection was closed; reconnecting");
-            self.conns[backend] = None;
+            tracing::debug!(backend = %c.backend.name, "held server connection was closed; replacing it");
+            if let Some(dead) = self.conns[backend].take() {
+                drop(deadpool::managed::Object::take(dead));
+            }
         }
-        let conn = connect(
-            &self.shared,
-            backend,
-            &self.user,
-            &self.database,
-            &self.startup_params,
-        )
-        .await?;
+        let pool = match &self.pools[backend] {
+            Some(p) => p.clone(),
+            None => {
+                let auth = &self.shared.users[&self.user];
+                let p = self.shared.pools.pool(
+                    backend,
+                    &self.database,
+                    &auth.server_user,
+                    auth.server_password.as_deref(),
+                );
+                self.pools[backend] = Some(p.clone());
+                p
+            }
+        };
+        let server_user = &self.shared.users[&self.user].server_user;
+        let conn = checkout(&self.shared, &pool, backend, &self.database, server_user).await?;
         self.conns[backend] = Some(conn);
         Ok(())
+    }
+
+    fn parse_is_known(&self, body: &[u8]) -> bool {
+        match body.iter().position(|&b| b == 0) {
+            Some(0) | None => false,
+            Some(end) => self
+                .shared
+                .statement_known_good(super::relay::statement_hash(
+                    &self.database,
+                    &body[end + 1..],
+                )),
+        }
+    }
+
+    /// Answers Parse messages and their Sync without a server: every
+    /// statement is known to parse, and is prepared where it is executed.
+    /// Spares a blocking `PQprepare` from waiting for a pooled connection
+    /// that its own thread's other clients hold.
+    fn prepare_locally(&mut self) -> Result<(), SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        while let Some(frame) = split_frame(&mut self.rbuf, Direction::Frontend, max)? {
+            match frontend::parse(&frame)? {
+                FrontendMessage::Parse { name, sql, .. } => {
+                    self.register(name, frame.body(), sql);
+                    encode::raw_message(&mut self.wbuf, b'1', &[]);
+                }
+                FrontendMessage::Sync => {
+                    encode::ready_for_query(&mut self.wbuf, self.tx);
+                    return Ok(());
+                }
+                _ => unreachable!("decide() saw only Parse and Sync"),
+            }
+        }
+        unreachable!("decide() saw the Sync")
     }
 
     /// Answers a bare BEGIN itself; the transaction starts on whichever

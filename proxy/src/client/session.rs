@@ -18,9 +18,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::authenticate;
 use super::relay::{Event, SegmentMeta};
-use super::startup::{forwarded_params, negotiate_version, read_opening, Opening};
+use super::startup::{baseline_sets, forwarded_params, negotiate_version, read_opening, Opening};
 use super::state::SessionState;
-use crate::backend::{BackendError, ConnectParams, ServerConn};
+use crate::backend::pool::{ConnPool, PooledConn};
+use crate::backend::BackendError;
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::errors::{Reply, SessionError};
 use crate::io::fill;
@@ -34,8 +35,13 @@ pub(super) struct Session {
     pub rbuf: BytesMut,
     /// Messages pgsplit writes to the client itself.
     pub wbuf: BytesMut,
-    /// Server connections by backend index, opened on first use.
-    pub conns: Vec<Option<ServerConn>>,
+    /// Server connections this session holds, by backend index: while a
+    /// request or transaction runs (transaction pooling), or for the whole
+    /// session (session pooling, or pinned).
+    pub conns: Vec<Option<PooledConn>>,
+    /// This session's pools, looked up once per backend.
+    pub pools: Vec<Option<ConnPool>>,
+    pub session_pooling: bool,
     /// The backend holding this session's in-flight work or transaction.
     pub active: Option<usize>,
     /// A request has been routed and its terminating Sync/Query is not sent
@@ -60,7 +66,6 @@ pub(super) struct Session {
     pub decided_query: Option<Arc<pgsplit_router::Analysis>>,
     pub user: String,
     pub database: String,
-    pub startup_params: Vec<(String, String)>,
     pub cancel_key: CancelKey,
     _permit: OwnedSemaphorePermit,
 }
@@ -81,32 +86,8 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
     )
     .await
     .unwrap_or(Err(SessionError::StartupTimeout));
-    let mut session = match opened {
-        Ok(Some(e)) => Session {
-            conns: (0..shared.backends.len()).map(|_| None).collect(),
-            shared,
-            client,
-            rbuf,
-            wbuf: BytesMut::new(),
-            active: None,
-            open_segment: false,
-            rejecting: false,
-            tx: TransactionStatus::Idle,
-            state: SessionState::new(e.default_read_only),
-            segments: VecDeque::new(),
-            current_meta: None,
-            tx_meta: Vec::new(),
-            segment_failed: false,
-            last_command_tag: None,
-            events: Vec::new(),
-            decided_query: None,
-            user: e.user,
-            database: e.database,
-            startup_params: e.params,
-            cancel_key: e.cancel_key,
-            _permit: e.permit,
-        }
-        .with_conn(e.server),
+    let e = match opened {
+        Ok(Some(e)) => e,
         Ok(None) => return,
         Err(e) => {
             log_end(&e);
@@ -114,6 +95,37 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
+    let backends = shared.backends.len();
+    let primary = shared.primary;
+    let mut session = Session {
+        conns: (0..backends).map(|_| None).collect(),
+        pools: (0..backends).map(|_| None).collect(),
+        session_pooling: shared.config.pool.mode == pgsplit_config::PoolMode::Session,
+        shared,
+        client,
+        rbuf,
+        wbuf: BytesMut::new(),
+        active: None,
+        open_segment: false,
+        rejecting: false,
+        tx: TransactionStatus::Idle,
+        state: e.state,
+        segments: VecDeque::new(),
+        current_meta: None,
+        tx_meta: Vec::new(),
+        segment_failed: false,
+        last_command_tag: None,
+        events: Vec::new(),
+        decided_query: None,
+        user: e.user,
+        database: e.database,
+        cancel_key: e.cancel_key,
+        _permit: e.permit,
+    };
+    session.pools[primary] = Some(e.pool);
+    if session.session_pooling {
+        session.conns[primary] = Some(e.conn);
+    }
     let result = session.run().await;
     if let Err(e) = &result {
         log_end(e);
@@ -123,13 +135,13 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
 }
 
 struct Established {
-    server: ServerConn,
+    conn: PooledConn,
+    pool: ConnPool,
+    state: SessionState,
     cancel_key: CancelKey,
     permit: OwnedSemaphorePermit,
     user: String,
     database: String,
-    params: Vec<(String, String)>,
-    default_read_only: bool,
 }
 
 async fn establish(
@@ -160,15 +172,39 @@ async fn establish(
         .ok_or_else(|| SessionError::UnknownUser(user_name.clone()))?;
     authenticate(client, rbuf, &user_name, user).await?;
 
-    // The primary connection doubles as the check that the database and
-    // server credentials work, and supplies the ParameterStatus values the
-    // client expects from a server.
-    let server = connect(shared, shared.primary, &user_name, &database, &params).await?;
+    // A primary connection checks that the database and the server
+    // credentials work, and gives the ParameterStatus values a server would
+    // send, once it carries this client's startup parameters.
+    let primary = shared.primary;
+    let pool = shared.pools.pool(
+        primary,
+        &database,
+        &user.server_user,
+        user.server_password.as_deref(),
+    );
+    let mut conn = checkout(shared, &pool, primary, &database, &user.server_user).await?;
+    let mut state = SessionState::new(baseline_sets(&params));
+    if let Some(sql) = state.replay_sql(conn.settings) {
+        match conn.exchange(&sql).await? {
+            Ok(reported) => {
+                for (name, value) in reported {
+                    conn.set_param(name, value);
+                }
+                conn.settings = state.fingerprint;
+            }
+            Err(error) => {
+                return Err(BackendError::Refused {
+                    backend: conn.backend.name.clone(),
+                    error,
+                }
+                .into())
+            }
+        }
+    }
     let cancel_key = shared.cancel.register();
-    let mut default_read_only = false;
-    for (name, value) in &server.params {
+    for (name, value) in &conn.params {
         if name == "default_transaction_read_only" {
-            default_read_only = value == "on";
+            state.default_read_only = value == "on";
         }
         encode::parameter_status(&mut out, name, value);
     }
@@ -177,47 +213,40 @@ async fn establish(
     client.write_all(&out).await?;
     tracing::debug!(user = %user_name, %database, "session started");
     Ok(Some(Established {
-        server,
+        conn,
+        pool,
+        state,
         cancel_key,
         permit,
         user: user_name,
         database,
-        params,
-        default_read_only,
     }))
 }
 
-/// Opens a server connection for a session's user and database.
-pub(super) async fn connect(
+/// A connection from `pool`, waiting at most `pool.checkout_timeout`.
+pub(super) async fn checkout(
     shared: &Shared,
+    pool: &ConnPool,
     backend: usize,
-    user: &str,
     database: &str,
-    params: &[(String, String)],
-) -> Result<ServerConn, BackendError> {
-    let auth = &shared.users[user];
-    let cfg = &shared.config;
-    ServerConn::connect(
-        &shared.backends[backend],
-        &ConnectParams {
-            user: &auth.server_user,
-            password: auth.server_password.as_deref(),
-            database,
-            extra: params,
-            timeout: cfg.timeouts.connect,
-            max_message_size: cfg.limits.max_message_size,
-        },
-    )
-    .await
+    user: &str,
+) -> Result<PooledConn, SessionError> {
+    use deadpool::managed::PoolError;
+    match pool.get().await {
+        Ok(c) => Ok(c),
+        Err(PoolError::Backend(e)) => Err(e.into()),
+        Err(PoolError::Timeout(_)) => Err(SessionError::PoolExhausted {
+            backend: shared.backends[backend].name.clone(),
+            database: database.to_owned(),
+            user: user.to_owned(),
+            size: shared.config.pool.pool_size,
+            waited: shared.config.pool.checkout_timeout,
+        }),
+        Err(e) => Err(SessionError::Pool(e.to_string())),
+    }
 }
 
 impl Session {
-    fn with_conn(mut self, server: ServerConn) -> Session {
-        let i = self.shared.primary;
-        self.conns[i] = Some(server);
-        self
-    }
-
     async fn run(&mut self) -> Result<(), SessionError> {
         let max = self.shared.config.limits.max_message_size;
         loop {
@@ -229,7 +258,10 @@ impl Session {
             // reading a client that keeps sending, so memory stays bounded.
             let waiting = !self.open_segment && self.active.is_some();
             let client_open = !(waiting && self.rbuf.len() >= super::route::DECIDE_LIMIT);
-            let active = self.active.and_then(|i| self.conns[i].as_mut());
+            let active = self
+                .active
+                .and_then(|i| self.conns[i].as_mut())
+                .map(|c| &mut **c);
             let server_read = async {
                 match active {
                     Some(c) => {
@@ -287,6 +319,11 @@ impl Session {
             self.shared.stats[i]
                 .active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.session_pooling {
+                // Clean (checked above): back to the pool for anyone.
+                self.conns[i] = None;
+                self.cancel_key.set_target(None);
+            }
         }
     }
 
@@ -300,6 +337,9 @@ impl Session {
         }
     }
 
+    /// Gives every held connection back: reset when the session left state
+    /// on it, closed when it cannot be made clean (mid-transaction, mid-COPY,
+    /// replies still owed: closing makes the server roll back).
     async fn close(mut self) {
         self.cancel_key.set_target(None);
         if let Some(i) = self.active.take() {
@@ -307,8 +347,25 @@ impl Session {
                 .active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
-        for conn in self.conns.iter_mut().filter_map(Option::take) {
-            conn.terminate().await;
+        let reset = self.session_pooling || self.state.pinned.is_some();
+        for mut conn in self.conns.iter_mut().filter_map(Option::take) {
+            if !conn.is_clean() {
+                tracing::debug!(backend = %conn.backend.name, "closing a server connection left mid-request");
+                deadpool::managed::Object::take(conn).terminate().await;
+                continue;
+            }
+            if reset {
+                let cleaned = tokio::time::timeout(
+                    self.shared.config.timeouts.connect,
+                    conn.exchange("DISCARD ALL"),
+                )
+                .await;
+                if !matches!(cleaned, Ok(Ok(Ok(_)))) {
+                    deadpool::managed::Object::take(conn).terminate().await;
+                    continue;
+                }
+                conn.forget_session_state();
+            }
         }
     }
 }

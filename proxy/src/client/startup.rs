@@ -81,3 +81,94 @@ pub fn forwarded_params(m: &StartupMessage) -> Result<Vec<(String, String)>, Ses
     }
     Ok(out)
 }
+
+/// SET statements equivalent to the client's startup parameters, so a pooled
+/// server connection opened for someone else can be given this client's
+/// defaults (`options` may carry several as `-c name=value`).
+pub fn baseline_sets(params: &[(String, String)]) -> Vec<std::sync::Arc<str>> {
+    let mut out = Vec::new();
+    for (name, value) in params {
+        if name == "options" {
+            for (n, v) in parse_options(value) {
+                out.push(set_statement(&n, &v).into());
+            }
+        } else {
+            out.push(set_statement(name, value).into());
+        }
+    }
+    out
+}
+
+fn set_statement(name: &str, value: &str) -> String {
+    // GUC names match case-insensitively even when quoted.
+    format!(
+        "SET \"{}\" TO '{}'",
+        name.replace('"', "\"\""),
+        value.replace('\'', "''")
+    )
+}
+
+/// `-c name=value` / `-cname=value` / `--name=value`, whitespace-separated,
+/// with `\` escaping a space, as libpq's `options` carries them.
+fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let setting = if w == "-c" {
+            it.next()
+        } else {
+            w.strip_prefix("-c")
+                .or_else(|| w.strip_prefix("--"))
+                .map(str::to_owned)
+        };
+        if let Some((n, v)) = setting.as_deref().and_then(|s| s.split_once('=')) {
+            out.push((n.replace('-', "_"), v.to_owned()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_parameters_become_set_statements() {
+        let sets = baseline_sets(&[
+            ("application_name".into(), "it's me".into()),
+            (
+                "options".into(),
+                "-c search_path=a,b --statement-timeout=5s -cwork_mem=8MB -c x.y=with\\ space"
+                    .into(),
+            ),
+        ]);
+        let sets: Vec<&str> = sets.iter().map(|s| s.as_ref()).collect();
+        assert_eq!(
+            sets,
+            [
+                "SET \"application_name\" TO 'it''s me'",
+                "SET \"search_path\" TO 'a,b'",
+                "SET \"statement_timeout\" TO '5s'",
+                "SET \"work_mem\" TO '8MB'",
+                "SET \"x.y\" TO 'with space'",
+            ]
+        );
+    }
+}

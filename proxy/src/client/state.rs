@@ -11,12 +11,18 @@ use pgsplit_router::Analysis;
 
 /// A statement the client prepared with Parse, kept so it can be prepared
 /// again on any other server connection before a Bind or Describe uses it.
+///
+/// On servers a named statement is called `pgsplit_<hash>` after its text
+/// and parameter types, so every session that prepares the same statement
+/// shares one server-side copy per connection, whatever it named it.
 pub struct Statement {
-    /// Unique within the session: tells a re-Parse of the same name apart.
-    pub id: u64,
-    /// The client's Parse message, copied (not a view into a read buffer,
-    /// which would pin the whole buffer in memory).
-    pub parse: Bytes,
+    /// Hash of the query text and parameter types.
+    pub hash: u64,
+    /// `pgsplit_<hash>`; empty for the unnamed statement.
+    pub server_name: String,
+    /// The Parse body after the statement name (query, parameter types),
+    /// copied so it does not pin the read buffer it came from.
+    pub body: Bytes,
     pub analysis: Arc<Analysis>,
     /// For `SET`/`RESET` statements: the command and its text, to record
     /// when an Execute of it succeeds.
@@ -36,16 +42,18 @@ pub enum Pin {
 
 #[derive(Default)]
 pub struct SessionState {
+    /// SETs equivalent to the client's startup parameters: its defaults,
+    /// which `RESET` returns to.
+    baseline: Vec<Arc<str>>,
     /// Session-level SET statements in effect, one per parameter, in order.
     sets: Vec<(String, Arc<str>)>,
-    /// Bumped on every settings change; connections remember the version
-    /// they have applied.
-    pub version: u64,
+    /// Hash of the settings (0 = server defaults); connections remember the
+    /// fingerprint they have applied, whichever session applied it.
+    pub fingerprint: u64,
     pub pinned: Option<Pin>,
     /// `default_transaction_read_only` as the server last reported it.
     pub default_read_only: bool,
     pub statements: HashMap<Bytes, Arc<Statement>>,
-    next_statement_id: u64,
     /// A `BEGIN` answered by pgsplit and not yet sent anywhere, so the
     /// transaction's first statement can still choose the server
     /// (`SET TRANSACTION READ ONLY` may run the whole transaction on a replica).
@@ -53,16 +61,26 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(default_read_only: bool) -> SessionState {
-        SessionState {
-            default_read_only,
+    pub fn new(baseline: Vec<Arc<str>>) -> SessionState {
+        let mut s = SessionState {
+            baseline,
             ..SessionState::default()
-        }
+        };
+        s.refresh_fingerprint();
+        s
     }
 
-    pub fn next_statement_id(&mut self) -> u64 {
-        self.next_statement_id += 1;
-        self.next_statement_id
+    fn refresh_fingerprint(&mut self) {
+        self.fingerprint = if self.baseline.is_empty() && self.sets.is_empty() {
+            0
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&self.baseline, &mut h);
+            for (_, sql) in &self.sets {
+                std::hash::Hash::hash(sql, &mut h);
+            }
+            std::hash::Hasher::finish(&h) | 1
+        };
     }
 
     pub fn pin(&mut self, why: Pin) {
@@ -87,18 +105,18 @@ impl SessionState {
                 self.pinned = None;
             }
         }
-        self.version += 1;
+        self.refresh_fingerprint();
     }
 
-    /// The query that brings a connection at `from_version` to the session's
-    /// settings: everything is reset first, since the connection may carry
-    /// settings this session has since reset.
-    pub fn replay_sql(&self, from_version: u64) -> Option<String> {
-        if from_version == self.version {
+    /// The query that brings a connection whose settings have fingerprint
+    /// `applied` to this session's: everything is reset first, since the
+    /// connection may carry another session's settings.
+    pub fn replay_sql(&self, applied: u64) -> Option<String> {
+        if applied == self.fingerprint {
             return None;
         }
         let mut sql = String::from("RESET ALL");
-        for (_, stmt) in &self.sets {
+        for stmt in self.baseline.iter().chain(self.sets.iter().map(|(_, s)| s)) {
             sql.push_str("; ");
             sql.push_str(stmt.trim().trim_end_matches(';'));
         }
@@ -112,32 +130,36 @@ mod tests {
 
     #[test]
     fn settings_replay_keeps_the_last_value_per_parameter() {
-        let mut s = SessionState::default();
-        assert_eq!(s.replay_sql(0), None);
-        s.apply(
-            &SessionCommand::Set("search_path".into()),
-            &"SET search_path = a".into(),
-        );
-        s.apply(
-            &SessionCommand::Set("timezone".into()),
-            &"SET TIME ZONE 'UTC';".into(),
-        );
-        s.apply(
-            &SessionCommand::Set("search_path".into()),
-            &"SET search_path = b".into(),
-        );
+        let set = |name: &str| SessionCommand::Set(name.into());
+        let mut s = SessionState::new(vec!["SET application_name = 'app'".into()]);
+        assert_ne!(s.fingerprint, 0);
+        assert_eq!(s.replay_sql(s.fingerprint), None);
+        s.apply(&set("search_path"), &"SET search_path = a".into());
+        s.apply(&set("timezone"), &"SET TIME ZONE 'UTC';".into());
+        s.apply(&set("search_path"), &"SET search_path = b".into());
         assert_eq!(
             s.replay_sql(0).unwrap(),
-            "RESET ALL; SET TIME ZONE 'UTC'; SET search_path = b"
+            "RESET ALL; SET application_name = 'app'; SET TIME ZONE 'UTC'; SET search_path = b"
         );
-        assert_eq!(s.replay_sql(s.version), None);
+        assert_eq!(s.replay_sql(s.fingerprint), None);
         s.apply(
             &SessionCommand::Reset("timezone".into()),
             &"RESET timezone".into(),
         );
-        assert_eq!(s.replay_sql(1).unwrap(), "RESET ALL; SET search_path = b");
+        assert_eq!(
+            s.replay_sql(0).unwrap(),
+            "RESET ALL; SET application_name = 'app'; SET search_path = b"
+        );
+        // RESET ALL returns to the startup parameters, not the server defaults.
         s.apply(&SessionCommand::ResetAll, &"RESET ALL".into());
-        assert_eq!(s.replay_sql(1).unwrap(), "RESET ALL");
+        assert_eq!(
+            s.replay_sql(0).unwrap(),
+            "RESET ALL; SET application_name = 'app'"
+        );
+        // Another session with the same settings shares the fingerprint.
+        let other = SessionState::new(vec!["SET application_name = 'app'".into()]);
+        assert_eq!(other.fingerprint, s.fingerprint);
+        assert_eq!(SessionState::new(Vec::new()).fingerprint, 0);
     }
 
     #[test]

@@ -61,6 +61,13 @@ pub async fn start_proxy() -> ProxyHandle {
 }
 
 pub async fn start_proxy_with(config: Config) -> ProxyHandle {
+    // PGSPLIT_TEST_LOG=debug shows the proxy's log while debugging a test.
+    if let Ok(filter) = std::env::var("PGSPLIT_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     config.validate().expect("test config is valid");
     pgsplit::start(config).await.expect("proxy starts")
 }
