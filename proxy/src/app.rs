@@ -49,6 +49,10 @@ pub async fn start(config: Config) -> std::io::Result<ProxyHandle> {
 
 pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Result<ProxyHandle> {
     let local_addr = listener.local_addr()?;
+    // Two descriptors per client at most (its socket, and a server socket
+    // while it holds one) plus the pools and some slack.
+    let pools = config.pool.pool_size * config.backends.len() * config.users.len().max(1);
+    raise_fd_limit((config.limits.max_client_connections + pools + 64) as u64);
     let shared = Arc::new(Shared::new(config));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
@@ -115,5 +119,42 @@ async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
             Some(s) => s.pools.reap(),
             None => return,
         }
+    }
+}
+
+/// Raises the soft open-file limit to what the configured client limit
+/// needs, as far as the hard limit allows, and says so when it does not.
+fn raise_fd_limit(needed: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur >= needed {
+        return;
+    }
+    let target = needed.min(lim.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(
+            from = lim.rlim_cur,
+            to = target,
+            "raised the open-file limit"
+        );
+    }
+    if lim.rlim_max < needed {
+        tracing::warn!(
+            hard_limit = lim.rlim_max,
+            needed,
+            "the open-file hard limit is below what limits.max_client_connections needs; \
+             raise it (ulimit -Hn, LimitNOFILE=) or lower max_client_connections"
+        );
     }
 }

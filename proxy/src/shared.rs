@@ -55,6 +55,9 @@ pub struct StatsSnapshot {
     pub active: u64,
 }
 
+/// ParameterStatus values as a server reports them, in order.
+pub type Reported = Arc<Vec<(String, String)>>;
+
 /// How long a backend that refused a connection is left alone.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -73,6 +76,10 @@ pub struct Shared {
     /// Statements (by content hash, database included) some server has
     /// parsed without error: a Parse of one can be answered without a server.
     known_statements: Mutex<HashSet<u64>>,
+    /// What a server reports at startup to a client of a database and user
+    /// with given settings: later clients like it are answered from here,
+    /// so connecting needs no server connection.
+    startup_params: Mutex<HashMap<(String, String, u64), Reported>>,
     pub cancel: Arc<CancelRegistry>,
     pub client_slots: Arc<Semaphore>,
     started: Instant,
@@ -135,6 +142,7 @@ impl Shared {
             cancel: Arc::new(CancelRegistry::default()),
             client_slots,
             known_statements: Mutex::default(),
+            startup_params: Mutex::default(),
             config,
             started: Instant::now(),
         }
@@ -148,6 +156,29 @@ impl Shared {
             writes: s.writes.load(Ordering::Relaxed),
             active: s.active.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn cached_startup(&self, database: &str, user: &str, settings: u64) -> Option<Reported> {
+        self.startup_params
+            .lock()
+            .unwrap()
+            .get(&(database.to_owned(), user.to_owned(), settings))
+            .cloned()
+    }
+
+    pub fn cache_startup(
+        &self,
+        database: &str,
+        user: &str,
+        settings: u64,
+        params: Vec<(String, String)>,
+    ) -> Arc<Vec<(String, String)>> {
+        let params = Arc::new(params);
+        self.startup_params.lock().unwrap().insert(
+            (database.to_owned(), user.to_owned(), settings),
+            Arc::clone(&params),
+        );
+        params
     }
 
     pub fn statements_known_good(&self, hashes: &[u64]) {

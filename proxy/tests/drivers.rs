@@ -39,3 +39,37 @@ async fn psycopg_and_asyncpg_route_reads_and_writes() {
     assert!(proxy.shared().stats(1).reads > 0 && proxy.shared().stats(2).reads > 0);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_tasks_per_driver_over_a_pool_of_five() {
+    let mut config = config();
+    config.pool.pool_size = 5;
+    let proxy = start_proxy_with(config).await;
+    let db = fresh_database("drivers_pool");
+    let a = proxy.local_addr();
+    let dsn = format!(
+        "postgresql://postgres:{PASSWORD}@{}:{}/{db}",
+        a.ip(),
+        a.port()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/pool.py");
+    let primary = cluster().port(0).to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &dsn, &primary])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("pool ok"),
+        "python pool test failed:\n{stdout}\n{stderr}"
+    );
+    for i in 0..3 {
+        assert!(proxy.shared().pools.open_connections(i) <= 5, "node {i}");
+    }
+    proxy.shutdown().await;
+}

@@ -124,7 +124,11 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
     };
     session.pools[primary] = Some(e.pool);
     if session.session_pooling {
-        session.conns[primary] = Some(e.conn);
+        session.conns[primary] = e.conn;
+    } else {
+        // Back to the pool now: in transaction pooling an idle client holds
+        // nothing.
+        drop(e.conn);
     }
     let result = session.run().await;
     if let Err(e) = &result {
@@ -135,7 +139,8 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
 }
 
 struct Established {
-    conn: PooledConn,
+    /// The connection startup used, if it needed one.
+    conn: Option<PooledConn>,
     pool: ConnPool,
     state: SessionState,
     cancel_key: CancelKey,
@@ -172,9 +177,11 @@ async fn establish(
         .ok_or_else(|| SessionError::UnknownUser(user_name.clone()))?;
     authenticate(client, rbuf, &user_name, user).await?;
 
-    // A primary connection checks that the database and the server
-    // credentials work, and gives the ParameterStatus values a server would
-    // send, once it carries this client's startup parameters.
+    // The first client of a database, user and settings gets a primary
+    // connection: it checks that the database and the server credentials
+    // work, and gives the ParameterStatus values a server would send once it
+    // carries this client's startup parameters. Later clients like it are
+    // answered from the cache, so connecting never waits for the pool.
     let primary = shared.primary;
     let pool = shared.pools.pool(
         primary,
@@ -182,27 +189,36 @@ async fn establish(
         &user.server_user,
         user.server_password.as_deref(),
     );
-    let mut conn = checkout(shared, &pool, primary, &database, &user.server_user).await?;
     let mut state = SessionState::new(baseline_sets(&params));
-    if let Some(sql) = state.replay_sql(conn.settings) {
-        match conn.exchange(&sql).await? {
-            Ok(reported) => {
-                for (name, value) in reported {
-                    conn.set_param(name, value);
+    let mut conn = None;
+    let reported = match shared.cached_startup(&database, &user.server_user, state.fingerprint) {
+        Some(cached) => cached,
+        None => {
+            let mut c = checkout(shared, &pool, primary, &database, &user.server_user).await?;
+            if let Some(sql) = state.replay_sql(c.settings) {
+                match c.exchange(&sql).await? {
+                    Ok(changed) => {
+                        for (name, value) in changed {
+                            c.set_param(name, value);
+                        }
+                        c.settings = state.fingerprint;
+                    }
+                    Err(error) => {
+                        return Err(BackendError::Refused {
+                            backend: c.backend.name.clone(),
+                            error,
+                        }
+                        .into())
+                    }
                 }
-                conn.settings = state.fingerprint;
             }
-            Err(error) => {
-                return Err(BackendError::Refused {
-                    backend: conn.backend.name.clone(),
-                    error,
-                }
-                .into())
-            }
+            let params = c.params.clone();
+            conn = Some(c);
+            shared.cache_startup(&database, &user.server_user, state.fingerprint, params)
         }
-    }
+    };
     let cancel_key = shared.cancel.register();
-    for (name, value) in &conn.params {
+    for (name, value) in reported.iter() {
         if name == "default_transaction_read_only" {
             state.default_read_only = value == "on";
         }
