@@ -43,8 +43,22 @@ impl ProxyHandle {
 /// Binds the configured address and starts serving. The config must have
 /// passed `validate()`. Port 0 picks a free port (tests).
 pub async fn start(config: Config) -> std::io::Result<ProxyHandle> {
-    let listener = TcpListener::bind(config.listen_addr()).await?;
+    let listener = listen(config.listen_addr())?;
     start_with_listener(listener, config)
+}
+
+/// Binds with a deep accept backlog: tokio's default of 128 drops
+/// connection attempts when an application fleet reconnects at once, and
+/// each dropped attempt costs the client a one-second SYN retry.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Result<ProxyHandle> {
@@ -116,7 +130,7 @@ async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
     loop {
         tick.tick().await;
         match shared.upgrade() {
-            Some(s) => s.pools.reap(),
+            Some(s) => s.pools.maintain().await,
             None => return,
         }
     }

@@ -44,7 +44,14 @@ pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
 pub async fn run(listen: &str, replicas: usize) -> ExitCode {
     // Claim the port before spending seconds on the cluster, so a taken port
     // is reported at once.
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let addr = match tokio::net::lookup_host(listen).await.map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        _ => {
+            eprintln!("pgsplit demo: {listen:?} is not an address to listen on; use e.g. --listen 127.0.0.1:6432");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match crate::app::listen(addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(

@@ -1,13 +1,14 @@
 //! Reading whole frames from a socket into a buffer the caller owns.
 //!
-//! Cancel safety: the only state is the caller's `BytesMut`; `read_buf` either
-//! appends bytes to it or does nothing, so dropping a pending read inside
-//! `select!` loses nothing and a partial frame simply waits there.
+//! Cancel safety: the only state is the caller's `BytesMut`; waiting for
+//! readability takes no bytes, and the read itself does not await, so
+//! dropping a pending read inside `select!` loses nothing and a partial frame
+//! simply waits there.
 
 use bytes::BytesMut;
 use pgsplit_protocol::frame::missing_bytes;
 use pgsplit_protocol::{split_frame, Direction, Frame, ProtocolError};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
 
 /// Typical read size: large enough for a batch of small messages or a few
 /// dozen rows, small enough that 10 000 idle sessions stay cheap (buffers are
@@ -39,26 +40,31 @@ pub fn reserve_for_read(
 }
 
 /// Reads more bytes; `Ok(false)` on a clean EOF at a frame boundary.
-pub async fn fill<R: AsyncRead + Unpin>(
-    r: &mut R,
+///
+/// Waits for readability before growing the buffer, so the thousands of
+/// sessions that sit idle hold no read buffer while they wait.
+pub async fn fill(
+    stream: &mut TcpStream,
     buf: &mut BytesMut,
     direction: Direction,
     max: usize,
 ) -> Result<bool, ReadError> {
-    reserve_for_read(buf, direction, max)?;
-    let n = r.read_buf(buf).await?;
-    if n == 0 {
-        if buf.is_empty() {
-            return Ok(false);
+    loop {
+        stream.readable().await?;
+        reserve_for_read(buf, direction, max)?;
+        match stream.try_read_buf(buf) {
+            Ok(0) if buf.is_empty() => return Ok(false),
+            Ok(0) => return Err(ReadError::TruncatedMessage),
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
         }
-        return Err(ReadError::TruncatedMessage);
     }
-    Ok(true)
 }
 
 /// Reads until one whole frame is available; `Ok(None)` on clean EOF.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
+pub async fn read_frame(
+    r: &mut TcpStream,
     buf: &mut BytesMut,
     direction: Direction,
     max: usize,

@@ -15,4 +15,4 @@ mod functions;
 mod io;
 pub mod shared;
 
-pub use app::{start, start_with_listener, ProxyHandle};
+pub use app::{listen, start, start_with_listener, ProxyHandle};

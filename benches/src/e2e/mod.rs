@@ -14,6 +14,7 @@
 
 pub mod child;
 pub mod configs;
+pub mod idle;
 pub mod measure;
 pub mod pgbench;
 pub mod procstat;

@@ -122,15 +122,33 @@ impl Pools {
             .clone()
     }
 
-    /// Closes idle connections past their idle time or lifetime. Run
-    /// periodically so idle servers are released even without traffic.
-    pub fn reap(&self) {
+    /// Closes idle connections past their idle time or lifetime, then
+    /// opens connections until each pool has `pool.min_idle` idle ones. Run
+    /// periodically, so idle servers are released even without traffic.
+    pub async fn maintain(&self) {
         let pools: Vec<ConnPool> = self.map.lock().unwrap().values().cloned().collect();
         let p = &self.config.pool;
         for pool in pools {
             pool.retain(|_, m| {
                 m.last_used() < p.server_idle_timeout && m.created.elapsed() < p.server_lifetime
             });
+            let status = pool.status();
+            if status.available >= p.min_idle {
+                continue;
+            }
+            // Holding min_idle connections at once makes the pool open what
+            // is missing; released together, they are all idle.
+            let room = status.max_size.saturating_sub(status.size);
+            let mut opened = Vec::new();
+            for _ in 0..p.min_idle.min(status.available + room) {
+                match pool.get().await {
+                    Ok(c) => opened.push(c),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not open an idle server connection");
+                        break;
+                    }
+                }
+            }
         }
     }
 
