@@ -73,6 +73,9 @@ pub struct Shared {
     pub balancer: Balancer,
     pub functions: Arc<FunctionCatalog>,
     pub pools: Pools,
+    /// Sessions pinned to their connection so far, by reason (unmovable
+    /// state, unreplayable setting): the pooling cost an operator watches.
+    pub pins: [AtomicU64; 2],
     /// Statements (by content hash, database included) some server has
     /// parsed without error: a Parse of one can be answered without a server.
     known_statements: Mutex<HashSet<u64>>,
@@ -141,6 +144,7 @@ impl Shared {
             functions: Arc::default(),
             cancel: Arc::new(CancelRegistry::default()),
             client_slots,
+            pins: Default::default(),
             known_statements: Mutex::default(),
             startup_params: Mutex::default(),
             config,

@@ -333,7 +333,7 @@ async fn session_settings_follow_reads_to_the_replicas() {
 async fn unmovable_session_state_pins_the_session_to_the_primary() {
     let proxy = start_proxy().await;
     let db = database_with_items("route_pin");
-    for (setup, what) in [
+    for (n, (setup, what)) in [
         ("CREATE TEMP TABLE scratch (a int)", "a temporary table"),
         ("LISTEN some_channel", "LISTEN"),
         ("SELECT pg_advisory_lock(7)", "a session advisory lock"),
@@ -342,7 +342,10 @@ async fn unmovable_session_state_pins_the_session_to_the_primary() {
             "SELECT set_config('application_name', 'x', false)",
             "set_config()",
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let c = connect(&proxy, &db).await;
         assert_replica(
             port_of(&c, "SELECT inet_server_port()").await,
@@ -365,6 +368,13 @@ async fn unmovable_session_state_pins_the_session_to_the_primary() {
         if what == "SQL PREPARE" {
             assert_eq!(scalar(&c, "EXECUTE q").await, "1");
         }
+        let pins: u64 = proxy
+            .shared()
+            .pins
+            .iter()
+            .map(|p| p.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        assert_eq!(pins, n as u64 + 1, "each pinned session is counted once");
         // DISCARD ALL drops the state and the pin.
         c.batch_execute("DISCARD ALL").await.unwrap();
         assert_replica(

@@ -284,7 +284,7 @@ impl Session {
     fn note_effects(&mut self, a: &Analysis, cmd: Option<(SessionCommand, Arc<str>)>) {
         let fx = &a.effects;
         if fx.pins_session {
-            self.state.pin(Pin::UnmovableState);
+            self.pin(Pin::UnmovableState);
         }
         if fx.deallocate_all || fx.discard_all {
             // Takes pgsplit's statements on this connection with it.
@@ -299,9 +299,16 @@ impl Session {
                 .get_or_insert_with(Default::default)
                 .commands
                 .push(c),
-            None if fx.set_session || fx.discard_all => self.state.pin(Pin::UnreplayableSetting),
+            None if fx.set_session || fx.discard_all => self.pin(Pin::UnreplayableSetting),
             None => {}
         }
+    }
+
+    fn pin(&mut self, why: Pin) {
+        if self.state.pinned.is_none() {
+            self.shared.pins[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.state.pin(why);
     }
 
     /// Forwards what the active server has sent, dropping replies to
