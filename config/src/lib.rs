@@ -45,7 +45,7 @@ pub use backend::{Backend, RoleHint};
 pub use error::{ConfigError, Problem};
 pub use limits::{Limits, Timeouts};
 pub use pool::{Pool, PoolMode};
-pub use routing::{PrimaryReads, Routing, Strategy};
+pub use routing::{PrimaryReads, ReadYourWrites, Routing, Strategy};
 pub use secret::{PasswordKind, Secret};
 pub use user::{AuthMethod, User};
 

@@ -1,5 +1,7 @@
 //! Read/write routing and load balancing: the `[routing]` table.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// How reads are spread over the servers that may take them.
@@ -31,8 +33,30 @@ pub enum PrimaryReads {
     Off,
 }
 
+/// How a session's reads see its own writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadYourWrites {
+    /// Pure load balancing: a read right after a write may miss it.
+    Off,
+    /// Only reads inside the writing transaction stay on the primary (they
+    /// always do: transactions run on one server).
+    Transaction,
+    /// After the session's first write, all its reads go to the primary.
+    Session,
+    /// Reads go to the primary for `sticky_duration` after each write.
+    Sticky,
+    /// A read goes to a replica only if it has replayed the session's last
+    /// write (by WAL position); otherwise to the primary. Default.
+    #[default]
+    Causal,
+    /// A read goes to a replica only if it has replayed every write made
+    /// through pgsplit before the read arrived, by any session.
+    Global,
+}
+
 /// The `[routing]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Routing {
     /// Load-balancing strategy for reads: "round_robin" (weighted, default),
@@ -49,4 +73,36 @@ pub struct Routing {
     /// `read_only_function_list`): calls stay on replicas without a catalog
     /// lookup. Case-insensitive; "schema.name" or "name".
     pub read_functions: Vec<String>,
+    /// How reads see earlier writes: "off", "transaction", "session",
+    /// "sticky", "causal" (default) or "global". Per user with
+    /// `[[users]] read_your_writes`, per session with
+    /// `SET pgsplit.read_your_writes = '...'`.
+    pub read_your_writes: ReadYourWrites,
+    /// In causal and global modes, how long a read may wait for a replica to
+    /// catch up before it falls back to the primary. Default: "0ms".
+    #[serde(with = "humantime_serde")]
+    pub causal_wait: Duration,
+    /// In sticky mode, how long reads stay on the primary after a write.
+    /// Default: "2s".
+    #[serde(with = "humantime_serde")]
+    pub sticky_duration: Duration,
+    /// How often each server's WAL position is read (replay position on
+    /// replicas, write position on the primary). Default: "50ms".
+    #[serde(with = "humantime_serde")]
+    pub position_interval: Duration,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            strategy: Strategy::default(),
+            primary_reads: PrimaryReads::default(),
+            write_functions: Vec::new(),
+            read_functions: Vec::new(),
+            read_your_writes: ReadYourWrites::default(),
+            causal_wait: Duration::ZERO,
+            sticky_duration: Duration::from_secs(2),
+            position_interval: Duration::from_millis(50),
+        }
+    }
 }

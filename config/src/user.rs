@@ -34,6 +34,10 @@ pub struct User {
     /// `server_user` in without one (trust).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_password: Option<Secret>,
+    /// This user's read-your-writes mode, overriding
+    /// `routing.read_your_writes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_your_writes: Option<crate::ReadYourWrites>,
 }
 
 /// How a client proves its identity to pgsplit.

@@ -319,6 +319,12 @@ fn check_routing(config: &Config, out: &mut Vec<Problem>) {
             ));
         }
     }
+    if r.position_interval.is_zero() {
+        out.push(Problem::new(
+            "routing.position_interval",
+            "must be above zero; write it like \"50ms\"",
+        ));
+    }
     if r.primary_reads == crate::PrimaryReads::Off && config.backends.len() == 1 {
         out.push(Problem::new(
             "routing.primary_reads",

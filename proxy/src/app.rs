@@ -71,6 +71,7 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
     tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
+    crate::positions::spawn(&shared);
     tracing::info!(%local_addr, "pgsplit listening");
     Ok(ProxyHandle {
         local_addr,

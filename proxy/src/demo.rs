@@ -34,8 +34,7 @@ pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
             name: cluster.superuser().to_owned(),
             password: Some(Secret::new(cluster.password())),
             auth: AuthMethod::ScramSha256,
-            server_user: None,
-            server_password: None,
+            ..User::default()
         }],
         ..Config::default()
     }

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod errors;
 mod functions;
 mod io;
+pub mod positions;
 pub mod shared;
 
 pub use app::{listen, start, start_with_listener, ProxyHandle};

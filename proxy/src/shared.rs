@@ -17,6 +17,7 @@ use crate::backend::pool::Pools;
 use crate::backend::BackendAddr;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
+use crate::positions::Position;
 
 /// How one configured user logs in, prepared once at startup so that no
 /// session pays for PBKDF2.
@@ -55,6 +56,17 @@ pub struct StatsSnapshot {
     pub active: u64,
 }
 
+/// What read-your-writes did, for operators (and tests).
+#[derive(Default, Debug)]
+pub struct RywCounters {
+    /// Reads load-balanced to a replica.
+    pub replica_reads: AtomicU64,
+    /// Reads sent to the primary because no replica had the session's writes.
+    pub kept_on_primary: AtomicU64,
+    /// Reads that waited (`causal_wait`) for a replica to catch up.
+    pub waits: AtomicU64,
+}
+
 /// ParameterStatus values as a server reports them, in order.
 pub type Reported = Arc<Vec<(String, String)>>;
 
@@ -73,6 +85,17 @@ pub struct Shared {
     pub balancer: Balancer,
     pub functions: Arc<FunctionCatalog>,
     pub pools: Pools,
+    /// Each backend's WAL position, from the position loop.
+    pub positions: Vec<Position>,
+    /// The highest commit position of any write made through this proxy,
+    /// and how many writes' positions are still being read: together, what
+    /// `read_your_writes = global` waits for.
+    pub global_write_lsn: AtomicU64,
+    pub captures_in_flight: AtomicU64,
+    /// Some user reads in global mode: every session's writes must then
+    /// have their position read, whatever its own mode.
+    pub global_mode_in_use: bool,
+    pub ryw: RywCounters,
     /// Sessions pinned to their connection so far, by reason (unmovable
     /// state, unreplayable setting): the pooling cost an operator watches.
     pub pins: [AtomicU64; 2],
@@ -145,6 +168,20 @@ impl Shared {
             cancel: Arc::new(CancelRegistry::default()),
             client_slots,
             pins: Default::default(),
+            positions: config
+                .backends
+                .iter()
+                .map(|_| Position::default())
+                .collect(),
+            global_write_lsn: AtomicU64::new(0),
+            captures_in_flight: AtomicU64::new(0),
+            global_mode_in_use: config.routing.read_your_writes
+                == pgsplit_config::ReadYourWrites::Global
+                || config
+                    .users
+                    .iter()
+                    .any(|u| u.read_your_writes == Some(pgsplit_config::ReadYourWrites::Global)),
+            ryw: RywCounters::default(),
             known_statements: Mutex::default(),
             startup_params: Mutex::default(),
             config,
@@ -216,22 +253,34 @@ impl Shared {
     }
 
     /// The server for the next read, skipping `exclude` (servers this
-    /// request already failed to reach).
-    pub fn pick_reader(&self, exclude: &[usize]) -> Option<usize> {
-        let candidates: Vec<Candidate> = self
-            .config
+    /// request already failed to reach) and replicas that have not replayed
+    /// up to `min_lsn` (0: no requirement).
+    pub fn pick_reader(&self, exclude: &[usize], min_lsn: u64) -> Option<usize> {
+        self.balancer
+            .pick(&self.candidates(exclude, min_lsn), rand::random())
+    }
+
+    /// Where the next read would go, without taking its turn.
+    pub fn peek_reader(&self, min_lsn: u64) -> Option<usize> {
+        self.balancer
+            .peek(&self.candidates(&[], min_lsn), rand::random())
+    }
+
+    fn candidates(&self, exclude: &[usize], min_lsn: u64) -> Vec<Candidate> {
+        self.config
             .backends
             .iter()
             .enumerate()
             .map(|(i, b)| Candidate {
                 index: i,
                 is_primary: i == self.primary,
-                usable: self.is_usable(i) && !exclude.contains(&i),
+                usable: self.is_usable(i)
+                    && !exclude.contains(&i)
+                    && (min_lsn == 0 || i == self.primary || self.positions[i].lsn() >= min_lsn),
                 weight: b.weight,
                 active: self.stats[i].active.load(Ordering::Relaxed),
             })
-            .collect();
-        self.balancer.pick(&candidates, rand::random())
+            .collect()
     }
 }
 

@@ -10,7 +10,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_and_asyncpg_route_reads_and_writes() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = fresh_database("drivers_py");
     let a = proxy.local_addr();
     let dsn = format!(
@@ -42,7 +42,7 @@ async fn psycopg_and_asyncpg_route_reads_and_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_tasks_per_driver_over_a_pool_of_five() {
-    let mut config = config();
+    let mut config = routing_only();
     config.pool.pool_size = 5;
     let proxy = start_proxy_with(config).await;
     let db = fresh_database("drivers_pool");

@@ -64,7 +64,7 @@ fn database_with_items(name: &str) -> String {
 
 #[tokio::test]
 async fn reads_go_to_replicas_and_writes_to_the_primary() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = database_with_items("route_basic");
     let c = connect(&proxy, &db).await;
 
@@ -154,7 +154,7 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
 
 #[tokio::test]
 async fn unparseable_sql_goes_to_the_primary_which_reports_the_error() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = database_with_items("route_unparsed");
     let c = connect(&proxy, &db).await;
     let before = proxy.shared().stats(0).writes;
@@ -170,7 +170,7 @@ async fn unparseable_sql_goes_to_the_primary_which_reports_the_error() {
 
 #[tokio::test]
 async fn transactions_stay_on_the_primary_unless_read_only() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = database_with_items("route_tx");
     let c = connect(&proxy, &db).await;
 
@@ -266,7 +266,7 @@ async fn transactions_stay_on_the_primary_unless_read_only() {
 
 #[tokio::test]
 async fn session_settings_follow_reads_to_the_replicas() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = database_with_items("route_set");
     cluster()
         .psql(0, &db, "CREATE SCHEMA other; CREATE TABLE other.items (id int, v text); INSERT INTO other.items VALUES (1, 'from other')")
@@ -331,7 +331,7 @@ async fn session_settings_follow_reads_to_the_replicas() {
 
 #[tokio::test]
 async fn unmovable_session_state_pins_the_session_to_the_primary() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = database_with_items("route_pin");
     for (n, (setup, what)) in [
         ("CREATE TEMP TABLE scratch (a int)", "a temporary table"),
@@ -387,7 +387,7 @@ async fn unmovable_session_state_pins_the_session_to_the_primary() {
 
 #[tokio::test]
 async fn prepared_statements_are_prepared_on_whichever_server_runs_them() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = database_with_items("route_prepared");
     let c = connect(&proxy, &db).await;
     let read = c
@@ -426,7 +426,7 @@ async fn prepared_statements_are_prepared_on_whichever_server_runs_them() {
 
 #[tokio::test]
 async fn user_functions_route_by_volatility() {
-    let proxy = start_proxy().await;
+    let proxy = start_proxy_with(routing_only()).await;
     let db = database_with_items("route_functions");
     cluster()
         .psql(
@@ -465,7 +465,7 @@ async fn user_functions_route_by_volatility() {
 }
 
 fn config_with(f: impl FnOnce(&mut Config)) -> Config {
-    let mut c = config();
+    let mut c = routing_only();
     f(&mut c);
     c
 }

@@ -56,6 +56,17 @@ impl Balancer {
     /// (`primary_reads = off` and no usable replica). `random` is a fresh
     /// random number, passed in so this stays deterministic under test.
     pub fn pick(&self, candidates: &[Candidate], random: u64) -> Option<usize> {
+        self.choose(candidates, random, true)
+    }
+
+    /// Where the next `pick` would go, without taking the turn: for work
+    /// that should land where the next real read does (preparing a
+    /// statement that is executed next), so it does not skew the rotation.
+    pub fn peek(&self, candidates: &[Candidate], random: u64) -> Option<usize> {
+        self.choose(candidates, random, false)
+    }
+
+    fn choose(&self, candidates: &[Candidate], random: u64, advance: bool) -> Option<usize> {
         let eligible = |c: &&Candidate| {
             c.usable && c.weight > 0 && (!c.is_primary || self.primary_reads == PrimaryReads::On)
         };
@@ -72,7 +83,11 @@ impl Balancer {
         }
         Some(match self.strategy {
             Strategy::RoundRobin => {
-                let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                let n = if advance {
+                    self.counter.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    self.counter.load(Ordering::Relaxed)
+                };
                 weighted_slot(&pool, n)
             }
             Strategy::Random => weighted_slot(&pool, random),
@@ -173,6 +188,17 @@ mod tests {
         nodes[2].active = 6; // now 3 per unit: a tie, which rotates
         let picks: Vec<_> = (0..4).map(|i| b.pick(&nodes, i).unwrap()).collect();
         assert!(picks.contains(&1) && picks.contains(&2), "{picks:?}");
+    }
+
+    #[test]
+    fn peek_shows_the_next_pick_without_taking_it() {
+        let b = Balancer::new(Strategy::RoundRobin, PrimaryReads::Fallback);
+        let nodes = [node(0, true, 1), node(1, false, 1), node(2, false, 1)];
+        for _ in 0..4 {
+            let next = b.peek(&nodes, 0);
+            assert_eq!(b.peek(&nodes, 0), next, "peeking twice changes nothing");
+            assert_eq!(b.pick(&nodes, 0), next);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the statements and settings that connection lacks), and server replies
 //! back to the client (minus the replies to what pgsplit injected).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -293,6 +294,16 @@ impl Session {
                 c.unnamed = None;
             }
         }
+        if let Some((SessionCommand::Set(name), sql)) = &cmd {
+            // pgsplit's own setting through the extended protocol: applied
+            // here, and harmless on the server (a custom setting).
+            if name == "pgsplit.read_your_writes" {
+                if let Some(mode) = super::route::parse_ryw(sql) {
+                    self.ryw = mode;
+                }
+                return;
+            }
+        }
         match cmd {
             Some(c) => self
                 .current_meta
@@ -302,6 +313,13 @@ impl Session {
             None if fx.set_session || fx.discard_all => self.pin(Pin::UnreplayableSetting),
             None => {}
         }
+    }
+
+    /// Whether this session's writes have their commit position read: its
+    /// own causal reads need it, and so do global readers anywhere.
+    fn tracks_positions(&self) -> bool {
+        use pgsplit_config::ReadYourWrites as Mode;
+        matches!(self.ryw, Mode::Causal | Mode::Global) || self.shared.global_mode_in_use
     }
 
     fn pin(&mut self, why: Pin) {
@@ -318,6 +336,7 @@ impl Session {
         let max = self.shared.config.limits.max_message_size;
         // Reused across batches: the response path allocates nothing.
         let mut events = std::mem::take(&mut self.events);
+        let tracks_positions = self.tracks_positions();
         let conn = &mut **self.conns[i].as_mut().expect("active connection");
         let backend = &conn.backend.name;
         let protocol = |source| crate::backend::BackendError::Protocol {
@@ -328,6 +347,8 @@ impl Session {
         // write of the whole batch. Once a reply must be dropped or one of
         // pgsplit's own inserted, the batch is copied message by message.
         let mut copying = false;
+        let mut capture = false;
+        let on_primary = i == self.shared.primary;
         let wbuf = &mut self.wbuf;
         let mut frames = Frames::new(&conn.rbuf, Direction::Backend, max);
         let mut start = 0;
@@ -344,7 +365,42 @@ impl Session {
                     conn.tx = status;
                     if d.forward {
                         events.push(Event::Ready(status));
+                        // A write just finished: read its commit position on
+                        // this connection. Counted in flight before the client
+                        // hears of the commit, so no read anywhere can
+                        // overtake it unnoticed.
+                        if on_primary
+                            && self.wrote
+                            && !self.capturing
+                            && status == TransactionStatus::Idle
+                            && tracks_positions
+                        {
+                            self.shared
+                                .captures_in_flight
+                                .fetch_add(1, Ordering::AcqRel);
+                            self.capturing = true;
+                            self.wrote = false;
+                            capture = true;
+                        }
+                    } else if self.capturing && conn.tracker.is_idle() {
+                        // The capture ended without a position (it failed):
+                        // reads of this session stay on the primary until
+                        // the next write's position is known.
+                        finish_capture(
+                            &self.shared,
+                            &mut self.capturing,
+                            &mut self.write_lsn,
+                            None,
+                        );
                     }
+                }
+                b'D' if !d.forward && self.capturing => {
+                    finish_capture(
+                        &self.shared,
+                        &mut self.capturing,
+                        &mut self.write_lsn,
+                        single_text(body).and_then(crate::positions::parse_lsn),
+                    );
                 }
                 b'S' => {
                     if let Some((name, value)) = parameter(body) {
@@ -381,6 +437,21 @@ impl Session {
             start = end;
         }
         let consumed = frames.consumed();
+        if capture {
+            encode::query(&mut conn.out, "SELECT pg_current_wal_lsn()");
+            conn.tracker.push(Request::UntilReady, false);
+        }
+        let write_done = on_primary
+            && self.wrote
+            && events
+                .iter()
+                .any(|e| matches!(e, Event::Ready(TransactionStatus::Idle)));
+        if capture || write_done {
+            // Session and sticky modes need only that, and when, it wrote.
+            self.last_write = Some(std::time::Instant::now());
+            self.ever_wrote = true;
+            self.wrote &= !write_done;
+        }
         if copying {
             conn.rbuf.advance(consumed);
             self.client.write_all(&self.wbuf).await?;
@@ -463,4 +534,30 @@ fn parameter(body: &[u8]) -> Option<(&str, &str)> {
     let name = std::str::from_utf8(parts.next()?).ok()?;
     let value = std::str::from_utf8(parts.next()?).ok()?;
     Some((name, value))
+}
+
+/// The one text value of a single-column DataRow body.
+fn single_text(body: &[u8]) -> Option<&str> {
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let value = body.get(6..6 + usize::try_from(len).ok()?)?;
+    std::str::from_utf8(value).ok()
+}
+
+/// Records the position of the session's last write (`None`: unknown, so
+/// no replica qualifies until the next write's position is read).
+fn finish_capture(
+    shared: &crate::shared::Shared,
+    capturing: &mut bool,
+    write_lsn: &mut u64,
+    lsn: Option<u64>,
+) {
+    // A later capture is a later position than any earlier write, so it
+    // replaces the last one (also replacing "unknown").
+    let lsn = lsn.unwrap_or(u64::MAX);
+    *write_lsn = lsn;
+    if lsn != u64::MAX {
+        shared.global_write_lsn.fetch_max(lsn, Ordering::AcqRel);
+    }
+    shared.captures_in_flight.fetch_sub(1, Ordering::AcqRel);
+    *capturing = false;
 }

@@ -26,6 +26,16 @@ pub(super) const DECIDE_LIMIT: usize = 1 << 20;
 
 pub(super) enum Decision {
     NeedMore,
+    /// A read: a server is picked when it is routed (picking advances the
+    /// balancer, so deciding again while waiting must not).
+    Read(ReadNeed, Weight),
+    /// A read no replica can take yet (read-your-writes): wait up to
+    /// `routing.causal_wait` for one to replay `min_lsn`, else the primary.
+    WaitForReplica {
+        min_lsn: u64,
+    },
+    /// `SET`/`RESET`/`SHOW pgsplit.*`: pgsplit's own settings, answered here.
+    Local(SessionCommandKind),
     /// Parse messages of statements known to be valid, then Sync: answered
     /// by pgsplit, prepared on a server when first executed there.
     LocalPrepare,
@@ -35,6 +45,30 @@ pub(super) enum Decision {
     },
     DeferBegin,
     Reject(ErrorInfo),
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum SessionCommandKind {
+    Set,
+    Reset,
+    Show,
+}
+
+/// Whether a read runs anything: preparing a statement (Parse, Describe)
+/// takes no turn in the rotation and goes where the next read will.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Weight {
+    Runs,
+    PrepareOnly,
+}
+
+/// What read-your-writes requires of the server for this session's next read.
+#[derive(Clone, Copy)]
+pub(super) enum ReadNeed {
+    Any,
+    /// A replica that has replayed at least this position, else the primary.
+    AtLeast(u64),
+    Primary,
 }
 
 /// What the messages of one request add up to.
@@ -48,6 +82,18 @@ struct Tally {
     /// Only named Parse messages of known-good statements so far.
     parse_only: bool,
     synced: bool,
+    /// A Query, Execute or FunctionCall: the request runs something.
+    runs: bool,
+}
+
+impl Tally {
+    fn weight(&self) -> Weight {
+        if self.runs {
+            Weight::Runs
+        } else {
+            Weight::PrepareOnly
+        }
+    }
 }
 
 impl Session {
@@ -90,8 +136,14 @@ impl Session {
     /// bytes, or for the active replica to finish before a write may start.
     async fn route_next(&mut self) -> Result<bool, SessionError> {
         let max = self.shared.config.limits.max_message_size;
-        match Frames::new(&self.rbuf, Direction::Frontend, max).next() {
+        let first = Frames::new(&self.rbuf, Direction::Frontend, max).next();
+        match first {
             None => return Ok(false),
+            // COPY data belongs to the COPY running on the active connection.
+            Some(Ok((b'd' | b'c' | b'f', _))) if self.active.is_some() => {
+                self.open_segment = true;
+                return Ok(true);
+            }
             // Goodbye needs no server; send_frame ends the session.
             Some(Ok((b'X', _))) if self.active.is_none() => {
                 self.open_segment = true;
@@ -100,18 +152,29 @@ impl Session {
             _ => {}
         }
         if let Some(a) = self.active {
-            let stays = self.tx != TransactionStatus::Idle
-                || self.state.pinned.is_some()
-                || a == self.shared.primary;
-            if stays {
+            let primary = self.shared.primary;
+            if self.tx != TransactionStatus::Idle || self.state.pinned.is_some() {
                 self.decided_query = None;
+                self.wrote |= a == primary;
                 self.open_segment = true;
                 return Ok(true);
             }
-            // A replica is still busy with an earlier pipelined request: a
-            // read may follow it there, anything else waits for it to finish.
+            // Between requests, but the connection still owes replies (a
+            // pipeline, or the position of a write being read). Writes may
+            // follow on the primary and reads on a replica; anything else
+            // waits until the connection is free and is routed afresh (a
+            // read after a write then sees the write's position).
             return match self.decide()? {
-                Decision::Target { read: true, .. } => {
+                Decision::Target {
+                    backend,
+                    read: false,
+                } if a == primary && backend == primary => {
+                    self.count(a, false);
+                    self.wrote = true;
+                    self.open_segment = true;
+                    Ok(true)
+                }
+                Decision::Read(need, _) if a != primary && self.replica_satisfies(a, need) => {
                     self.count(a, true);
                     self.open_segment = true;
                     Ok(true)
@@ -129,11 +192,36 @@ impl Session {
                 self.prepare_locally()?;
                 Ok(true)
             }
+            Decision::Local(kind) => {
+                self.answer_setting(kind)?;
+                Ok(true)
+            }
+            Decision::Read(need, weight) => {
+                match self.read_target(need, weight) {
+                    Decision::Target { backend, read } => match self.attach(backend, read).await {
+                        Ok(()) => self.open_segment = true,
+                        Err(info) => self.reject(info)?,
+                    },
+                    Decision::WaitForReplica { min_lsn } => self.wait_for_replica(min_lsn).await?,
+                    Decision::Reject(info) => self.reject(info)?,
+                    _ => unreachable!("read_target picks, waits or refuses"),
+                }
+                Ok(true)
+            }
+            Decision::WaitForReplica { min_lsn } => {
+                self.wait_for_replica(min_lsn).await?;
+                Ok(true)
+            }
             Decision::Reject(info) => {
                 self.reject(info)?;
                 Ok(true)
             }
             Decision::Target { backend, read } => {
+                // A read's position requirement was set by read_target.
+                if !read {
+                    self.read_min_lsn = 0;
+                    self.wrote |= backend == self.shared.primary;
+                }
                 match self.attach(backend, read).await {
                     Ok(()) => self.open_segment = true,
                     Err(info) => self.reject(info)?,
@@ -165,6 +253,7 @@ impl Session {
             if tag == b'S' {
                 tally.synced = true;
             }
+            tally.runs |= matches!(tag, b'Q' | b'E' | b'F');
             let analysis = match tag {
                 b'Q' | b'P' => {
                     let sql = sql_of(tag, body);
@@ -196,6 +285,9 @@ impl Session {
             };
             if let Some(a) = analysis {
                 if frame_is_first && tag == b'Q' {
+                    if let Some(kind) = own_setting(&a, sql_of(tag, body)) {
+                        return Ok(Decision::Local(kind));
+                    }
                     tally.first_is_single_begin = is_single_begin(&a);
                     self.decided_query = Some(Arc::clone(&a));
                 }
@@ -232,7 +324,7 @@ impl Session {
             // The deferred transaction runs on a replica only if it declared
             // itself read-only before doing anything.
             return Ok(if tally.read_only_txn && !tally.write {
-                self.read_target()
+                Decision::Read(self.read_need(), tally.weight())
             } else {
                 Decision::Target {
                     backend: primary,
@@ -250,7 +342,7 @@ impl Session {
             });
         }
         if tally.read || tally.read_only_txn {
-            return Ok(self.read_target());
+            return Ok(Decision::Read(self.read_need(), tally.weight()));
         }
         // Nothing to classify (a lone Sync, a Bind of an unknown statement).
         Ok(Decision::Target {
@@ -294,14 +386,135 @@ impl Session {
         t.read = true;
     }
 
-    fn read_target(&self) -> Decision {
-        match self.shared.pick_reader(&[]) {
-            Some(backend) => Decision::Target {
+    /// Waits up to `routing.causal_wait` for a replica to replay `min_lsn`,
+    /// then routes the read there, or to the primary.
+    async fn wait_for_replica(&mut self, min_lsn: u64) -> Result<(), SessionError> {
+        self.shared.ryw.waits.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.shared.config.routing.causal_wait;
+        let backend = loop {
+            match self.shared.pick_reader(&[], min_lsn) {
+                Some(b) if b != self.shared.primary => break b,
+                _ if tokio::time::Instant::now() >= deadline => break self.shared.primary,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            }
+        };
+        self.read_min_lsn = min_lsn;
+        match self.attach(backend, true).await {
+            Ok(()) => self.open_segment = true,
+            Err(info) => self.reject(info)?,
+        }
+        Ok(())
+    }
+
+    fn replica_satisfies(&self, replica: usize, need: ReadNeed) -> bool {
+        match need {
+            ReadNeed::Any => true,
+            ReadNeed::AtLeast(lsn) => self.shared.positions[replica].lsn() >= lsn,
+            ReadNeed::Primary => false,
+        }
+    }
+
+    fn read_target(&mut self, need: ReadNeed, weight: Weight) -> Decision {
+        let primary = self.shared.primary;
+        let min_lsn = match need {
+            ReadNeed::Any => 0,
+            ReadNeed::AtLeast(lsn) => lsn,
+            ReadNeed::Primary => {
+                self.read_min_lsn = u64::MAX;
+                return Decision::Target {
+                    backend: primary,
+                    read: true,
+                };
+            }
+        };
+        self.read_min_lsn = min_lsn;
+        let picked = match weight {
+            Weight::Runs => self.shared.pick_reader(&[], min_lsn),
+            Weight::PrepareOnly => self.shared.peek_reader(min_lsn),
+        };
+        match picked {
+            Some(backend) if backend != primary || min_lsn == 0 => Decision::Target {
                 backend,
                 read: true,
             },
-            None => Decision::Reject(no_reader_error()),
+            // No replica has this session's writes yet.
+            _ if min_lsn > 0 => {
+                if self.shared.config.routing.causal_wait.is_zero() {
+                    Decision::Target {
+                        backend: primary,
+                        read: true,
+                    }
+                } else {
+                    Decision::WaitForReplica { min_lsn }
+                }
+            }
+            _ => Decision::Reject(no_reader_error()),
         }
+    }
+
+    fn read_need(&self) -> ReadNeed {
+        use pgsplit_config::ReadYourWrites as Mode;
+        match self.ryw {
+            Mode::Off | Mode::Transaction => ReadNeed::Any,
+            Mode::Session if self.ever_wrote => ReadNeed::Primary,
+            Mode::Session => ReadNeed::Any,
+            Mode::Sticky => match self.last_write {
+                Some(t) if t.elapsed() < self.shared.config.routing.sticky_duration => {
+                    ReadNeed::Primary
+                }
+                _ => ReadNeed::Any,
+            },
+            Mode::Causal if self.write_lsn == 0 => ReadNeed::Any,
+            Mode::Causal => ReadNeed::AtLeast(self.write_lsn),
+            Mode::Global => {
+                // A write whose position is still being read may be newer
+                // than anything a replica has.
+                if self.shared.captures_in_flight.load(Ordering::Acquire) > 0 {
+                    return ReadNeed::Primary;
+                }
+                match self.shared.global_write_lsn.load(Ordering::Acquire) {
+                    0 => ReadNeed::Any,
+                    lsn => ReadNeed::AtLeast(lsn),
+                }
+            }
+        }
+    }
+
+    /// Answers `SET`, `RESET` and `SHOW` of pgsplit's own settings, which
+    /// no server knows about.
+    fn answer_setting(&mut self, kind: SessionCommandKind) -> Result<(), SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        let frame = split_frame(&mut self.rbuf, Direction::Frontend, max)?
+            .expect("decide() saw a complete Query");
+        let FrontendMessage::Query { sql } = frontend::parse(&frame)? else {
+            unreachable!("settings arrive as a Query");
+        };
+        let sql = String::from_utf8_lossy(sql);
+        self.decided_query = None;
+        match kind {
+            SessionCommandKind::Show => {
+                encode::row_description(&mut self.wbuf, &["pgsplit.read_your_writes"]);
+                encode::data_row(&mut self.wbuf, &[Some(ryw_name(self.ryw))]);
+                encode::command_complete(&mut self.wbuf, "SHOW");
+            }
+            SessionCommandKind::Reset => {
+                self.ryw = self.default_ryw;
+                encode::command_complete(&mut self.wbuf, "RESET");
+            }
+            SessionCommandKind::Set => match parse_ryw(&sql) {
+                Some(mode) => {
+                    self.ryw = mode;
+                    encode::command_complete(&mut self.wbuf, "SET");
+                }
+                None => encode::error_response(
+                    &mut self.wbuf,
+                    &ErrorInfo::error("22023", format!("pgsplit: invalid value in {sql:?}"))
+                        .hint("pgsplit.read_your_writes takes off, transaction, session, sticky, causal or global."),
+                ),
+            },
+        }
+        encode::ready_for_query(&mut self.wbuf, self.tx);
+        Ok(())
     }
 
     fn look_up_functions(&self, functions: Vec<String>) {
@@ -344,7 +557,7 @@ impl Session {
                     // Nothing was sent yet, so another reader is a safe retry.
                     tracing::warn!(error = %e, "backend unreachable for a read; trying another");
                     tried.push(backend);
-                    match self.shared.pick_reader(&tried) {
+                    match self.shared.pick_reader(&tried, self.read_min_lsn) {
                         Some(next) => backend = next,
                         None => return Err(no_reader_error().detail(format!("Last attempt: {e}."))),
                     }
@@ -520,6 +733,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn read_your_writes_values_parse() {
+        use pgsplit_config::ReadYourWrites as Mode;
+        assert_eq!(
+            parse_ryw("SET pgsplit.read_your_writes = 'off'"),
+            Some(Mode::Off)
+        );
+        assert_eq!(
+            parse_ryw("set pgsplit.read_your_writes to global;"),
+            Some(Mode::Global)
+        );
+        assert_eq!(
+            parse_ryw("SET pgsplit.read_your_writes = \"Session\""),
+            Some(Mode::Session)
+        );
+        assert_eq!(
+            parse_ryw("SET pgsplit.read_your_writes = 'sometimes'"),
+            None
+        );
+    }
+
+    #[test]
     fn names_are_found_in_bind_describe_and_parse() {
         assert_eq!(
             statement_name(b'B', b"portal\0stmt\0\0\0"),
@@ -530,5 +764,67 @@ mod tests {
         assert_eq!(statement_name(b'B', b"broken"), None);
         assert_eq!(sql_of(b'P', b"s1\0select 1\0\0\0"), b"select 1");
         assert_eq!(sql_of(b'Q', b"select 2\0"), b"select 2");
+    }
+}
+
+/// Whether a Query is `SET`/`RESET`/`SHOW pgsplit.read_your_writes`.
+fn own_setting(a: &Analysis, sql: &[u8]) -> Option<SessionCommandKind> {
+    if a.statement_count != 1 {
+        return None;
+    }
+    let text = std::str::from_utf8(sql).ok()?;
+    let is_ours = |name: &str| name.eq_ignore_ascii_case("pgsplit.read_your_writes");
+    match pgsplit_router::session_cmd::session_command(text) {
+        Some(pgsplit_router::session_cmd::SessionCommand::Set(n)) if is_ours(&n) => {
+            Some(SessionCommandKind::Set)
+        }
+        Some(pgsplit_router::session_cmd::SessionCommand::Reset(n)) if is_ours(&n) => {
+            Some(SessionCommandKind::Reset)
+        }
+        _ => {
+            let mut words = text.split_whitespace();
+            let show = words.next()?.eq_ignore_ascii_case("show");
+            let name = words.next()?.trim_end_matches(';');
+            (show && is_ours(name)).then_some(SessionCommandKind::Show)
+        }
+    }
+}
+
+/// The mode in `SET pgsplit.read_your_writes = 'mode'` (or `TO mode`).
+pub(super) fn parse_ryw(sql: &str) -> Option<pgsplit_config::ReadYourWrites> {
+    use pgsplit_config::ReadYourWrites as Mode;
+    let lower = sql.to_ascii_lowercase();
+    let value = lower
+        .split_once('=')
+        .map(|(_, v)| v)
+        .or_else(|| lower.split_once(" to ").map(|(_, v)| v))?;
+    Some(
+        match value
+            .trim()
+            .trim_end_matches(';')
+            .trim()
+            .trim_matches('\'')
+            .trim_matches('"')
+        {
+            "off" => Mode::Off,
+            "transaction" => Mode::Transaction,
+            "session" => Mode::Session,
+            "sticky" => Mode::Sticky,
+            "causal" => Mode::Causal,
+            "global" => Mode::Global,
+            _ => return None,
+        },
+    )
+}
+
+fn ryw_name(mode: pgsplit_config::ReadYourWrites) -> &'static str {
+    use pgsplit_config::ReadYourWrites as Mode;
+    match mode {
+        Mode::Off => "off",
+        Mode::Transaction => "transaction",
+        Mode::Session => "session",
+        Mode::Sticky => "sticky",
+        Mode::Causal => "causal",
+        Mode::Global => "global",
     }
 }

@@ -66,6 +66,19 @@ pub(super) struct Session {
     pub decided_query: Option<Arc<pgsplit_router::Analysis>>,
     pub user: String,
     pub database: String,
+    /// Read-your-writes mode in force, and the one `RESET` returns to.
+    pub ryw: pgsplit_config::ReadYourWrites,
+    pub default_ryw: pgsplit_config::ReadYourWrites,
+    /// A commit position at or after this session's last write (0: none).
+    pub write_lsn: u64,
+    /// Something may have been written since the last position capture.
+    pub wrote: bool,
+    /// The position of the last write is being read on the primary.
+    pub capturing: bool,
+    pub last_write: Option<std::time::Instant>,
+    pub ever_wrote: bool,
+    /// The replay position the current read needs (for retries elsewhere).
+    pub read_min_lsn: u64,
     pub cancel_key: CancelKey,
     _permit: OwnedSemaphorePermit,
 }
@@ -117,6 +130,14 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         last_command_tag: None,
         events: Vec::new(),
         decided_query: None,
+        ryw: e.ryw,
+        default_ryw: e.ryw,
+        write_lsn: 0,
+        wrote: false,
+        capturing: false,
+        last_write: None,
+        ever_wrote: false,
+        read_min_lsn: 0,
         user: e.user,
         database: e.database,
         cancel_key: e.cancel_key,
@@ -147,6 +168,7 @@ struct Established {
     permit: OwnedSemaphorePermit,
     user: String,
     database: String,
+    ryw: pgsplit_config::ReadYourWrites,
 }
 
 async fn establish(
@@ -234,6 +256,11 @@ async fn establish(
         state,
         cancel_key,
         permit,
+        ryw: shared
+            .config
+            .user(&user_name)
+            .and_then(|u| u.read_your_writes)
+            .unwrap_or(shared.config.routing.read_your_writes),
         user: user_name,
         database,
     }))
@@ -358,6 +385,11 @@ impl Session {
     /// replies still owed: closing makes the server roll back).
     async fn close(mut self) {
         self.cancel_key.set_target(None);
+        if self.capturing {
+            self.shared
+                .captures_in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
         if let Some(i) = self.active.take() {
             self.shared.stats[i]
                 .active

@@ -56,6 +56,14 @@ pub fn config() -> Config {
     config
 }
 
+/// The config for tests of statement routing itself: read-your-writes off,
+/// so a read right after a write is routed by its classification alone.
+pub fn routing_only() -> Config {
+    let mut c = config();
+    c.routing.read_your_writes = pgsplit_config::ReadYourWrites::Off;
+    c
+}
+
 pub async fn start_proxy() -> ProxyHandle {
     start_proxy_with(config()).await
 }
