@@ -1,6 +1,7 @@
 //! Client side: one task per client connection, from startup to Terminate.
 
 mod auth;
+mod reads;
 mod relay;
 mod route;
 mod session;

@@ -298,7 +298,7 @@ impl Session {
             // pgsplit's own setting through the extended protocol: applied
             // here, and harmless on the server (a custom setting).
             if name == "pgsplit.read_your_writes" {
-                if let Some(mode) = super::route::parse_ryw(sql) {
+                if let Some(mode) = super::reads::parse_ryw(sql) {
                     self.ryw = mode;
                 }
                 return;
