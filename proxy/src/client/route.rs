@@ -412,6 +412,14 @@ impl Session {
             }
         }
         self.count(backend, read);
+        if read {
+            let ryw = &self.shared.ryw;
+            if backend != self.shared.primary {
+                ryw.replica_reads.fetch_add(1, Ordering::Relaxed);
+            } else if self.read_min_lsn > 0 {
+                ryw.kept_on_primary.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.shared.stats[backend]
             .active
             .fetch_add(1, Ordering::Relaxed);

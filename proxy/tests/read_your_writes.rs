@@ -1,0 +1,378 @@
+//! Read-your-writes against replicas that lag on purpose
+//! (`recovery_min_apply_delay`). Every read reports whether it saw the row
+//! just written and which server ran it; `off` mode must miss, or the test
+//! could not tell a working mode from luck.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgsplit_config::ReadYourWrites as Mode;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Tests here change how far the shared replicas lag: one at a time.
+static LAG: Mutex<()> = Mutex::const_new(());
+
+fn set_lag(ms: u64) {
+    for i in [1, 2] {
+        cluster()
+            .set_apply_delay(i, Duration::from_millis(ms))
+            .unwrap();
+    }
+    cluster().wait_for_replay(Duration::from_secs(30)).unwrap();
+}
+
+fn proxy_config(mode: Mode) -> pgsplit_config::Config {
+    let mut c = config();
+    c.routing.read_your_writes = mode;
+    c
+}
+
+fn is_replica(port: u16) -> bool {
+    port == cluster().port(1) || port == cluster().port(2)
+}
+
+async fn row(c: &Client, sql: &str) -> Vec<String> {
+    let messages = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// INSERT then SELECT the same row `n` times over the simple protocol.
+/// Returns (misses, reads served by a replica).
+async fn simple_loop(c: &Client, table: &str, n: usize) -> (usize, usize) {
+    let (mut misses, mut replica) = (0, 0);
+    for i in 0..n {
+        c.simple_query(&format!("INSERT INTO {table} VALUES ({i})"))
+            .await
+            .unwrap();
+        let r = row(
+            c,
+            &format!("SELECT count(*), inet_server_port() FROM {table} WHERE id = {i}"),
+        )
+        .await;
+        misses += usize::from(r[0] == "0");
+        replica += usize::from(is_replica(r[1].parse().unwrap()));
+    }
+    (misses, replica)
+}
+
+async fn driver_loop(
+    proxy: &pgsplit::ProxyHandle,
+    db: &str,
+    driver: &str,
+    table: &str,
+    n: usize,
+) -> (usize, usize) {
+    let a = proxy.local_addr();
+    let dsn = format!(
+        "postgresql://postgres:{PASSWORD}@{}:{}/{db}",
+        a.ip(),
+        a.port()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ryw.py");
+    let args = [
+        script.to_owned(),
+        dsn,
+        driver.to_owned(),
+        n.to_string(),
+        table.to_owned(),
+        cluster().port(0).to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{driver}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> usize {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{driver}: no {name} in {stdout:?}"))
+    };
+    (field("misses="), field("replica_reads="))
+}
+
+fn tables(db: &str, names: &[&str]) {
+    let sql: String = names
+        .iter()
+        .map(|t| format!("CREATE TABLE {t} (id int);"))
+        .collect();
+    cluster().psql(0, db, &sql).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replicas_never_hide_a_sessions_own_writes() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_lag");
+    tables(
+        &db,
+        &[
+            "s_causal", "s_global", "s_off", "p_causal", "p_global", "p_off", "a_causal",
+            "a_global", "a_off", "watched",
+        ],
+    );
+    cluster()
+        .psql(0, &db, "INSERT INTO watched VALUES (1)")
+        .unwrap();
+    set_lag(300);
+    for (mode, name) in [
+        (Mode::Causal, "causal"),
+        (Mode::Global, "global"),
+        (Mode::Off, "off"),
+    ] {
+        let proxy = start_proxy_with(proxy_config(mode)).await;
+        // A second session that never writes keeps reading meanwhile.
+        let reader = connect(&proxy, &db).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut total, mut replica) = (0usize, 0usize);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = row(&reader, "SELECT inet_server_port() FROM watched").await;
+                    total += 1;
+                    replica += usize::from(is_replica(r[0].parse().unwrap()));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (total, replica)
+            })
+        };
+        let writer = connect(&proxy, &db).await;
+        let n = 1000;
+        let simple = simple_loop(&writer, &format!("s_{name}"), n).await;
+        let psycopg = driver_loop(&proxy, &db, "psycopg", &format!("p_{name}"), n).await;
+        let asyncpg = driver_loop(&proxy, &db, "asyncpg", &format!("a_{name}"), n).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (total, replica) = watcher.await.unwrap();
+        let misses = [simple.0, psycopg.0, asyncpg.0];
+        println!(
+            "{name}: misses simple/psycopg/asyncpg = {misses:?} of {n} each; \
+             the non-writing session read {replica}/{total} times from replicas"
+        );
+        if mode == Mode::Off {
+            assert!(
+                misses.iter().sum::<usize>() > 0,
+                "off mode never missed: the lag did not bite"
+            );
+        } else {
+            assert_eq!(misses, [0, 0, 0], "{name} mode missed a write");
+        }
+        if mode == Mode::Causal {
+            assert!(
+                replica * 100 >= total * 95,
+                "non-writer on replicas only {replica}/{total}"
+            );
+            let ryw = &proxy.shared().ryw;
+            let kept = ryw
+                .kept_on_primary
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let replica_reads = ryw.replica_reads.load(std::sync::atomic::Ordering::Relaxed);
+            println!("causal: reads kept on the primary by read-your-writes: {kept}, sent to replicas: {replica_reads}");
+            assert!(kept >= 3 * n as u64 - 30, "kept {kept}");
+            // Once the replicas have replayed, the writer's reads go back to them.
+            let back = eventually(Duration::from_secs(5), || async {
+                is_replica(
+                    row(&writer, "SELECT inet_server_port()").await[0]
+                        .parse()
+                        .unwrap(),
+                )
+            })
+            .await;
+            assert!(back, "the writing session never returned to the replicas");
+            let mut on_replicas = 0;
+            for _ in 0..20 {
+                on_replicas += usize::from(is_replica(
+                    row(&writer, "SELECT inet_server_port()").await[0]
+                        .parse()
+                        .unwrap(),
+                ));
+            }
+            println!(
+                "causal: after catching up, the writer read {on_replicas}/20 times from replicas"
+            );
+            assert!(on_replicas >= 19);
+        }
+        proxy.shutdown().await;
+    }
+    set_lag(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_mode_covers_writes_made_by_other_sessions() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_global");
+    tables(&db, &["g"]);
+    set_lag(300);
+    let mut missed = Vec::new();
+    for mode in [Mode::Global, Mode::Causal] {
+        let proxy = start_proxy_with(proxy_config(mode)).await;
+        let writer = connect(&proxy, &db).await;
+        let reader = connect(&proxy, &db).await;
+        let mut misses = 0;
+        for i in 0..200 {
+            let id = i + if mode == Mode::Global { 0 } else { 1000 };
+            writer
+                .simple_query(&format!("INSERT INTO g VALUES ({id})"))
+                .await
+                .unwrap();
+            misses += usize::from(
+                row(&reader, &format!("SELECT count(*) FROM g WHERE id = {id}")).await[0] == "0",
+            );
+        }
+        missed.push(misses);
+        proxy.shutdown().await;
+    }
+    set_lag(0);
+    assert_eq!(
+        missed[0], 0,
+        "global mode: another session's write was not visible"
+    );
+    assert!(
+        missed[1] > 0,
+        "causal mode does not cover other sessions, so it must miss here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn causal_reads_return_to_replicas_quickly() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_fresh");
+    tables(&db, &["f"]);
+    set_lag(0);
+    let proxy = start_proxy_with(proxy_config(Mode::Causal)).await;
+    let c = connect(&proxy, &db).await;
+    let mut replica = 0;
+    for i in 0..40 {
+        c.simple_query(&format!("INSERT INTO f VALUES ({i})"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = row(
+            &c,
+            &format!("SELECT count(*), inet_server_port() FROM f WHERE id = {i}"),
+        )
+        .await;
+        assert_eq!(r[0], "1");
+        replica += usize::from(is_replica(r[1].parse().unwrap()));
+    }
+    println!("causal, no lag: {replica}/40 reads 100 ms after a write were served by replicas");
+    assert!(replica >= 36, "only {replica}/40 reads went to replicas");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_sticky_transaction_modes_and_the_per_session_setting() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_modes");
+    tables(&db, &["m"]);
+    set_lag(0);
+    let primary = cluster().port(0);
+
+    // session: after the first write, every read goes to the primary.
+    let mut cfg = proxy_config(Mode::Session);
+    cfg.routing.sticky_duration = Duration::from_millis(300);
+    let proxy = start_proxy_with(cfg).await;
+    let c = connect(&proxy, &db).await;
+    assert!(is_replica(
+        row(&c, "SELECT inet_server_port()").await[0]
+            .parse()
+            .unwrap()
+    ));
+    c.simple_query("INSERT INTO m VALUES (1)").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            row(&c, "SELECT inet_server_port()").await[0]
+                .parse::<u16>()
+                .unwrap(),
+            primary
+        );
+    }
+    // The per-session setting switches to sticky, answered by pgsplit itself.
+    c.simple_query("SET pgsplit.read_your_writes = 'sticky'")
+        .await
+        .unwrap();
+    assert_eq!(row(&c, "SHOW pgsplit.read_your_writes").await[0], "sticky");
+    c.simple_query("INSERT INTO m VALUES (2)").await.unwrap();
+    assert_eq!(
+        row(&c, "SELECT inet_server_port()").await[0]
+            .parse::<u16>()
+            .unwrap(),
+        primary,
+        "within sticky_duration"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        is_replica(
+            row(&c, "SELECT inet_server_port()").await[0]
+                .parse()
+                .unwrap()
+        ),
+        "after sticky_duration"
+    );
+    // transaction: only reads inside the writing transaction stay on the primary.
+    c.simple_query("SET pgsplit.read_your_writes = transaction")
+        .await
+        .unwrap();
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("INSERT INTO m VALUES (3)").await.unwrap();
+    assert_eq!(
+        row(&c, "SELECT inet_server_port()").await[0]
+            .parse::<u16>()
+            .unwrap(),
+        primary
+    );
+    c.simple_query("COMMIT").await.unwrap();
+    assert!(
+        is_replica(
+            row(&c, "SELECT inet_server_port()").await[0]
+                .parse()
+                .unwrap()
+        ),
+        "after the transaction"
+    );
+    // A bad value is refused; RESET returns to the configured mode.
+    let e = c
+        .simple_query("SET pgsplit.read_your_writes = 'sometimes'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22023");
+    c.simple_query("RESET pgsplit.read_your_writes")
+        .await
+        .unwrap();
+    assert_eq!(row(&c, "SHOW pgsplit.read_your_writes").await[0], "session");
+    proxy.shutdown().await;
+
+    // A per-user override in the config.
+    let mut cfg = proxy_config(Mode::Causal);
+    cfg.users[0].read_your_writes = Some(Mode::Off);
+    let proxy = start_proxy_with(cfg).await;
+    let c = connect(&proxy, &db).await;
+    assert_eq!(row(&c, "SHOW pgsplit.read_your_writes").await[0], "off");
+    proxy.shutdown().await;
+}
