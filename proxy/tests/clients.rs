@@ -42,9 +42,8 @@ async fn psql_script_with_copy_describe_and_errors() {
     let input = dir.join("in.tsv");
     let rows: String = (1..=500).map(|i| format!("{i}\tname {i}\n")).collect();
     std::fs::write(&input, &rows).unwrap();
-    // Tables the script reads are created and replicated first: until
-    // read-your-writes exists, a read right after a write may reach a replica
-    // that has not replayed it yet.
+    // Tables the script reads are created and replicated first, so what the
+    // script sees does not depend on read-your-writes (tested on its own).
     cluster()
         .psql(
             0,

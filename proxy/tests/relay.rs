@@ -52,7 +52,7 @@ async fn simple_and_extended_queries_reach_the_right_servers() {
         .batch_execute("CREATE TABLE t (id int primary key, v text); INSERT INTO t VALUES (1, 'a')")
         .await
         .unwrap();
-    // Read-your-writes is not there yet: let the replicas catch up first.
+    // The replicas have the rows too, whatever read-your-writes mode applies.
     cluster()
         .wait_for_replay(std::time::Duration::from_secs(30))
         .unwrap();
