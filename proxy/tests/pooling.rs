@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pgsplit_config::Config;
-use tokio_postgres::Client;
 
 fn pooled(size: usize, f: impl FnOnce(&mut Config)) -> Config {
     let mut c = config();
@@ -28,21 +27,6 @@ fn server_connections(i: usize, db: &str, user: &str) -> usize {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-async fn scalar(c: &Client, sql: &str) -> String {
-    let rows = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some(r.get(0).unwrap_or("NULL").to_owned())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use pgsplit_config::ReadYourWrites as Mode;
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// Tests here change how far the shared replicas lag: one at a time.
 static LAG: Mutex<()> = Mutex::const_new(());
@@ -32,24 +32,6 @@ fn proxy_config(mode: Mode) -> pgsplit_config::Config {
 
 fn is_replica(port: u16) -> bool {
     port == cluster().port(1) || port == cluster().port(2)
-}
-
-async fn row(c: &Client, sql: &str) -> Vec<String> {
-    let messages = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("").to_owned())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 /// INSERT then SELECT the same row `n` times over the simple protocol.

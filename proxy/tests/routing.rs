@@ -19,21 +19,6 @@ fn replicas() -> [u16; 2] {
     [cluster().port(1), cluster().port(2)]
 }
 
-/// The first column of the first row of a simple query, as text.
-async fn scalar(client: &Client, sql: &str) -> String {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql}: no row"))
-}
-
 async fn port_of(client: &Client, sql: &str) -> u16 {
     scalar(client, sql).await.parse().unwrap()
 }

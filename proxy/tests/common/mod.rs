@@ -127,6 +127,30 @@ pub async fn connect_as(
     Ok(client)
 }
 
+/// The first row of a simple query, as text columns (NULL as "NULL").
+pub async fn row(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// The first column of the first row of a simple query, as text.
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
+    row(client, sql).await.swap_remove(0)
+}
+
 /// The SQLSTATE of a driver error, for assertions.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()
