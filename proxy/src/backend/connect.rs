@@ -336,6 +336,29 @@ impl ServerConn {
         }
     }
 
+    /// Reads and discards what the server still owes for requests already
+    /// sent (the client that made them is gone), until the connection is
+    /// between requests. Callers bound it with a timeout: a server waiting
+    /// for COPY data never gets there.
+    pub async fn drain(&mut self) -> Result<(), BackendError> {
+        while !self.tracker.is_idle() {
+            while self.tracker.take_synthetic().is_some() {}
+            if self.tracker.is_idle() {
+                break;
+            }
+            let f = self.recv(usize::MAX >> 1).await?;
+            self.tracker.on_message(f.tag());
+            if f.tag() == b'Z' {
+                self.tx =
+                    backend::ready_status(f.body()).map_err(|source| BackendError::Protocol {
+                        backend: self.backend.name.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Politely ends the server session; errors are irrelevant at this point.
     pub async fn terminate(mut self) {
         let mut out = BytesMut::with_capacity(5);

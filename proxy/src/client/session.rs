@@ -395,19 +395,31 @@ impl Session {
                 .active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let reset = self.session_pooling || self.state.pinned.is_some();
+        let mut reset = self.session_pooling || self.state.pinned.is_some();
+        let patience = std::time::Duration::from_millis(500);
         for mut conn in self.conns.iter_mut().filter_map(Option::take) {
             if !conn.is_clean() {
-                tracing::debug!(backend = %conn.backend.name, "closing a server connection left mid-request");
-                deadpool::managed::Object::take(conn).terminate().await;
-                continue;
+                // The client left with replies owed or a transaction open:
+                // let the server finish, roll back, then reset below. A
+                // server that does not get there quickly (waiting for COPY
+                // data, running a long query) is closed, which rolls back.
+                let settled = tokio::time::timeout(patience, async {
+                    conn.drain().await?;
+                    if conn.tx != TransactionStatus::Idle {
+                        conn.exchange("ROLLBACK").await?.ok();
+                    }
+                    Ok::<_, BackendError>(())
+                })
+                .await;
+                if !matches!(settled, Ok(Ok(()))) || !conn.is_clean() {
+                    tracing::debug!(backend = %conn.backend.name, "closing a server connection left mid-request");
+                    deadpool::managed::Object::take(conn).terminate().await;
+                    continue;
+                }
+                reset = true;
             }
             if reset {
-                let cleaned = tokio::time::timeout(
-                    self.shared.config.timeouts.connect,
-                    conn.exchange("DISCARD ALL"),
-                )
-                .await;
+                let cleaned = tokio::time::timeout(patience, conn.exchange("DISCARD ALL")).await;
                 if !matches!(cleaned, Ok(Ok(Ok(_)))) {
                     deadpool::managed::Object::take(conn).terminate().await;
                     continue;
