@@ -167,11 +167,18 @@ impl ResponseTracker {
             ignored_syncs: None,
         };
         match tag {
+            // A notification is for the client whatever request it arrived
+            // behind (PostgreSQL delivers them just before ReadyForQuery).
+            b'A' => disposition.forward = true,
             b'G' => disposition.ignored_syncs = self.copy_in_started(),
             // Asynchronous messages may arrive at any time and end nothing.
-            b'N' | b'A' | b'S' => {}
+            b'N' | b'S' => {}
             b'E' => {
                 if front.request != Request::UntilReady {
+                    // A failed injected Parse or Close makes the server skip
+                    // the client's own messages up to Sync: the client must
+                    // see why, or it gets a ReadyForQuery and nothing else.
+                    disposition.forward = true;
                     self.entries.pop_front();
                     // The server skips to the next Sync: drop what it skips.
                     while let Some(e) = self.entries.front() {
@@ -356,6 +363,26 @@ mod tests {
         assert_eq!(t.on_message(b'G').ignored_syncs, Some((1, 1)));
         t.push(Request::CopyEnd, true);
         assert_eq!(run(&mut t, "CZ"), "CZ");
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn errors_of_injected_messages_and_notifications_reach_the_client() {
+        let mut t = ResponseTracker::default();
+        t.push(Request::Parse, false);
+        t.push(Request::Bind, true);
+        t.push(Request::UntilReady, true);
+        assert_eq!(
+            run(&mut t, "EZ"),
+            "EZ",
+            "the client learns why its Bind did nothing"
+        );
+        t.push(Request::UntilReady, false);
+        assert_eq!(
+            run(&mut t, "CAZ"),
+            "-A-",
+            "a notification behind pgsplit's own query"
+        );
         assert!(t.is_idle());
     }
 

@@ -19,6 +19,9 @@ pub enum SessionError {
     ClientProtocol(#[from] ProtocolError),
     #[error("client closed the connection in the middle of a message")]
     ClientTruncated,
+    /// The client said goodbye (Terminate): not an error to report.
+    #[error("client terminated the session")]
+    ClientGone,
     #[error("client did not complete startup in time")]
     StartupTimeout,
     #[error("client sent {0} where startup was expected")]
@@ -70,7 +73,7 @@ impl SessionError {
     pub fn reply(&self) -> Reply {
         use SessionError::*;
         let info = match self {
-            ClientIo(_) | ClientTruncated => return Reply::None,
+            ClientIo(_) | ClientTruncated | ClientGone => return Reply::None,
             ClientProtocol(e) => ErrorInfo::fatal("08P01", format!("invalid message from client: {e}"))
                 .hint("This is a bug in the client or its driver; pgsplit closed this connection and keeps serving others."),
             StartupTimeout => ErrorInfo::fatal("08006", "canceling authentication due to timeout")

@@ -94,7 +94,7 @@ pub struct Shared {
     pub captures_in_flight: AtomicU64,
     /// Some user reads in global mode: every session's writes must then
     /// have their position read, whatever its own mode.
-    pub global_mode_in_use: bool,
+    pub global_mode_in_use: std::sync::atomic::AtomicBool,
     pub ryw: RywCounters,
     /// Sessions pinned to their connection so far, by reason (unmovable
     /// state, unreplayable setting): the pooling cost an operator watches.
@@ -175,12 +175,12 @@ impl Shared {
                 .collect(),
             global_write_lsn: AtomicU64::new(0),
             captures_in_flight: AtomicU64::new(0),
-            global_mode_in_use: config.routing.read_your_writes
-                == pgsplit_config::ReadYourWrites::Global
-                || config
-                    .users
-                    .iter()
-                    .any(|u| u.read_your_writes == Some(pgsplit_config::ReadYourWrites::Global)),
+            global_mode_in_use: std::sync::atomic::AtomicBool::new(
+                config.routing.read_your_writes == pgsplit_config::ReadYourWrites::Global
+                    || config.users.iter().any(|u| {
+                        u.read_your_writes == Some(pgsplit_config::ReadYourWrites::Global)
+                    }),
+            ),
             ryw: RywCounters::default(),
             known_statements: Mutex::default(),
             startup_params: Mutex::default(),

@@ -413,3 +413,31 @@ async fn pgbench_prepared_through_a_pool_of_five() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_change_never_reaches_another_client() {
+    let db = fresh_database("pool_role");
+    let proxy = start_proxy_with(pooled(1, |_| {})).await;
+    let a = connect(&proxy, &db).await;
+    a.batch_execute("SET ROLE trustuser").await.unwrap();
+    assert_eq!(
+        scalar(&a, "/* pgsplit:primary */ SELECT current_user").await,
+        "trustuser"
+    );
+    // The role sticks to this client's own connection: RESET ALL would not
+    // undo it, so it is never replayed onto a shared one.
+    assert_eq!(scalar(&a, "SELECT current_user").await, "trustuser");
+    drop(a);
+    let ok = eventually(Duration::from_secs(10), || async {
+        let b = connect(&proxy, &db).await;
+        scalar(
+            &b,
+            "/* pgsplit:primary */ SELECT current_user || ',' || session_user",
+        )
+        .await
+            == "postgres,postgres"
+    })
+    .await;
+    assert!(ok, "the next client on the connection inherited the role");
+    proxy.shutdown().await;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use pgsplit_protocol::auth::{md5_response, ChannelBinding, ScramClient, SCRAM_SHA_256};
 use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
-use pgsplit_protocol::pipeline::ResponseTracker;
+use pgsplit_protocol::pipeline::{Request, ResponseTracker};
 use pgsplit_protocol::{encode, Direction, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -314,11 +314,15 @@ impl ServerConn {
     ) -> Result<Result<Vec<(String, String)>, Frame>, BackendError> {
         let mut out = BytesMut::new();
         encode::query(&mut out, sql);
+        // Tracked like any request, so a connection abandoned mid-exchange
+        // (a timeout) is never handed out with replies still coming.
+        self.tracker.push(Request::UntilReady, false);
         self.send(&mut out).await?;
         let mut params = Vec::new();
         let mut error = None;
         loop {
             let f = self.recv(1 << 20).await?;
+            self.tracker.on_message(f.tag());
             match self.parse(&f)? {
                 BackendMessage::ParameterStatus { name, value } => {
                     params.push((name.to_owned(), value.to_owned()))

@@ -155,7 +155,7 @@ impl Session {
             }
             SessionCommandKind::Set => match parse_ryw(&sql) {
                 Some(mode) => {
-                    self.ryw = mode;
+                    self.set_ryw(mode);
                     encode::command_complete(&mut self.wbuf, "SET");
                 }
                 None => encode::error_response(

@@ -180,6 +180,7 @@ impl Session {
             return Send::Answer(b'1');
         }
         evict_if_full(conn, max);
+        close_first(conn, &st.server_name);
         encode::raw_message(
             &mut conn.out,
             b'P',
@@ -254,6 +255,7 @@ impl Session {
             return;
         }
         evict_if_full(conn, max);
+        close_first(conn, &st.server_name);
         encode::raw_message(
             &mut conn.out,
             b'P',
@@ -285,7 +287,15 @@ impl Session {
     fn note_effects(&mut self, a: &Analysis, cmd: Option<(SessionCommand, Arc<str>)>) {
         let fx = &a.effects;
         if fx.pins_session {
-            self.pin(Pin::UnmovableState);
+            if self.active == Some(self.shared.primary) {
+                self.pin(Pin::UnmovableState);
+            } else {
+                // Made inside a read-only transaction on a replica: the
+                // session cannot stay there (its writes go to the primary),
+                // so the connection is closed when released rather than
+                // handed to someone else with that state on it.
+                self.discard_on_release = true;
+            }
         }
         if fx.deallocate_all || fx.discard_all {
             // Takes pgsplit's statements on this connection with it.
@@ -294,12 +304,21 @@ impl Session {
                 c.unnamed = None;
             }
         }
+        // A role change is not undone by RESET ALL: never replay it onto a
+        // pooled connection; keep the session on its own (reset by DISCARD
+        // ALL when it ends).
+        if let Some((SessionCommand::Set(name) | SessionCommand::Reset(name), _)) = &cmd {
+            if name == "role" || name == "session_authorization" {
+                self.pin(Pin::UnreplayableSetting);
+                return;
+            }
+        }
         if let Some((SessionCommand::Set(name), sql)) = &cmd {
             // pgsplit's own setting through the extended protocol: applied
             // here, and harmless on the server (a custom setting).
             if name == "pgsplit.read_your_writes" {
                 if let Some(mode) = super::reads::parse_ryw(sql) {
-                    self.ryw = mode;
+                    self.set_ryw(mode);
                 }
                 return;
             }
@@ -319,7 +338,17 @@ impl Session {
     /// own causal reads need it, and so do global readers anywhere.
     fn tracks_positions(&self) -> bool {
         use pgsplit_config::ReadYourWrites as Mode;
-        matches!(self.ryw, Mode::Causal | Mode::Global) || self.shared.global_mode_in_use
+        matches!(self.ryw, Mode::Causal | Mode::Global)
+            || self.shared.global_mode_in_use.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_ryw(&mut self, mode: pgsplit_config::ReadYourWrites) {
+        if mode == pgsplit_config::ReadYourWrites::Global {
+            self.shared
+                .global_mode_in_use
+                .store(true, Ordering::Relaxed);
+        }
+        self.ryw = mode;
     }
 
     fn pin(&mut self, why: Pin) {
@@ -382,7 +411,7 @@ impl Session {
                             self.wrote = false;
                             capture = true;
                         }
-                    } else if self.capturing && conn.tracker.is_idle() {
+                    } else if self.capturing {
                         // The capture ended without a position (it failed):
                         // reads of this session stay on the primary until
                         // the next write's position is known.
@@ -413,7 +442,16 @@ impl Session {
                         }
                     }
                 }
-                b'E' if d.forward => events.push(Event::Error),
+                b'E' => {
+                    // Which Parse failed or was skipped is not known here:
+                    // forget them all; they are prepared again when used
+                    // (after a Close, so one the server kept is no problem).
+                    conn.prepared.clear();
+                    conn.unnamed = None;
+                    if d.forward {
+                        events.push(Event::Error);
+                    }
+                }
                 b'C' if d.forward && !self.tx_meta.is_empty() => events.push(Event::Tag(
                     String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
                 )),
@@ -509,12 +547,21 @@ impl Session {
     }
 
     fn apply_meta(&mut self, meta: SegmentMeta) {
+        let mut resets = false;
         for (cmd, sql) in &meta.commands {
             self.state.apply(cmd, sql);
+            resets |= !matches!(cmd, SessionCommand::Set(_));
         }
-        // The connection that ran them already has them.
+        // The connection that ran them already has them, except that a
+        // RESET there went to the server's defaults, not to this client's
+        // startup parameters: then mark it for a full replay.
+        let settings = if resets && self.state.has_baseline() {
+            super::state::UNKNOWN_SETTINGS
+        } else {
+            self.state.fingerprint
+        };
         if let Some(c) = self.active.and_then(|i| self.conns[i].as_mut()) {
-            c.settings = self.state.fingerprint;
+            c.settings = settings;
         }
     }
 }
@@ -560,4 +607,12 @@ fn finish_capture(
     }
     shared.captures_in_flight.fetch_sub(1, Ordering::AcqRel);
     *capturing = false;
+}
+
+/// Closes `name` before preparing it again: the server may still have it
+/// (pgsplit forgets statements conservatively after errors), and closing a
+/// statement that does not exist is not an error.
+fn close_first(conn: &mut crate::backend::ServerConn, name: &str) {
+    encode::close(&mut conn.out, Target::Statement, name);
+    conn.tracker.push(Request::Close, false);
 }

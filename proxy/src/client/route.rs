@@ -121,11 +121,8 @@ impl Session {
                 self.open_segment = true;
                 return Ok(true);
             }
-            // Goodbye needs no server; send_frame ends the session.
-            Some(Ok((b'X', _))) if self.active.is_none() => {
-                self.open_segment = true;
-                return Ok(true);
-            }
+            // Goodbye needs no server and opens no request.
+            Some(Ok((b'X', _))) => return Err(SessionError::ClientGone),
             _ => {}
         }
         if let Some(a) = self.active {
@@ -532,7 +529,9 @@ impl Session {
         tracing::warn!(code = %info.code, message = %info.message, "request refused");
         encode::error_response(&mut self.wbuf, &info);
         self.decided_query = None;
-        if self.rbuf.first() == Some(&b'Q') {
+        // A Query or FunctionCall ends with its own ReadyForQuery; extended
+        // messages are dropped up to their Sync.
+        if matches!(self.rbuf.first(), Some(b'Q' | b'F')) {
             let max = self.shared.config.limits.max_message_size;
             split_frame(&mut self.rbuf, Direction::Frontend, max)?;
             encode::ready_for_query(&mut self.wbuf, self.tx);

@@ -79,6 +79,9 @@ pub(super) struct Session {
     pub ever_wrote: bool,
     /// The replay position the current read needs (for retries elsewhere).
     pub read_min_lsn: u64,
+    /// State that pins was created on a replica connection: close it when
+    /// it is released instead of returning it to the pool.
+    pub discard_on_release: bool,
     pub cancel_key: CancelKey,
     _permit: OwnedSemaphorePermit,
 }
@@ -138,6 +141,7 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         last_write: None,
         ever_wrote: false,
         read_min_lsn: 0,
+        discard_on_release: false,
         user: e.user,
         database: e.database,
         cancel_key: e.cancel_key,
@@ -293,8 +297,10 @@ impl Session {
     async fn run(&mut self) -> Result<(), SessionError> {
         let max = self.shared.config.limits.max_message_size;
         loop {
-            if let Flow::Terminate = self.pump().await? {
-                return Ok(());
+            match self.pump().await {
+                Ok(Flow::Terminate) | Err(SessionError::ClientGone) => return Ok(()),
+                Ok(Flow::Continue) => {}
+                Err(e) => return Err(e),
             }
             self.flush().await?;
             // While a request waits for the active server to finish, stop
@@ -362,11 +368,15 @@ impl Session {
             self.shared.stats[i]
                 .active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            if !self.session_pooling {
+            if std::mem::take(&mut self.discard_on_release) {
+                if let Some(c) = self.conns[i].take() {
+                    drop(deadpool::managed::Object::take(c));
+                }
+            } else if !self.session_pooling {
                 // Clean (checked above): back to the pool for anyone.
                 self.conns[i] = None;
-                self.cancel_key.set_target(None);
             }
+            self.cancel_key.set_target(None);
         }
     }
 
@@ -384,6 +394,7 @@ impl Session {
     /// on it, closed when it cannot be made clean (mid-transaction, mid-COPY,
     /// replies still owed: closing makes the server roll back).
     async fn close(mut self) {
+        let was_active = self.active;
         self.cancel_key.set_target(None);
         if self.capturing {
             self.shared
@@ -397,7 +408,18 @@ impl Session {
         }
         let mut reset = self.session_pooling || self.state.pinned.is_some();
         let patience = std::time::Duration::from_millis(500);
-        for mut conn in self.conns.iter_mut().filter_map(Option::take) {
+        let abandoned = was_active.filter(|_| self.open_segment);
+        for (i, slot) in self.conns.iter_mut().enumerate() {
+            let Some(mut conn) = slot.take() else {
+                continue;
+            };
+            // Extended messages without their Sync: the server holds an
+            // implicit transaction that must not be committed by whoever
+            // sends the next Sync. Closing it makes the server roll back.
+            if abandoned == Some(i) || (self.discard_on_release && was_active == Some(i)) {
+                deadpool::managed::Object::take(conn).terminate().await;
+                continue;
+            }
             if !conn.is_clean() {
                 // The client left with replies owed or a transaction open:
                 // let the server finish, roll back, then reset below. A

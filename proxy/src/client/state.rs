@@ -40,6 +40,10 @@ pub enum Pin {
     UnreplayableSetting,
 }
 
+/// A connection's settings fingerprint that matches no session: it must be
+/// replayed in full (fingerprints are 0 or odd).
+pub const UNKNOWN_SETTINGS: u64 = 2;
+
 #[derive(Default)]
 pub struct SessionState {
     /// SETs equivalent to the client's startup parameters: its defaults,
@@ -68,6 +72,10 @@ impl SessionState {
         };
         s.refresh_fingerprint();
         s
+    }
+
+    pub fn has_baseline(&self) -> bool {
+        !self.baseline.is_empty()
     }
 
     fn refresh_fingerprint(&mut self) {
