@@ -57,6 +57,10 @@ pub struct Config {
     /// Address clients connect to, as IP:port (`"[::]:5432"` for IPv6); host
     /// names are not resolved. Default: "0.0.0.0:5432".
     pub listen: String,
+    /// Where Prometheus scrapes `GET /metrics` (IP:port), e.g.
+    /// "127.0.0.1:9187". Default: none (no metrics listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Message size and connection count bounds (`[limits]`).
     pub limits: Limits,
     /// Network and peer timeouts (`[timeouts]`).
@@ -79,6 +83,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "0.0.0.0:5432".into(),
+            metrics_listen: None,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             routing: Routing::default(),

@@ -17,6 +17,14 @@ const MAX_MESSAGE_SIZE: usize = i32::MAX as usize;
 pub(crate) fn check(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     check_listen(&config.listen, &mut out);
+    if let Some(m) = &config.metrics_listen {
+        if m.parse::<SocketAddr>().is_err() {
+            out.push(Problem::new(
+                "metrics_listen",
+                format!("{m:?} is not an IP address and port; use e.g. \"127.0.0.1:9187\""),
+            ));
+        }
+    }
     check_limits(config, &mut out);
     check_timeouts(config, &mut out);
     check_backends(&config.backends, &mut out);

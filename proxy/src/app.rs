@@ -18,6 +18,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A running proxy. Dropping it does not stop it; call [`ProxyHandle::shutdown`].
 pub struct ProxyHandle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -26,6 +27,11 @@ pub struct ProxyHandle {
 impl ProxyHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `GET /metrics` is served, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -68,13 +74,31 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     let pools = config.pool.pool_size * config.backends.len() * config.users.len().max(1);
     raise_fd_limit((config.limits.max_client_connections + pools + 64) as u64);
     let shared = Arc::new(Shared::new(config));
+    // Bound before anything starts, so a taken port fails cleanly.
+    let metrics_addr = match shared.config.metrics_listen.as_deref() {
+        Some(addr) => {
+            let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            let l = TcpListener::from_std(l)?;
+            let bound = l.local_addr()?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
     tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
     crate::positions::spawn(&shared);
+    let metrics_addr = metrics_addr.map(|(l, bound)| {
+        tokio::spawn(crate::metrics::serve(l, Arc::downgrade(&shared)));
+        bound
+    });
+
     tracing::info!(%local_addr, "pgsplit listening");
     Ok(ProxyHandle {
         local_addr,
+        metrics_addr,
         shared,
         stop,
         task,

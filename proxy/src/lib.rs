@@ -13,6 +13,7 @@ pub mod demo;
 pub mod errors;
 mod functions;
 mod io;
+pub mod metrics;
 pub mod positions;
 pub mod shared;
 

@@ -573,3 +573,61 @@ async fn weight_zero_and_an_unreachable_replica() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_are_served_for_prometheus() {
+    let proxy = start_proxy_with(config_with(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".into());
+    }))
+    .await;
+    let c = connect(&proxy, "postgres").await;
+    for _ in 0..10 {
+        assert_replica(port_of(&c, "SELECT inet_server_port()").await, "a read");
+    }
+    c.batch_execute("CREATE TEMP TABLE pinned_here (a int)")
+        .await
+        .unwrap();
+    let fetch = || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(proxy.metrics_addr().unwrap())
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).await.unwrap();
+        page
+    };
+    // The position loop reads the primary's WAL position within moments.
+    let ready = eventually(Duration::from_secs(10), || async {
+        !fetch()
+            .await
+            .contains("pgsplit_wal_position_bytes{backend=\"primary\"} 0\n")
+    })
+    .await;
+    assert!(ready, "the primary's WAL position was never read");
+    let page = fetch().await;
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    let value = |line_start: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in:\n{page}"))
+    };
+    let reads = value("pgsplit_reads_total{backend=\"replica1\"}")
+        + value("pgsplit_reads_total{backend=\"replica2\"}");
+    assert!(reads >= 10, "{reads} reads counted");
+    assert!(value("pgsplit_writes_total{backend=\"primary\"}") >= 1);
+    assert_eq!(
+        value("pgsplit_pinned_sessions_total{reason=\"unmovable_state\"}"),
+        1
+    );
+    assert_eq!(value("pgsplit_client_connections"), 1);
+    assert!(
+        value("pgsplit_wal_position_bytes{backend=\"primary\"}") > 0,
+        "positions are read"
+    );
+    proxy.shutdown().await;
+}

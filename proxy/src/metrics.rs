@@ -1,0 +1,119 @@
+//! `GET /metrics` in Prometheus text format, from the counters sessions
+//! already keep (atomics, so serving a scrape costs the sessions nothing).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::shared::Shared;
+
+pub async fn serve(listener: TcpListener, shared: Weak<Shared>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Some(s) = shared.upgrade() else { return };
+        let body = render(&s);
+        drop(s);
+        tokio::spawn(async move {
+            // The request itself does not matter: every path gets the metrics.
+            let mut request = [0u8; 1024];
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut request))
+                    .await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// The metrics page.
+pub fn render(s: &Arc<Shared>) -> String {
+    let mut out = String::new();
+    let per_backend =
+        |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(usize) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (i, b) in s.backends.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", b.name, value(i));
+            }
+        };
+    per_backend(
+        &mut out,
+        "pgsplit_requests_total",
+        "counter",
+        "Requests routed to the backend.",
+        &|i| s.stats(i).routed,
+    );
+    per_backend(
+        &mut out,
+        "pgsplit_reads_total",
+        "counter",
+        "Requests routed to the backend as reads.",
+        &|i| s.stats(i).reads,
+    );
+    per_backend(&mut out, "pgsplit_writes_total", "counter", "Requests routed to the backend because they write, lock, or run in a transaction or pinned session.", &|i| s.stats(i).writes);
+    per_backend(
+        &mut out,
+        "pgsplit_active_sessions",
+        "gauge",
+        "Client sessions using a connection to the backend now.",
+        &|i| s.stats(i).active,
+    );
+    per_backend(
+        &mut out,
+        "pgsplit_server_connections",
+        "gauge",
+        "Pooled server connections open to the backend.",
+        &|i| s.pools.open_connections(i) as u64,
+    );
+    per_backend(
+        &mut out,
+        "pgsplit_wal_position_bytes",
+        "gauge",
+        "Replay position (replicas) or write position (primary); 0 when unknown.",
+        &|i| s.positions[i].lsn(),
+    );
+    let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    };
+    counter(
+        &mut out,
+        "pgsplit_ryw_replica_reads_total",
+        "Reads load-balanced to a replica.",
+        s.ryw.replica_reads.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgsplit_ryw_kept_on_primary_total",
+        "Reads sent to the primary because no replica had replayed the writes they must see.",
+        s.ryw.kept_on_primary.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgsplit_ryw_waits_total",
+        "Reads that waited (routing.causal_wait) for a replica to catch up.",
+        s.ryw.waits.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(out, "# HELP pgsplit_pinned_sessions_total Sessions pinned to their server connection.\n# TYPE pgsplit_pinned_sessions_total counter");
+    for (reason, i) in [("unmovable_state", 0), ("unreplayable_setting", 1)] {
+        let _ = writeln!(
+            out,
+            "pgsplit_pinned_sessions_total{{reason=\"{reason}\"}} {}",
+            s.pins[i].load(Ordering::Relaxed)
+        );
+    }
+    let clients = s.config.limits.max_client_connections - s.client_slots.available_permits();
+    let _ = writeln!(out, "# HELP pgsplit_client_connections Client connections being served.\n# TYPE pgsplit_client_connections gauge\npgsplit_client_connections {clients}");
+    out
+}
