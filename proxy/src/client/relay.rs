@@ -174,19 +174,9 @@ impl Session {
             conn.unnamed = Some(st.hash);
             return Send::Forward;
         }
-        conn.uses += 1;
-        if let Some(used) = conn.prepared.get_mut(&st.hash) {
-            *used = conn.uses;
+        if !queue_parse(conn, st, max) {
             return Send::Answer(b'1');
         }
-        evict_if_full(conn, max);
-        close_first(conn, &st.server_name);
-        encode::raw_message(
-            &mut conn.out,
-            b'P',
-            &[st.server_name.as_bytes(), b"\0", &st.body],
-        );
-        conn.prepared.insert(st.hash, conn.uses);
         self.current_meta
             .get_or_insert_with(Default::default)
             .parsed
@@ -249,20 +239,9 @@ impl Session {
             }
             return;
         }
-        conn.uses += 1;
-        if let Some(used) = conn.prepared.get_mut(&st.hash) {
-            *used = conn.uses;
-            return;
+        if queue_parse(conn, st, max) {
+            conn.tracker.push(Request::Parse, false);
         }
-        evict_if_full(conn, max);
-        close_first(conn, &st.server_name);
-        encode::raw_message(
-            &mut conn.out,
-            b'P',
-            &[st.server_name.as_bytes(), b"\0", &st.body],
-        );
-        conn.tracker.push(Request::Parse, false);
-        conn.prepared.insert(st.hash, conn.uses);
     }
 
     /// Session effects of a simple-protocol query string.
@@ -607,6 +586,26 @@ fn finish_capture(
     }
     shared.captures_in_flight.fetch_sub(1, Ordering::AcqRel);
     *capturing = false;
+}
+
+/// Queues a Parse of `st` under its server name unless the connection has
+/// it already (then only its use time is refreshed); returns whether a
+/// Parse was queued, for the caller to account for its reply.
+fn queue_parse(conn: &mut crate::backend::ServerConn, st: &Statement, max: usize) -> bool {
+    conn.uses += 1;
+    if let Some(used) = conn.prepared.get_mut(&st.hash) {
+        *used = conn.uses;
+        return false;
+    }
+    evict_if_full(conn, max);
+    close_first(conn, &st.server_name);
+    encode::raw_message(
+        &mut conn.out,
+        b'P',
+        &[st.server_name.as_bytes(), b"\0", &st.body],
+    );
+    conn.prepared.insert(st.hash, conn.uses);
+    true
 }
 
 /// Closes `name` before preparing it again: the server may still have it
