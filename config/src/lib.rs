@@ -27,6 +27,7 @@
 
 mod backend;
 mod error;
+mod health;
 mod limits;
 mod load;
 mod pool;
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backend::{Backend, RoleHint};
 pub use error::{ConfigError, Problem};
+pub use health::Health;
 pub use limits::{Limits, Timeouts};
 pub use pool::{Pool, PoolMode};
 pub use routing::{PrimaryReads, ReadYourWrites, Routing, Strategy};
@@ -69,6 +71,8 @@ pub struct Config {
     pub routing: Routing,
     /// Server connection pooling (`[pool]`).
     pub pool: Pool,
+    /// Health checks, role discovery and failover (`[health]`).
+    pub health: Health,
     /// PostgreSQL servers, one `[[backends]]` table each. At least one is
     /// required.
     pub backends: Vec<Backend>,
@@ -88,6 +92,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             routing: Routing::default(),
             pool: Pool::default(),
+            health: Health::default(),
             backends: Vec::new(),
             users: Vec::new(),
         }
@@ -144,6 +149,9 @@ impl Config {
     /// "********": safe to log or show in an admin console.
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
+        if let Some(p) = &mut masked.health.health_check_password {
+            *p = Secret::new(secret::MASK);
+        }
         for user in &mut masked.users {
             for secret in [&mut user.password, &mut user.server_password]
                 .into_iter()

@@ -38,6 +38,10 @@ pub struct User {
     /// `routing.read_your_writes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_your_writes: Option<crate::ReadYourWrites>,
+    /// May run pgsplit's admin commands (`PGSPLIT DETACH/ATTACH/PROMOTE`).
+    /// Everyone may read `SHOW pool_nodes`. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 /// How a client proves its identity to pgsplit.

@@ -31,6 +31,7 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     check_users(&config.users, &mut out);
     check_routing(config, &mut out);
     check_pool(config, &mut out);
+    check_health(config, &mut out);
     out
 }
 
@@ -337,6 +338,43 @@ fn check_routing(config: &Config, out: &mut Vec<Problem>) {
         out.push(Problem::new(
             "routing.primary_reads",
             "is \"off\" but there is only one backend, so reads could never be served; add replicas or use \"fallback\"",
+        ));
+    }
+}
+
+fn check_health(config: &Config, out: &mut Vec<Problem>) {
+    let h = &config.health;
+    for (key, d) in [
+        ("health.health_check_period", h.health_check_period),
+        ("health.health_check_timeout", h.health_check_timeout),
+        ("health.promote_after", h.promote_after),
+    ] {
+        if d.is_zero() {
+            out.push(Problem::new(key, "must be above zero; write it like \"1s\""));
+        }
+    }
+    if h.health_check_max_retries == 0 {
+        out.push(Problem::new(
+            "health.health_check_max_retries",
+            "must be at least 1: it is how many failed checks in a row mark a server down",
+        ));
+    }
+    if h.health_check_database.is_empty() {
+        out.push(Problem::new(
+            "health.health_check_database",
+            "is empty; name a database every server has, like \"postgres\"",
+        ));
+    }
+    if h.health_check_password.is_some() && h.health_check_user.is_none() {
+        out.push(Problem::new(
+            "health.health_check_password",
+            "is set without health.health_check_user; set the user too, or drop the password to use the first [[users]] entry",
+        ));
+    }
+    if h.health_check_user.is_none() && config.users.is_empty() {
+        out.push(Problem::new(
+            "health.health_check_user",
+            "is not set and there are no [[users]] to borrow credentials from; set it",
         ));
     }
 }

@@ -117,6 +117,11 @@ fn parse_auth(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
     Ok(auth)
 }
 
+/// The fields of an ErrorResponse or NoticeResponse body.
+pub fn error_fields(body: &[u8]) -> Result<Fields<'_>, ProtocolError> {
+    Fields::new(body)
+}
+
 /// Fields of an ErrorResponse or NoticeResponse, borrowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fields<'a> {

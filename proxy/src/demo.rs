@@ -34,6 +34,7 @@ pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
             name: cluster.superuser().to_owned(),
             password: Some(Secret::new(cluster.password())),
             auth: AuthMethod::ScramSha256,
+            admin: true,
             ..User::default()
         }],
         ..Config::default()

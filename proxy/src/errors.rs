@@ -48,6 +48,14 @@ pub enum SessionError {
     },
     #[error("pool error: {0}")]
     Pool(String),
+    /// The active server went away (or refused a write as a demoted
+    /// primary): handled by the session, which stays open.
+    #[error("lost backend {backend}: {why}")]
+    ServerLost {
+        backend: usize,
+        why: String,
+        read_only: bool,
+    },
 }
 
 impl From<ReadError> for SessionError {
@@ -90,6 +98,8 @@ impl SessionError {
                 .hint("Raise limits.max_client_connections, or close idle connections."),
             Backend(e) => return backend_reply(e),
             PoolExhausted { .. } | Pool(_) => pool_error(self),
+            ServerLost { why, .. } => ErrorInfo::fatal("08006", format!("pgsplit: lost the server connection: {why}"))
+                .hint("Reconnect and retry."),
         };
         Reply::Error(info)
     }
@@ -157,5 +167,38 @@ pub fn pool_error(e: &SessionError) -> ErrorInfo {
         .hint("Raise pool.pool_size (within the server's max_connections) or pool.checkout_timeout, or keep transactions shorter."),
         other => ErrorInfo::error("08006", format!("pgsplit: {other}"))
             .hint("The statement was not run; it is safe to retry."),
+    }
+}
+
+/// No primary appeared within `health.failover_timeout`: the write was not
+/// run. 57P03 (cannot connect now) tells drivers and poolers to retry later.
+pub fn no_primary(waited: std::time::Duration, last_error: Option<&str>) -> ErrorInfo {
+    let info = ErrorInfo::error(
+        "57P03",
+        format!(
+            "pgsplit: no primary server is available (waited {:.1}s, health.failover_timeout): the primary is down and no standby has been promoted",
+            waited.as_secs_f64()
+        ),
+    )
+    .hint("The statement was not run; retry once a standby is promoted (by your failover manager, PGSPLIT PROMOTE, or health.auto_promote). SHOW pool_nodes shows each node's state.");
+    match last_error {
+        Some(e) => info.detail(format!("Last attempt: {e}.")),
+        None => info,
+    }
+}
+
+/// The server running a request or transaction went away (or was fenced)
+/// before the request finished. The session goes on.
+pub fn server_lost(backend: &str, why: &str, in_transaction: bool) -> ErrorInfo {
+    let info = ErrorInfo::error(
+        "08006",
+        format!("pgsplit: lost the server \"{backend}\" while running this request: {why}"),
+    );
+    if in_transaction {
+        info.detail("The transaction was rolled back by the server (if this was its COMMIT, it may or may not have committed); this connection stays usable.")
+            .hint("End the transaction with ROLLBACK and run it again.")
+    } else {
+        info.detail("If the statement wrote, it may or may not have committed; reads are retried by pgsplit when nothing had been returned yet.")
+            .hint("Check whether a write took effect before retrying it; this connection stays usable.")
     }
 }

@@ -5,6 +5,7 @@
 //! Data path: `app` accepts → `client` (startup, auth, session relay) →
 //! `backend` (server connections). `shared` is the state every session sees.
 
+pub mod admin;
 mod app;
 pub mod backend;
 pub mod cancel;
@@ -12,9 +13,9 @@ mod client;
 pub mod demo;
 pub mod errors;
 mod functions;
+pub mod health;
 mod io;
 pub mod metrics;
-pub mod positions;
 pub mod shared;
 
 pub use app::{listen, start, start_with_listener, ProxyHandle};

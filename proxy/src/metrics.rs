@@ -79,7 +79,59 @@ pub fn render(s: &Arc<Shared>) -> String {
         "pgsplit_wal_position_bytes",
         "gauge",
         "Replay position (replicas) or write position (primary); 0 when unknown.",
-        &|i| s.positions[i].lsn(),
+        &|i| s.nodes[i].lsn(),
+    );
+    let nodes: Vec<_> = s.nodes.iter().map(|n| n.snapshot()).collect();
+    per_backend(
+        &mut out,
+        "pgsplit_backend_up",
+        "gauge",
+        "1 when the backend answers health checks.",
+        &|i| u64::from(nodes[i].up),
+    );
+    per_backend(
+        &mut out,
+        "pgsplit_backend_detached",
+        "gauge",
+        "1 when an admin detached the backend (PGSPLIT DETACH).",
+        &|i| u64::from(nodes[i].detached),
+    );
+    per_backend(
+        &mut out,
+        "pgsplit_backend_primary",
+        "gauge",
+        "1 for the backend writes go to.",
+        &|i| u64::from(nodes[i].role == pgsplit_router::topology::Role::Primary),
+    );
+    per_backend(
+        &mut out,
+        "pgsplit_backend_fenced",
+        "gauge",
+        "1 when the backend claims to be primary but is fenced (split-brain guard).",
+        &|i| u64::from(nodes[i].role == pgsplit_router::topology::Role::StalePrimary),
+    );
+    per_backend(
+        &mut out,
+        "pgsplit_backend_lag_bytes",
+        "gauge",
+        "WAL bytes the standby has not replayed yet.",
+        &|i| nodes[i].lag.bytes,
+    );
+    let _ = writeln!(out, "# HELP pgsplit_backend_lag_seconds Age of the standby's last replayed transaction while it has WAL left to replay.\n# TYPE pgsplit_backend_lag_seconds gauge");
+    for (i, b) in s.backends.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "pgsplit_backend_lag_seconds{{backend=\"{}\"}} {:.3}",
+            b.name,
+            nodes[i].lag.millis as f64 / 1000.0
+        );
+    }
+    per_backend(
+        &mut out,
+        "pgsplit_backend_status_changes_total",
+        "counter",
+        "Times the backend went up, down, detached or attached.",
+        &|i| nodes[i].state_changes,
     );
     let counter = |out: &mut String, name: &str, help: &str, value: u64| {
         let _ = writeln!(
@@ -104,6 +156,18 @@ pub fn render(s: &Arc<Shared>) -> String {
         "pgsplit_ryw_waits_total",
         "Reads that waited (routing.causal_wait) for a replica to catch up.",
         s.ryw.waits.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgsplit_primary_changes_total",
+        "Times the primary changed, including to none while the primary is down.",
+        s.control.primary_changes.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgsplit_promotions_total",
+        "Standbys pgsplit promoted (auto_promote or PGSPLIT PROMOTE).",
+        s.control.promotions.load(Ordering::Relaxed),
     );
     let _ = writeln!(out, "# HELP pgsplit_pinned_sessions_total Sessions pinned to their server connection.\n# TYPE pgsplit_pinned_sessions_total counter");
     for (reason, i) in [("unmovable_state", 0), ("unreplayable_setting", 1)] {

@@ -17,7 +17,7 @@ use crate::backend::pool::Pools;
 use crate::backend::BackendAddr;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
-use crate::positions::Position;
+use crate::health::{Control, Node};
 
 /// How one configured user logs in, prepared once at startup so that no
 /// session pays for PBKDF2.
@@ -67,6 +67,24 @@ pub struct RywCounters {
     pub waits: AtomicU64,
 }
 
+/// How far behind a standby may be and still take a session's reads
+/// (`health.max_replica_lag*`, or the session's `pgsplit.max_replica_lag`);
+/// 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LagLimit {
+    pub bytes: u64,
+    pub millis: u64,
+}
+
+impl LagLimit {
+    pub fn from_config(h: &pgsplit_config::Health) -> LagLimit {
+        LagLimit {
+            bytes: h.max_replica_lag_bytes,
+            millis: h.max_replica_lag.as_millis() as u64,
+        }
+    }
+}
+
 /// ParameterStatus values as a server reports them, in order.
 pub type Reported = Arc<Vec<(String, String)>>;
 
@@ -78,15 +96,14 @@ pub struct Shared {
     pub users: HashMap<String, UserAuth>,
     pub backends: Vec<BackendAddr>,
     pub stats: Vec<BackendStats>,
-    /// Which backend takes writes. Until the health loop exists this is the
-    /// configured primary hint, else the first backend.
-    pub primary: usize,
+    /// Which backend takes writes, elected from health reports.
+    pub control: Control,
     pub classifier: Classifier,
     pub balancer: Balancer,
     pub functions: Arc<FunctionCatalog>,
     pub pools: Pools,
-    /// Each backend's WAL position, from the position loop.
-    pub positions: Vec<Position>,
+    /// Each backend's health, role, WAL position and lag.
+    pub nodes: Vec<Node>,
     /// The highest commit position of any write made through this proxy,
     /// and how many writes' positions are still being read: together, what
     /// `read_your_writes = global` waits for.
@@ -127,11 +144,10 @@ impl Shared {
                 port: b.port,
             })
             .collect();
-        let primary = config
+        let hint = config
             .backends
             .iter()
-            .position(|b| b.role == RoleHint::Primary)
-            .unwrap_or(0);
+            .position(|b| b.role == RoleHint::Primary);
         let r = &config.routing;
         let classifier = Classifier::new(ClassifierConfig {
             write_functions: r.write_functions.clone(),
@@ -161,17 +177,15 @@ impl Shared {
                 .collect(),
             users,
             backends,
-            primary,
+            control: Control::new(hint),
             classifier,
             balancer,
             functions: Arc::default(),
             cancel: Arc::new(CancelRegistry::default()),
             client_slots,
             pins: Default::default(),
-            positions: config
-                .backends
-                .iter()
-                .map(|_| Position::default())
+            nodes: (0..config.backends.len())
+                .map(|i| Node::with_hint(Some(i) == hint))
                 .collect(),
             global_write_lsn: AtomicU64::new(0),
             captures_in_flight: AtomicU64::new(0),
@@ -248,37 +262,88 @@ impl Shared {
             .store(until, Ordering::Relaxed);
     }
 
+    /// A health check succeeded: the node is worth trying again at once.
+    pub fn clear_unreachable(&self, backend: usize) {
+        self.stats[backend].down_until_ms.store(0, Ordering::Relaxed);
+    }
+
     pub fn is_usable(&self, backend: usize) -> bool {
         self.stats[backend].down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+    }
+
+    /// The server writes go to now, if any.
+    pub fn primary(&self) -> Option<usize> {
+        self.control.primary()
+    }
+
+    /// Tells `backend`'s health check to run now: a session saw it fail.
+    pub fn suspect(&self, backend: usize) {
+        self.nodes[backend].wake.notify_one();
+    }
+
+    /// Waits until there is a primary that is not known to be unreachable,
+    /// up to `deadline`.
+    pub async fn wait_for_primary(&self, deadline: tokio::time::Instant) -> Option<usize> {
+        let mut changes = self.control.subscribe();
+        loop {
+            if let Some(p) = self.primary().filter(|&p| self.is_usable(p)) {
+                return Some(p);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            // A change of primary wakes us at once; polling covers an
+            // unreachable primary whose retry delay runs out.
+            let nap = (deadline - now).min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(nap, changes.changed()).await;
+        }
     }
 
     /// The server for the next read, skipping `exclude` (servers this
     /// request already failed to reach) and replicas that have not replayed
     /// up to `min_lsn` (0: no requirement).
-    pub fn pick_reader(&self, exclude: &[usize], min_lsn: u64) -> Option<usize> {
+    pub fn pick_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
         self.balancer
-            .pick(&self.candidates(exclude, min_lsn), rand::random())
+            .pick(&self.candidates(exclude, min_lsn, lag), rand::random())
     }
 
     /// Where the next read would go, without taking its turn.
-    pub fn peek_reader(&self, min_lsn: u64) -> Option<usize> {
+    pub fn peek_reader(&self, min_lsn: u64, lag: LagLimit) -> Option<usize> {
         self.balancer
-            .peek(&self.candidates(&[], min_lsn), rand::random())
+            .peek(&self.candidates(&[], min_lsn, lag), rand::random())
     }
 
-    fn candidates(&self, exclude: &[usize], min_lsn: u64) -> Vec<Candidate> {
+    /// Whether standby `i` may take a read now: up, attached, not fenced,
+    /// within the lag limit, and (for read-your-writes) replayed to `min_lsn`.
+    pub fn standby_readable(&self, i: usize, min_lsn: u64, lag: LagLimit) -> bool {
+        let n = &self.nodes[i];
+        n.serves_as_standby()
+            && self.is_usable(i)
+            && n.lag().within(lag.bytes, lag.millis)
+            && (min_lsn == 0 || n.lsn() >= min_lsn)
+    }
+
+    fn candidates(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Vec<Candidate> {
+        let primary = self.primary();
         self.config
             .backends
             .iter()
             .enumerate()
-            .map(|(i, b)| Candidate {
-                index: i,
-                is_primary: i == self.primary,
-                usable: self.is_usable(i)
-                    && !exclude.contains(&i)
-                    && (min_lsn == 0 || i == self.primary || self.positions[i].lsn() >= min_lsn),
-                weight: b.weight,
-                active: self.stats[i].active.load(Ordering::Relaxed),
+            .map(|(i, b)| {
+                let is_primary = Some(i) == primary;
+                Candidate {
+                    index: i,
+                    is_primary,
+                    usable: !exclude.contains(&i)
+                        && if is_primary {
+                            self.is_usable(i) && !self.nodes[i].is_detached()
+                        } else {
+                            self.standby_readable(i, min_lsn, lag)
+                        },
+                    weight: b.weight,
+                    active: self.stats[i].active.load(Ordering::Relaxed),
+                }
             })
             .collect()
     }

@@ -62,6 +62,7 @@
 //! User-defined operators and triggers are invisible here.
 
 mod analyze;
+pub mod admin;
 pub mod balance;
 mod cache;
 mod classifier;
@@ -73,6 +74,7 @@ mod lex;
 mod normalize;
 mod scan;
 pub mod session_cmd;
+pub mod topology;
 mod verdict;
 mod walk;
 

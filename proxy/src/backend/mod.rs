@@ -47,6 +47,26 @@ pub enum BackendError {
     },
 }
 
+impl BackendError {
+    /// The server is down, starting, stopping or unreachable: worth trying
+    /// again (or elsewhere) during a failover. A refusal for any other
+    /// reason (unknown database, bad credentials) would only repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BackendError::Connect { .. }
+            | BackendError::Timeout { .. }
+            | BackendError::Closed { .. }
+            | BackendError::Io { .. } => true,
+            BackendError::Refused { error, .. } => matches!(
+                pgsplit_protocol::backend::parse(error),
+                Ok(pgsplit_protocol::backend::BackendMessage::ErrorResponse(f))
+                    if f.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A backend as the session layer knows it: its name and where it is.
 #[derive(Debug, Clone)]
 pub struct BackendAddr {

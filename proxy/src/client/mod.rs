@@ -1,6 +1,8 @@
 //! Client side: one task per client connection, from startup to Terminate.
 
 mod auth;
+mod failover;
+mod local;
 mod reads;
 mod relay;
 mod route;

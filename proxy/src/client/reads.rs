@@ -13,12 +13,39 @@ use pgsplit_router::Analysis;
 use super::route::{no_reader_error, Decision};
 use super::session::Session;
 use crate::errors::SessionError;
+use crate::shared::LagLimit;
 
 #[derive(Clone, Copy)]
 pub(super) enum SessionCommandKind {
     Set,
     Reset,
     Show,
+}
+
+/// pgsplit's own session settings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum OwnSetting {
+    ReadYourWrites,
+    MaxReplicaLag,
+}
+
+impl OwnSetting {
+    fn named(name: &str) -> Option<OwnSetting> {
+        if name.eq_ignore_ascii_case("pgsplit.read_your_writes") {
+            Some(OwnSetting::ReadYourWrites)
+        } else if name.eq_ignore_ascii_case("pgsplit.max_replica_lag") {
+            Some(OwnSetting::MaxReplicaLag)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OwnSetting::ReadYourWrites => "pgsplit.read_your_writes",
+            OwnSetting::MaxReplicaLag => "pgsplit.max_replica_lag",
+        }
+    }
 }
 
 /// Whether a read runs anything: preparing a statement (Parse, Describe)
@@ -45,14 +72,18 @@ impl Session {
         self.shared.ryw.waits.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.shared.config.routing.causal_wait;
         let backend = loop {
-            match self.shared.pick_reader(&[], min_lsn) {
-                Some(b) if b != self.shared.primary => break b,
-                _ if tokio::time::Instant::now() >= deadline => break self.shared.primary,
+            match self.shared.pick_reader(&[], min_lsn, self.lag_limit) {
+                Some(b) if Some(b) != self.shared.primary() => break Some(b),
+                _ if tokio::time::Instant::now() >= deadline => break None,
                 _ => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
             }
         };
         self.read_min_lsn = min_lsn;
-        match self.attach(backend, true).await {
+        let attached = match backend {
+            Some(b) => self.attach(b, true).await,
+            None => self.attach_primary(true).await,
+        };
+        match attached {
             Ok(()) => self.open_segment = true,
             Err(info) => self.reject(info)?,
         }
@@ -61,42 +92,36 @@ impl Session {
 
     pub(super) fn replica_satisfies(&self, replica: usize, need: ReadNeed) -> bool {
         match need {
-            ReadNeed::Any => true,
-            ReadNeed::AtLeast(lsn) => self.shared.positions[replica].lsn() >= lsn,
+            ReadNeed::Any => self.shared.standby_readable(replica, 0, self.lag_limit),
+            ReadNeed::AtLeast(lsn) => self.shared.standby_readable(replica, lsn, self.lag_limit),
             ReadNeed::Primary => false,
         }
     }
 
     pub(super) fn read_target(&mut self, need: ReadNeed, weight: Weight) -> Decision {
-        let primary = self.shared.primary;
+        let primary = self.shared.primary();
         let min_lsn = match need {
             ReadNeed::Any => 0,
             ReadNeed::AtLeast(lsn) => lsn,
             ReadNeed::Primary => {
                 self.read_min_lsn = u64::MAX;
-                return Decision::Target {
-                    backend: primary,
-                    read: true,
-                };
+                return Decision::Primary { read: true };
             }
         };
         self.read_min_lsn = min_lsn;
         let picked = match weight {
-            Weight::Runs => self.shared.pick_reader(&[], min_lsn),
-            Weight::PrepareOnly => self.shared.peek_reader(min_lsn),
+            Weight::Runs => self.shared.pick_reader(&[], min_lsn, self.lag_limit),
+            Weight::PrepareOnly => self.shared.peek_reader(min_lsn, self.lag_limit),
         };
         match picked {
-            Some(backend) if backend != primary || min_lsn == 0 => Decision::Target {
+            Some(backend) if Some(backend) != primary || min_lsn == 0 => Decision::Target {
                 backend,
                 read: true,
             },
             // No replica has this session's writes yet.
             _ if min_lsn > 0 => {
                 if self.shared.config.routing.causal_wait.is_zero() {
-                    Decision::Target {
-                        backend: primary,
-                        read: true,
-                    }
+                    Decision::Primary { read: true }
                 } else {
                     Decision::WaitForReplica { min_lsn }
                 }
@@ -134,7 +159,11 @@ impl Session {
 
     /// Answers `SET`, `RESET` and `SHOW` of pgsplit's own settings, which
     /// no server knows about.
-    pub(super) fn answer_setting(&mut self, kind: SessionCommandKind) -> Result<(), SessionError> {
+    pub(super) fn answer_setting(
+        &mut self,
+        kind: SessionCommandKind,
+        which: OwnSetting,
+    ) -> Result<(), SessionError> {
         let max = self.shared.config.limits.max_message_size;
         let frame = split_frame(&mut self.rbuf, Direction::Frontend, max)?
             .expect("decide() saw a complete Query");
@@ -143,26 +172,27 @@ impl Session {
         };
         let sql = String::from_utf8_lossy(sql);
         self.decided_query = None;
-        match kind {
-            SessionCommandKind::Show => {
-                encode::row_description(&mut self.wbuf, &["pgsplit.read_your_writes"]);
-                encode::data_row(&mut self.wbuf, &[Some(ryw_name(self.ryw))]);
+        match (kind, which) {
+            (SessionCommandKind::Show, _) => {
+                let value = match which {
+                    OwnSetting::ReadYourWrites => ryw_name(self.ryw).to_owned(),
+                    OwnSetting::MaxReplicaLag => lag_text(self.lag_limit),
+                };
+                encode::row_description(&mut self.wbuf, &[which.name()]);
+                encode::data_row(&mut self.wbuf, &[Some(&value)]);
                 encode::command_complete(&mut self.wbuf, "SHOW");
             }
-            SessionCommandKind::Reset => {
+            (SessionCommandKind::Reset, OwnSetting::ReadYourWrites) => {
                 self.ryw = self.default_ryw;
                 encode::command_complete(&mut self.wbuf, "RESET");
             }
-            SessionCommandKind::Set => match parse_ryw(&sql) {
-                Some(mode) => {
-                    self.set_ryw(mode);
-                    encode::command_complete(&mut self.wbuf, "SET");
-                }
-                None => encode::error_response(
-                    &mut self.wbuf,
-                    &ErrorInfo::error("22023", format!("pgsplit: invalid value in {sql:?}"))
-                        .hint("pgsplit.read_your_writes takes off, transaction, session, sticky, causal or global."),
-                ),
+            (SessionCommandKind::Reset, OwnSetting::MaxReplicaLag) => {
+                self.lag_limit = LagLimit::from_config(&self.shared.config.health);
+                encode::command_complete(&mut self.wbuf, "RESET");
+            }
+            (SessionCommandKind::Set, _) => match self.apply_own_setting(which, &sql) {
+                Ok(()) => encode::command_complete(&mut self.wbuf, "SET"),
+                Err(info) => encode::error_response(&mut self.wbuf, &info),
             },
         }
         encode::ready_for_query(&mut self.wbuf, self.tx);
@@ -170,44 +200,125 @@ impl Session {
     }
 }
 
-/// Whether a Query is `SET`/`RESET`/`SHOW pgsplit.read_your_writes`.
-pub(super) fn own_setting(a: &Analysis, sql: &[u8]) -> Option<SessionCommandKind> {
+impl Session {
+    /// `SET pgsplit.<name> = value`, from either protocol.
+    pub(super) fn apply_own_setting(&mut self, which: OwnSetting, sql: &str) -> Result<(), ErrorInfo> {
+        match which {
+            OwnSetting::ReadYourWrites => match parse_ryw(sql) {
+                Some(mode) => {
+                    self.set_ryw(mode);
+                    Ok(())
+                }
+                None => Err(ErrorInfo::error("22023", format!("pgsplit: invalid value in {sql:?}"))
+                    .hint("pgsplit.read_your_writes takes off, transaction, session, sticky, causal or global.")),
+            },
+            OwnSetting::MaxReplicaLag => match parse_lag(sql, self.lag_limit) {
+                Some(limit) => {
+                    self.lag_limit = limit;
+                    Ok(())
+                }
+                None => Err(ErrorInfo::error("22023", format!("pgsplit: invalid value in {sql:?}"))
+                    .hint("pgsplit.max_replica_lag takes a time like '1s' or '500ms', or a size like '16MB'; 0 turns that limit off.")),
+            },
+        }
+    }
+}
+
+/// Whether a Query is `SET`/`RESET`/`SHOW` of one of pgsplit's settings.
+pub(super) fn own_setting(a: &Analysis, sql: &[u8]) -> Option<(SessionCommandKind, OwnSetting)> {
     if a.statement_count != 1 {
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?;
-    let is_ours = |name: &str| name.eq_ignore_ascii_case("pgsplit.read_your_writes");
     match pgsplit_router::session_cmd::session_command(text) {
-        Some(pgsplit_router::session_cmd::SessionCommand::Set(n)) if is_ours(&n) => {
-            Some(SessionCommandKind::Set)
+        Some(pgsplit_router::session_cmd::SessionCommand::Set(n)) => {
+            OwnSetting::named(&n).map(|w| (SessionCommandKind::Set, w))
         }
-        Some(pgsplit_router::session_cmd::SessionCommand::Reset(n)) if is_ours(&n) => {
-            Some(SessionCommandKind::Reset)
+        Some(pgsplit_router::session_cmd::SessionCommand::Reset(n)) => {
+            OwnSetting::named(&n).map(|w| (SessionCommandKind::Reset, w))
         }
         _ => {
             let mut words = text.split_whitespace();
             let show = words.next()?.eq_ignore_ascii_case("show");
             let name = words.next()?.trim_end_matches(';');
-            (show && is_ours(name)).then_some(SessionCommandKind::Show)
+            let which = OwnSetting::named(name)?;
+            show.then_some((SessionCommandKind::Show, which))
         }
     }
 }
 
-/// The mode in `SET pgsplit.read_your_writes = 'mode'` (or `TO mode`).
-pub(super) fn parse_ryw(sql: &str) -> Option<pgsplit_config::ReadYourWrites> {
+/// The setting name in a `SET` the extended protocol carries, if it is
+/// one of pgsplit's.
+pub(super) fn own_setting_named(name: &str) -> Option<OwnSetting> {
+    OwnSetting::named(name)
+}
+
+/// The value of a SET statement (`= v` or `TO v`), unquoted and lowercase.
+fn set_value(sql: &str) -> Option<String> {
     let lower = sql.to_ascii_lowercase();
     let value = lower
         .split_once('=')
         .map(|(_, v)| v)
         .or_else(|| lower.split_once(" to ").map(|(_, v)| v))?;
     Some(
-        match value
+        value
             .trim()
             .trim_end_matches(';')
             .trim()
             .trim_matches('\'')
             .trim_matches('"')
-        {
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// `'1s'` sets the time limit, `'16MB'` the byte limit; the other stays.
+fn parse_lag(sql: &str, current: LagLimit) -> Option<LagLimit> {
+    let value = set_value(sql)?;
+    if value == "0" {
+        return Some(LagLimit { bytes: 0, millis: 0 });
+    }
+    let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim();
+    let unit = value[digits.len()..].trim();
+    let bytes_per = match unit {
+        "b" => Some(1u64),
+        "kb" => Some(1 << 10),
+        "mb" => Some(1 << 20),
+        "gb" => Some(1 << 30),
+        _ => None,
+    };
+    if let Some(per) = bytes_per {
+        let n: u64 = digits.parse().ok()?;
+        return Some(LagLimit {
+            bytes: n.checked_mul(per)?,
+            ..current
+        });
+    }
+    let d = humantime::parse_duration(&value).ok()?;
+    Some(LagLimit {
+        millis: d.as_millis() as u64,
+        ..current
+    })
+}
+
+fn lag_text(l: LagLimit) -> String {
+    let time = if l.millis == 0 {
+        "off".to_owned()
+    } else {
+        humantime::format_duration(std::time::Duration::from_millis(l.millis)).to_string()
+    };
+    let bytes = if l.bytes == 0 {
+        "off".to_owned()
+    } else {
+        format!("{} bytes", l.bytes)
+    };
+    format!("{time}, {bytes}")
+}
+
+/// The mode in `SET pgsplit.read_your_writes = 'mode'` (or `TO mode`).
+pub(super) fn parse_ryw(sql: &str) -> Option<pgsplit_config::ReadYourWrites> {
+    Some(
+        match set_value(sql)?.as_str() {
             "off" => Mode::Off,
             "transaction" => Mode::Transaction,
             "session" => Mode::Session,
@@ -252,5 +363,20 @@ mod tests {
             parse_ryw("SET pgsplit.read_your_writes = 'sometimes'"),
             None
         );
+    }
+
+    #[test]
+    fn lag_limits_parse_as_time_or_size() {
+        let base = LagLimit {
+            bytes: 100,
+            millis: 10_000,
+        };
+        let set = |v: &str| parse_lag(&format!("SET pgsplit.max_replica_lag = {v}"), base);
+        assert_eq!(set("'1s'"), Some(LagLimit { bytes: 100, millis: 1000 }));
+        assert_eq!(set("'250ms'"), Some(LagLimit { bytes: 100, millis: 250 }));
+        assert_eq!(set("'16MB'"), Some(LagLimit { bytes: 16 << 20, millis: 10_000 }));
+        assert_eq!(set("0"), Some(LagLimit { bytes: 0, millis: 0 }));
+        assert_eq!(set("'soon'"), None);
+        assert_eq!(lag_text(LagLimit { bytes: 0, millis: 1500 }), "1s 500ms, off");
     }
 }

@@ -155,6 +155,10 @@ impl Session {
                 conn.tracker.push(request, true);
             }
             Send::Answer(reply) => {
+                // A reply of pgsplit's own reached the client: resending
+                // this request elsewhere would repeat it.
+                self.replayable = false;
+                self.replay.clear();
                 conn.tracker.push(Request::Synthetic(reply), true);
                 while let Some(reply) = conn.tracker.take_synthetic() {
                     encode::raw_message(&mut self.wbuf, reply, &[]);
@@ -219,6 +223,7 @@ impl Session {
             body: Bytes::copy_from_slice(rest),
             analysis,
             session_cmd,
+            local: pgsplit_router::admin::parse_admin(&text).is_some(),
         });
         self.state
             .statements
@@ -266,7 +271,7 @@ impl Session {
     fn note_effects(&mut self, a: &Analysis, cmd: Option<(SessionCommand, Arc<str>)>) {
         let fx = &a.effects;
         if fx.pins_session {
-            if self.active == Some(self.shared.primary) {
+            if self.active.is_some() && self.active == self.shared.primary() {
                 self.pin(Pin::UnmovableState);
             } else {
                 // Made inside a read-only transaction on a replica: the
@@ -295,9 +300,9 @@ impl Session {
         if let Some((SessionCommand::Set(name), sql)) = &cmd {
             // pgsplit's own setting through the extended protocol: applied
             // here, and harmless on the server (a custom setting).
-            if name == "pgsplit.read_your_writes" {
-                if let Some(mode) = super::reads::parse_ryw(sql) {
-                    self.set_ryw(mode);
+            if let Some(which) = super::reads::own_setting_named(name) {
+                if let Err(info) = self.apply_own_setting(which, sql) {
+                    tracing::debug!(message = %info.message, "ignored an invalid pgsplit setting");
                 }
                 return;
             }
@@ -356,14 +361,37 @@ impl Session {
         // pgsplit's own inserted, the batch is copied message by message.
         let mut copying = false;
         let mut capture = false;
-        let on_primary = i == self.shared.primary;
+        let on_primary = Some(i) == self.shared.primary();
+        if self.replayable {
+            if let Some((why, read_only)) =
+                retriable_failure(&conn.rbuf, max, on_primary && !self.attached_read)
+            {
+                self.events = events;
+                return Err(SessionError::ServerLost {
+                    backend: i,
+                    why,
+                    read_only,
+                });
+            }
+        }
+        let mut lost = None;
+        let mut replied = false;
         let wbuf = &mut self.wbuf;
         let mut frames = Frames::new(&conn.rbuf, Direction::Backend, max);
         let mut start = 0;
         for item in frames.by_ref() {
             let (tag, body) = item.map_err(protocol)?;
             let end = start + 5 + body.len();
+            if tag == b'E' {
+                if let Some(why) = fatal(body) {
+                    // Never relayed: the client's connection to pgsplit
+                    // lives on, and a FATAL would make it think otherwise.
+                    lost = Some(why);
+                    break;
+                }
+            }
             let d = conn.tracker.on_message(tag);
+            replied |= d.forward && !matches!(tag, b'N' | b'A' | b'S');
             if let Some((skip, count)) = d.ignored_syncs {
                 events.push(Event::IgnoredSyncs(skip, count));
             }
@@ -407,7 +435,7 @@ impl Session {
                         &self.shared,
                         &mut self.capturing,
                         &mut self.write_lsn,
-                        single_text(body).and_then(crate::positions::parse_lsn),
+                        single_text(body).and_then(crate::health::parse_lsn),
                     );
                 }
                 b'S' => {
@@ -453,7 +481,15 @@ impl Session {
             }
             start = end;
         }
-        let consumed = frames.consumed();
+        let consumed = if lost.is_some() {
+            start
+        } else {
+            frames.consumed()
+        };
+        if replied {
+            self.replayable = false;
+            self.replay.clear();
+        }
         if capture {
             encode::query(&mut conn.out, "SELECT pg_current_wal_lsn()");
             conn.tracker.push(Request::UntilReady, false);
@@ -481,6 +517,13 @@ impl Session {
             self.on_event(e);
         }
         self.events = events;
+        if let Some(why) = lost {
+            return Err(SessionError::ServerLost {
+                backend: i,
+                why,
+                read_only: false,
+            });
+        }
         self.maybe_release();
         Ok(())
     }
@@ -554,6 +597,41 @@ pub(super) enum Event {
     IgnoredSyncs(usize, usize),
 }
 
+/// The message of a FATAL or PANIC ErrorResponse: the server is ending
+/// the connection.
+fn fatal(body: &[u8]) -> Option<String> {
+    let fields = pgsplit_protocol::backend::error_fields(body).ok()?;
+    matches!(fields.severity(), Some("FATAL" | "PANIC")).then(|| {
+        format!(
+            "{} (SQLSTATE {})",
+            fields.message().unwrap_or("the server ended the connection"),
+            fields.code().unwrap_or("?")
+        )
+    })
+}
+
+/// In a batch of replies of which nothing has reached the client yet: a
+/// failure that makes the request safe to send elsewhere. The server is
+/// going away (FATAL), or, for a write sent to the primary, it refused with
+/// 25006 because it is a standby now: nothing ran.
+fn retriable_failure(rbuf: &[u8], max: usize, write_on_primary: bool) -> Option<(String, bool)> {
+    for item in Frames::new(rbuf, Direction::Backend, max) {
+        let Ok((tag, body)) = item else { return None };
+        if tag != b'E' {
+            continue;
+        }
+        if let Some(why) = fatal(body) {
+            return Some((why, false));
+        }
+        let fields = pgsplit_protocol::backend::error_fields(body).ok()?;
+        if write_on_primary && fields.code() == Some("25006") {
+            return Some(("it is read-only: no longer the primary".into(), true));
+        }
+        return None;
+    }
+    None
+}
+
 /// Name and value of a ParameterStatus body.
 fn parameter(body: &[u8]) -> Option<(&str, &str)> {
     let mut parts = body.split(|&b| b == 0);
@@ -571,7 +649,7 @@ fn single_text(body: &[u8]) -> Option<&str> {
 
 /// Records the position of the session's last write (`None`: unknown, so
 /// no replica qualifies until the next write's position is read).
-fn finish_capture(
+pub(super) fn finish_capture(
     shared: &crate::shared::Shared,
     capturing: &mut bool,
     write_lsn: &mut u64,

@@ -14,9 +14,10 @@ use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::frontend::{self, FrontendMessage};
 use pgsplit_protocol::pipeline::Request;
 use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
+use pgsplit_router::topology::Role;
 use pgsplit_router::{Analysis, Route};
 
-use super::reads::{own_setting, ReadNeed, SessionCommandKind, Weight};
+use super::reads::{own_setting, OwnSetting, ReadNeed, SessionCommandKind, Weight};
 use super::session::{checkout, Flow, Session};
 use crate::errors::SessionError;
 use crate::functions::{LookupTarget, Verdict};
@@ -36,12 +37,18 @@ pub(super) enum Decision {
         min_lsn: u64,
     },
     /// `SET`/`RESET`/`SHOW pgsplit.*`: pgsplit's own settings, answered here.
-    Local(SessionCommandKind),
+    Local(SessionCommandKind, OwnSetting),
     /// Parse messages of statements known to be valid, then Sync: answered
     /// by pgsplit, prepared on a server when first executed there.
     LocalPrepare,
+    /// A particular server (a read's pick).
     Target {
         backend: usize,
+        read: bool,
+    },
+    /// Whichever server is the primary when the request is sent; during a
+    /// failover, the one that appears next.
+    Primary {
         read: bool,
     },
     DeferBegin,
@@ -103,6 +110,7 @@ impl Session {
             let Some(frame) = split_frame(&mut self.rbuf, Direction::Frontend, max)? else {
                 return Ok(Flow::Continue);
             };
+            self.keep_for_replay(frame.as_bytes());
             if let Flow::Terminate = self.send_frame(frame)? {
                 return Ok(Flow::Terminate);
             }
@@ -123,13 +131,34 @@ impl Session {
             }
             // Goodbye needs no server and opens no request.
             Some(Ok((b'X', _))) => return Err(SessionError::ClientGone),
+            // The rest of a COPY whose server was lost: nothing to send it to.
+            Some(Ok((b'd' | b'c' | b'f', _))) => {
+                split_frame(&mut self.rbuf, Direction::Frontend, max)?;
+                return Ok(true);
+            }
             _ => {}
         }
+        if self.front_is_local() {
+            if let Some(a) = self.active {
+                let quiet = self.conns[a].as_ref().is_none_or(|c| c.tracker.is_idle());
+                if !quiet {
+                    return Ok(false);
+                }
+            }
+            return self.answer_locally().await;
+        }
         if let Some(a) = self.active {
-            let primary = self.shared.primary;
+            let primary = self.shared.primary();
             if self.tx != TransactionStatus::Idle || self.state.pinned.is_some() {
+                if self.shared.nodes[a].role() == Role::StalePrimary {
+                    // Fenced since this transaction began: nothing more may
+                    // commit there.
+                    return self
+                        .lose_server(a, "it was fenced as a stale primary", false)
+                        .map(|()| true);
+                }
                 self.decided_query = None;
-                self.wrote |= a == primary;
+                self.wrote |= Some(a) == primary;
                 self.open_segment = true;
                 return Ok(true);
             }
@@ -139,16 +168,13 @@ impl Session {
             // waits until the connection is free and is routed afresh (a
             // read after a write then sees the write's position).
             return match self.decide()? {
-                Decision::Target {
-                    backend,
-                    read: false,
-                } if a == primary && backend == primary => {
+                Decision::Primary { read: false } if Some(a) == primary => {
                     self.count(a, false);
                     self.wrote = true;
                     self.open_segment = true;
                     Ok(true)
                 }
-                Decision::Read(need, _) if a != primary && self.replica_satisfies(a, need) => {
+                Decision::Read(need, _) if Some(a) != primary && self.replica_satisfies(a, need) => {
                     self.count(a, true);
                     self.open_segment = true;
                     Ok(true)
@@ -166,13 +192,17 @@ impl Session {
                 self.prepare_locally()?;
                 Ok(true)
             }
-            Decision::Local(kind) => {
-                self.answer_setting(kind)?;
+            Decision::Local(kind, which) => {
+                self.answer_setting(kind, which)?;
                 Ok(true)
             }
             Decision::Read(need, weight) => {
                 match self.read_target(need, weight) {
                     Decision::Target { backend, read } => match self.attach(backend, read).await {
+                        Ok(()) => self.open_segment = true,
+                        Err(info) => self.reject(info)?,
+                    },
+                    Decision::Primary { read } => match self.attach_primary(read).await {
                         Ok(()) => self.open_segment = true,
                         Err(info) => self.reject(info)?,
                     },
@@ -191,12 +221,19 @@ impl Session {
                 Ok(true)
             }
             Decision::Target { backend, read } => {
+                match self.attach(backend, read).await {
+                    Ok(()) => self.open_segment = true,
+                    Err(info) => self.reject(info)?,
+                }
+                Ok(true)
+            }
+            Decision::Primary { read } => {
                 // A read's position requirement was set by read_target.
                 if !read {
                     self.read_min_lsn = 0;
-                    self.wrote |= backend == self.shared.primary;
+                    self.wrote = true;
                 }
-                match self.attach(backend, read).await {
+                match self.attach_primary(read).await {
                     Ok(()) => self.open_segment = true,
                     Err(info) => self.reject(info)?,
                 }
@@ -259,8 +296,8 @@ impl Session {
             };
             if let Some(a) = analysis {
                 if frame_is_first && tag == b'Q' {
-                    if let Some(kind) = own_setting(&a, sql_of(tag, body)) {
-                        return Ok(Decision::Local(kind));
+                    if let Some((kind, which)) = own_setting(&a, sql_of(tag, body)) {
+                        return Ok(Decision::Local(kind, which));
                     }
                     tally.first_is_single_begin = is_single_begin(&a);
                     self.decided_query = Some(Arc::clone(&a));
@@ -287,12 +324,8 @@ impl Session {
         if !unknown.is_empty() {
             self.look_up_functions(unknown);
         }
-        let primary = self.shared.primary;
         if self.state.pinned.is_some() {
-            return Ok(Decision::Target {
-                backend: primary,
-                read: false,
-            });
+            return Ok(Decision::Primary { read: false });
         }
         if self.state.deferred_begin.is_some() {
             // The deferred transaction runs on a replica only if it declared
@@ -300,29 +333,20 @@ impl Session {
             return Ok(if tally.read_only_txn && !tally.write {
                 Decision::Read(self.read_need(), tally.weight())
             } else {
-                Decision::Target {
-                    backend: primary,
-                    read: false,
-                }
+                Decision::Primary { read: false }
             });
         }
         if tally.first_is_single_begin && !self.state.default_read_only {
             return Ok(Decision::DeferBegin);
         }
         if tally.write {
-            return Ok(Decision::Target {
-                backend: primary,
-                read: false,
-            });
+            return Ok(Decision::Primary { read: false });
         }
         if tally.read || tally.read_only_txn {
             return Ok(Decision::Read(self.read_need(), tally.weight()));
         }
         // Nothing to classify (a lone Sync, a Bind of an unknown statement).
-        Ok(Decision::Target {
-            backend: primary,
-            read: false,
-        })
+        Ok(Decision::Primary { read: false })
     }
 
     fn tally(&self, a: &Analysis, t: &mut Tally, unknown: &mut Vec<String>) {
@@ -362,7 +386,8 @@ impl Session {
 
     fn look_up_functions(&self, functions: Vec<String>) {
         let auth = &self.shared.users[&self.user];
-        let b = &self.shared.backends[self.shared.primary];
+        // Any server has the catalog; the primary has the newest.
+        let b = &self.shared.backends[self.shared.primary().unwrap_or(0)];
         self.shared.functions.look_up(
             LookupTarget {
                 host: b.host.clone(),
@@ -392,15 +417,19 @@ impl Session {
         loop {
             match self.ensure_conn(backend).await {
                 Ok(()) => break,
+                Err(SessionError::Backend(e)) if !e.is_transient() => {
+                    return Err(crate::errors::statement_error(&e));
+                }
                 Err(SessionError::Backend(e)) => {
                     self.shared.mark_unreachable(backend);
-                    if !read {
-                        return Err(crate::errors::statement_error(&e));
-                    }
+                    self.shared.suspect(backend);
                     // Nothing was sent yet, so another reader is a safe retry.
                     tracing::warn!(error = %e, "backend unreachable for a read; trying another");
                     tried.push(backend);
-                    match self.shared.pick_reader(&tried, self.read_min_lsn) {
+                    match self
+                        .shared
+                        .pick_reader(&tried, self.read_min_lsn, self.lag_limit)
+                    {
                         Some(next) => backend = next,
                         None => return Err(no_reader_error().detail(format!("Last attempt: {e}."))),
                     }
@@ -408,18 +437,65 @@ impl Session {
                 Err(e) => return Err(crate::errors::pool_error(&e)),
             }
         }
+        self.shared.stats[backend]
+            .active
+            .fetch_add(1, Ordering::SeqCst);
+        self.finish_attach(backend, read);
+        Ok(())
+    }
+
+    /// Attaches the primary, waiting out a failover (no primary, or one
+    /// that cannot be reached) for up to `health.failover_timeout`.
+    pub(super) async fn attach_primary(&mut self, read: bool) -> Result<(), ErrorInfo> {
+        let timeout = self.shared.config.health.failover_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_error = None;
+        loop {
+            let Some(p) = self.shared.wait_for_primary(deadline).await else {
+                return Err(crate::errors::no_primary(timeout, last_error.as_deref()));
+            };
+            match self.ensure_conn(p).await {
+                Ok(()) => {}
+                Err(SessionError::Backend(e)) if !e.is_transient() => {
+                    return Err(crate::errors::statement_error(&e));
+                }
+                Err(SessionError::Backend(e)) => {
+                    tracing::warn!(error = %e, "primary unreachable; waiting for it or a new one");
+                    self.shared.mark_unreachable(p);
+                    self.shared.suspect(p);
+                    last_error = Some(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(crate::errors::pool_error(&e)),
+            }
+            // Claim, then check it is still the primary: a switchover fences
+            // the primary first and then waits for its claims to end, so
+            // one of the two always sees the other.
+            let active = &self.shared.stats[p].active;
+            active.fetch_add(1, Ordering::SeqCst);
+            if self.shared.primary() != Some(p) {
+                active.fetch_sub(1, Ordering::SeqCst);
+                if !self.session_pooling {
+                    self.conns[p] = None;
+                }
+                continue;
+            }
+            self.finish_attach(p, read);
+            return Ok(());
+        }
+    }
+
+    fn finish_attach(&mut self, backend: usize, read: bool) {
         self.count(backend, read);
+        self.attached_read = read;
         if read {
             let ryw = &self.shared.ryw;
-            if backend != self.shared.primary {
+            if Some(backend) != self.shared.primary() {
                 ryw.replica_reads.fetch_add(1, Ordering::Relaxed);
             } else if self.read_min_lsn > 0 {
                 ryw.kept_on_primary.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.shared.stats[backend]
-            .active
-            .fetch_add(1, Ordering::Relaxed);
         self.active = Some(backend);
         self.set_cancel_target(backend);
         let conn = self.conns[backend].as_mut().expect("ensured above");
@@ -431,8 +507,9 @@ impl Session {
         if let Some(begin) = self.state.deferred_begin.take() {
             encode::query(&mut conn.out, &begin);
             conn.tracker.push(Request::UntilReady, false);
+            self.retry_begin = Some(begin);
         }
-        Ok(())
+        self.start_replay();
     }
 
     /// A healthy connection to `backend`: the one the session holds, or one

@@ -83,6 +83,26 @@ pub(super) struct Session {
     /// it is released instead of returning it to the pool.
     pub discard_on_release: bool,
     pub cancel_key: CancelKey,
+    /// The deferred BEGIN sent with the current attachment: restored if
+    /// its first request is retried elsewhere.
+    pub retry_begin: Option<String>,
+    /// How far behind a standby may be for this session's reads.
+    pub lag_limit: crate::shared::LagLimit,
+    /// Client frames sent on the active connection since it was attached,
+    /// kept while nothing has been returned for them: such requests can be
+    /// sent again elsewhere if the server is lost (reads) or turns out to
+    /// be a demoted primary (writes it refused).
+    pub replay: BytesMut,
+    pub replayable: bool,
+    /// The current request has been retried once already.
+    pub retried: bool,
+    /// The active connection was attached for a read.
+    pub attached_read: bool,
+    /// The server of the open transaction was lost: requests are answered
+    /// as in an aborted transaction until the client ends it.
+    pub failed_tx: bool,
+    /// Why, for the first statement that hears of it.
+    pub lost_reason: Option<pgsplit_protocol::encode::ErrorInfo>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -112,8 +132,16 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         }
     };
     let backends = shared.backends.len();
-    let primary = shared.primary;
+    let startup_conn = e.conn;
     let mut session = Session {
+        retry_begin: None,
+        lag_limit: crate::shared::LagLimit::from_config(&shared.config.health),
+        replay: BytesMut::new(),
+        replayable: false,
+        retried: false,
+        attached_read: false,
+        failed_tx: false,
+        lost_reason: None,
         conns: (0..backends).map(|_| None).collect(),
         pools: (0..backends).map(|_| None).collect(),
         session_pooling: shared.config.pool.mode == pgsplit_config::PoolMode::Session,
@@ -147,13 +175,15 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         cancel_key: e.cancel_key,
         _permit: e.permit,
     };
-    session.pools[primary] = Some(e.pool);
-    if session.session_pooling {
-        session.conns[primary] = e.conn;
-    } else {
-        // Back to the pool now: in transaction pooling an idle client holds
-        // nothing.
-        drop(e.conn);
+    if let Some((backend, pool)) = e.pool {
+        session.pools[backend] = Some(pool);
+        // In transaction pooling an idle client holds nothing: the
+        // connection goes back to the pool now.
+        if session.session_pooling {
+            session.conns[backend] = startup_conn;
+        } else {
+            drop(startup_conn);
+        }
     }
     let result = session.run().await;
     if let Err(e) = &result {
@@ -166,7 +196,8 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
 struct Established {
     /// The connection startup used, if it needed one.
     conn: Option<PooledConn>,
-    pool: ConnPool,
+    /// The backend and pool startup used, if it needed a connection.
+    pool: Option<(usize, ConnPool)>,
     state: SessionState,
     cancel_key: CancelKey,
     permit: OwnedSemaphorePermit,
@@ -208,19 +239,20 @@ async fn establish(
     // work, and gives the ParameterStatus values a server would send once it
     // carries this client's startup parameters. Later clients like it are
     // answered from the cache, so connecting never waits for the pool.
-    let primary = shared.primary;
-    let pool = shared.pools.pool(
-        primary,
-        &database,
-        &user.server_user,
-        user.server_password.as_deref(),
-    );
     let mut state = SessionState::new(baseline_sets(&params));
     let mut conn = None;
+    let mut used_pool = None;
     let reported = match shared.cached_startup(&database, &user.server_user, state.fingerprint) {
         Some(cached) => cached,
         None => {
-            let mut c = checkout(shared, &pool, primary, &database, &user.server_user).await?;
+            let backend = startup_backend(shared).await;
+            let pool = shared.pools.pool(
+                backend,
+                &database,
+                &user.server_user,
+                user.server_password.as_deref(),
+            );
+            let mut c = checkout(shared, &pool, backend, &database, &user.server_user).await?;
             if let Some(sql) = state.replay_sql(c.settings) {
                 match c.exchange(&sql).await? {
                     Ok(changed) => {
@@ -240,6 +272,7 @@ async fn establish(
             }
             let params = c.params.clone();
             conn = Some(c);
+            used_pool = Some((backend, pool));
             shared.cache_startup(&database, &user.server_user, state.fingerprint, params)
         }
     };
@@ -256,7 +289,7 @@ async fn establish(
     tracing::debug!(user = %user_name, %database, "session started");
     Ok(Some(Established {
         conn,
-        pool,
+        pool: used_pool,
         state,
         cancel_key,
         permit,
@@ -268,6 +301,33 @@ async fn establish(
         user: user_name,
         database,
     }))
+}
+
+/// The server a new client's first connection goes to: the primary, else
+/// (during a failover) any standby. While there is neither it waits a
+/// little for one to come back, then tries the primary anyway, so the
+/// client gets the real connection error.
+async fn startup_backend(shared: &Shared) -> usize {
+    let deadline = tokio::time::Instant::now()
+        + shared
+            .config
+            .health
+            .failover_timeout
+            .min(std::time::Duration::from_secs(2));
+    loop {
+        if let Some(p) = shared.primary().filter(|&p| shared.is_usable(p)) {
+            return p;
+        }
+        if let Some(s) = (0..shared.nodes.len())
+            .find(|&i| shared.nodes[i].serves_as_standby() && shared.is_usable(i))
+        {
+            return s;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return shared.primary().unwrap_or(0);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// A connection from `pool`, waiting at most `pool.checkout_timeout`.
@@ -302,7 +362,17 @@ impl Session {
                 Ok(Flow::Continue) => {}
                 Err(e) => return Err(e),
             }
-            self.flush().await?;
+            match self.flush().await {
+                Err(SessionError::ServerLost {
+                    backend,
+                    why,
+                    read_only,
+                }) => {
+                    self.lose_server(backend, &why, read_only)?;
+                    continue;
+                }
+                r => r?,
+            }
             // While a request waits for the active server to finish, stop
             // reading a client that keeps sending, so memory stays bounded.
             let waiting = !self.open_segment && self.active.is_some();
@@ -328,12 +398,21 @@ impl Session {
                 Some(r) = server_read => {
                     let i = self.active.expect("a server read implies an active backend");
                     let conn = self.conns[i].as_mut().expect("active backend has a connection");
-                    match r {
-                        Ok(true) => {}
-                        Ok(false) => return Err(BackendError::Closed { backend: conn.backend.name.clone() }.into()),
-                        Err(e) => return Err(conn.read_error(e).into()),
+                    let lost = match r {
+                        Ok(true) => None,
+                        Ok(false) => Some("it closed the connection".to_owned()),
+                        Err(e) => Some(conn.read_error(e).to_string()),
+                    };
+                    if let Some(why) = lost {
+                        self.lose_server(i, &why, false)?;
+                        continue;
                     }
-                    self.forward_server().await?;
+                    match self.forward_server().await {
+                        Err(SessionError::ServerLost { backend, why, read_only }) => {
+                            self.lose_server(backend, &why, read_only)?;
+                        }
+                        r => r?,
+                    }
                 }
             }
         }
@@ -347,7 +426,13 @@ impl Session {
         }
         if let Some(i) = self.active {
             if let Some(c) = self.conns[i].as_mut() {
-                c.flush().await?;
+                if let Err(e) = c.flush().await {
+                    return Err(SessionError::ServerLost {
+                        backend: i,
+                        why: e.to_string(),
+                        read_only: false,
+                    });
+                }
             }
         }
         Ok(())
@@ -367,7 +452,11 @@ impl Session {
             self.active = None;
             self.shared.stats[i]
                 .active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.replay.clear();
+            self.replayable = false;
+            self.retried = false;
+            self.retry_begin = None;
             if std::mem::take(&mut self.discard_on_release) {
                 if let Some(c) = self.conns[i].take() {
                     drop(deadpool::managed::Object::take(c));

@@ -27,6 +27,16 @@ pub struct Statement {
     /// For `SET`/`RESET` statements: the command and its text, to record
     /// when an Execute of it succeeds.
     pub session_cmd: Option<(SessionCommand, Arc<str>)>,
+    /// A pgsplit admin command: executions are answered by pgsplit.
+    pub local: bool,
+}
+
+impl Statement {
+    /// The query text from the Parse body.
+    pub fn sql(&self) -> &[u8] {
+        let end = self.body.iter().position(|&b| b == 0).unwrap_or(self.body.len());
+        &self.body[..end]
+    }
 }
 
 /// Why a session must stay on the primary connection it has.

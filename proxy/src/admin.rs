@@ -1,0 +1,176 @@
+//! pgsplit's own views and commands (`SHOW pool_nodes`, `PGSPLIT ...`):
+//! what they return, independent of how a session sends it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pgsplit_protocol::encode::ErrorInfo;
+use pgsplit_router::admin::AdminCommand;
+use pgsplit_router::topology::{PgRole, Role};
+
+use crate::shared::{LagLimit, Shared};
+
+/// pgpool-II's columns first, in its order, so scripts written for
+/// `SHOW pool_nodes` keep working; pgsplit's own after them.
+pub const POOL_NODES_COLUMNS: &[&str] = &[
+    "node_id",
+    "hostname",
+    "port",
+    "status",
+    "pg_status",
+    "lb_weight",
+    "role",
+    "pg_role",
+    "select_cnt",
+    "load_balance_node",
+    "replication_delay",
+    "replication_state",
+    "replication_sync_state",
+    "last_status_change",
+    "timeline",
+    "replay_lsn",
+    "lag_bytes",
+    "lag_seconds",
+];
+
+pub const POOL_VERSION_COLUMNS: &[&str] = &["pool_version"];
+
+/// What one admin command returns.
+pub enum Outcome {
+    Rows {
+        columns: &'static [&'static str],
+        rows: Vec<Vec<Option<String>>>,
+    },
+    /// An action's CommandComplete tag, with a note for a NoticeResponse.
+    Done {
+        tag: &'static str,
+        note: Option<String>,
+    },
+    Error(ErrorInfo),
+}
+
+/// The columns a command returns (empty: none), for Describe.
+pub fn columns(cmd: &AdminCommand) -> &'static [&'static str] {
+    match cmd {
+        AdminCommand::ShowPoolNodes => POOL_NODES_COLUMNS,
+        AdminCommand::ShowPoolVersion => POOL_VERSION_COLUMNS,
+        _ => &[],
+    }
+}
+
+/// Runs `cmd` for a user who `is_admin` or not.
+pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Outcome {
+    if cmd.needs_admin() && !is_admin {
+        return Outcome::Error(
+            ErrorInfo::error(
+                "42501",
+                format!("pgsplit: permission denied for {}", cmd.tag()),
+            )
+            .hint("Only users with admin = true in their [[users]] entry may change the cluster; SHOW pool_nodes is open to everyone."),
+        );
+    }
+    let node = |name: &str| resolve(shared, name);
+    match cmd {
+        AdminCommand::ShowPoolNodes => Outcome::Rows {
+            columns: POOL_NODES_COLUMNS,
+            rows: pool_nodes(shared),
+        },
+        AdminCommand::ShowPoolVersion => Outcome::Rows {
+            columns: POOL_VERSION_COLUMNS,
+            rows: vec![vec![Some(format!("pgsplit {}", env!("CARGO_PKG_VERSION")))]],
+        },
+        AdminCommand::Detach(ref name) => match node(name) {
+            Ok(i) => Outcome::Done {
+                tag: cmd.tag(),
+                note: crate::health::detach(shared, i),
+            },
+            Err(e) => Outcome::Error(e),
+        },
+        AdminCommand::Attach(ref name) => match node(name) {
+            Ok(i) => Outcome::Done {
+                tag: cmd.tag(),
+                note: crate::health::attach(shared, i),
+            },
+            Err(e) => Outcome::Error(e),
+        },
+        AdminCommand::Promote(ref name) => match node(name) {
+            Ok(i) => match crate::health::promote(shared, i).await {
+                Ok(note) => Outcome::Done {
+                    tag: cmd.tag(),
+                    note: Some(note),
+                },
+                Err(e) => Outcome::Error(e),
+            },
+            Err(e) => Outcome::Error(e),
+        },
+    }
+}
+
+/// A node by its configured name or its node_id.
+fn resolve(shared: &Shared, name: &str) -> Result<usize, ErrorInfo> {
+    shared
+        .backend_index(name)
+        .or_else(|| name.parse().ok().filter(|&i: &usize| i < shared.backends.len()))
+        .ok_or_else(|| {
+            let names: Vec<&str> = shared.backends.iter().map(|b| b.name.as_str()).collect();
+            ErrorInfo::error("42704", format!("pgsplit: no backend named {name:?}"))
+                .hint(format!("Name a backend ({}) or give its node_id from SHOW pool_nodes.", names.join(", ")))
+        })
+}
+
+fn pool_nodes(s: &Shared) -> Vec<Vec<Option<String>>> {
+    let total_weight: u64 = s.config.backends.iter().map(|b| u64::from(b.weight)).sum();
+    let limit = LagLimit::from_config(&s.config.health);
+    let any_standby_readable = (0..s.nodes.len()).any(|i| s.standby_readable(i, 0, limit));
+    let primary = s.primary();
+    (0..s.nodes.len())
+        .map(|i| {
+            let n = s.nodes[i].snapshot();
+            let b = &s.config.backends[i];
+            let standby = n.role == Role::Standby;
+            let takes_reads = if Some(i) == primary {
+                match s.config.routing.primary_reads {
+                    pgsplit_config::PrimaryReads::On => true,
+                    pgsplit_config::PrimaryReads::Fallback => !any_standby_readable,
+                    pgsplit_config::PrimaryReads::Off => false,
+                }
+            } else {
+                s.standby_readable(i, 0, limit)
+            };
+            let up = |on: bool| if on { "up" } else { "down" };
+            let text = |v: &dyn ToString| Some(v.to_string());
+            vec![
+                text(&i),
+                text(&b.host),
+                text(&b.port),
+                text(&up(n.up && !n.detached)),
+                text(&up(n.up)),
+                text(&format!(
+                    "{:.6}",
+                    f64::from(b.weight) / total_weight.max(1) as f64
+                )),
+                text(&n.role.as_str()),
+                text(&match n.pg_role {
+                    PgRole::Primary => "primary",
+                    PgRole::Standby => "standby",
+                    PgRole::Unknown => "unknown",
+                }),
+                text(&s.stats[i].reads.load(Ordering::Relaxed)),
+                text(&takes_reads),
+                text(&if standby { n.lag.bytes } else { 0 }),
+                text(&if standby { n.replication_state.as_str() } else { "" }),
+                text(&""),
+                text(
+                    &humantime::format_rfc3339_seconds(n.last_status_change)
+                        .to_string()
+                        .replace('T', " ")
+                        .trim_end_matches('Z'),
+                ),
+                text(&n.timeline),
+                text(&format!("{:X}/{:X}", n.lsn >> 32, n.lsn & 0xffff_ffff)),
+                text(&n.lag.bytes),
+                text(&format!("{:.3}", n.lag.millis as f64 / 1000.0)),
+            ]
+        })
+        .collect()
+}

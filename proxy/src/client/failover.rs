@@ -1,0 +1,120 @@
+//! What a session does when the server it is using goes away mid-request:
+//! retry what is safe to retry, report the rest, and stay usable.
+
+use std::sync::atomic::Ordering;
+
+use pgsplit_protocol::encode;
+use pgsplit_protocol::TransactionStatus;
+
+use super::session::Session;
+use crate::errors::SessionError;
+
+/// Bytes of client frames kept for a retry; a request bigger than this
+/// (a large COPY) is not retried.
+pub(super) const REPLAY_LIMIT: usize = 64 << 10;
+
+impl Session {
+    /// Keeps a copy of a frame sent on the active connection while its
+    /// request can still be retried.
+    pub(super) fn keep_for_replay(&mut self, frame: &[u8]) {
+        if !self.replayable {
+            return;
+        }
+        if self.replay.len() + frame.len() > REPLAY_LIMIT {
+            self.replayable = false;
+            self.replay.clear();
+        } else {
+            self.replay.extend_from_slice(frame);
+        }
+    }
+
+    /// Nothing has reached the client for the current attachment's
+    /// requests: they may be retried if the server fails them.
+    pub(super) fn start_replay(&mut self) {
+        self.replay.clear();
+        self.replayable = !self.retried
+            && self.state.pinned.is_none()
+            && (self.tx == TransactionStatus::Idle || self.retry_begin.is_some());
+    }
+
+    /// Server `i` was lost (or, with `read_only`, refused a write because
+    /// it is no longer the primary). A request that may be retried goes
+    /// back to the front of the queue to be routed again: reads that had
+    /// returned nothing, and writes a demoted primary refused (they did not
+    /// run). Anything else gets an error; inside a transaction the session
+    /// then answers as PostgreSQL does for an aborted transaction until the
+    /// client ends it.
+    pub(super) fn lose_server(&mut self, i: usize, why: &str, read_only: bool) -> Result<(), SessionError> {
+        let name = self.shared.backends[i].name.clone();
+        if read_only {
+            tracing::warn!(backend = %name, "the primary refused a write as read-only: it was demoted; looking for the new primary");
+        } else {
+            tracing::warn!(backend = %name, reason = %why, "lost the server connection mid-request");
+        }
+        self.shared.mark_unreachable(i);
+        self.shared.suspect(i);
+        if let Some(c) = self.conns[i].take() {
+            drop(deadpool::managed::Object::take(c));
+        }
+        if self.active == Some(i) {
+            self.active = None;
+            self.shared.stats[i].active.fetch_sub(1, Ordering::SeqCst);
+            self.cancel_key.set_target(None);
+        }
+        if self.capturing {
+            super::relay::finish_capture(
+                &self.shared,
+                &mut self.capturing,
+                &mut self.write_lsn,
+                None,
+            );
+        }
+        self.decided_query = None;
+        self.current_meta = None;
+        self.segment_failed = false;
+        let retry = self.replayable && !self.retried && (self.attached_read || read_only);
+        self.replayable = false;
+        if retry {
+            tracing::info!(backend = %name, "retrying the request elsewhere: nothing of it had reached the client");
+            self.retried = true;
+            let mut again = std::mem::take(&mut self.replay);
+            again.extend_from_slice(&self.rbuf);
+            self.rbuf = again;
+            self.segments.clear();
+            self.open_segment = false;
+            if let Some(begin) = self.retry_begin.take() {
+                self.state.deferred_begin = Some(begin);
+            }
+            return Ok(());
+        }
+        self.replay.clear();
+        self.retry_begin = None;
+        let in_transaction = self.tx != TransactionStatus::Idle;
+        let info = crate::errors::server_lost(&name, why, in_transaction);
+        if in_transaction {
+            self.failed_tx = true;
+            self.tx = TransactionStatus::Failed;
+            self.state.deferred_begin = None;
+            self.tx_meta.clear();
+        }
+        let outstanding = self.segments.len();
+        self.segments.clear();
+        for _ in 0..outstanding {
+            encode::error_response(&mut self.wbuf, &info);
+            encode::ready_for_query(&mut self.wbuf, self.tx);
+        }
+        if self.open_segment {
+            // The rest of this request is still coming: dropped up to its
+            // Sync, which gets the ReadyForQuery.
+            if outstanding == 0 {
+                encode::error_response(&mut self.wbuf, &info);
+            }
+            self.open_segment = false;
+            self.rejecting = true;
+        } else if outstanding == 0 && in_transaction {
+            // Lost between statements: the next one hears why.
+            self.lost_reason = Some(info);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! Requests pgsplit answers without a server, over both protocols: admin
+//! commands, and everything a client sends inside a transaction whose
+//! server was lost (answered as PostgreSQL answers an aborted transaction,
+//! so the client ends it with ROLLBACK and carries on).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgsplit_protocol::encode::{self, ErrorInfo};
+use pgsplit_protocol::frame::Frames;
+use pgsplit_protocol::frontend::{self, FrontendMessage, Target};
+use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
+use pgsplit_router::admin::parse_admin;
+
+use super::session::Session;
+use super::state::Statement;
+use crate::admin::Outcome;
+use crate::errors::SessionError;
+
+impl Session {
+    /// Whether the request at the front of the buffer is pgsplit's to answer.
+    pub(super) fn front_is_local(&self) -> bool {
+        if self.failed_tx {
+            return true;
+        }
+        let max = self.shared.config.limits.max_message_size;
+        let Some(Ok((tag, body))) = Frames::new(&self.rbuf, Direction::Frontend, max).next()
+        else {
+            return false;
+        };
+        match tag {
+            b'Q' => is_admin(until_nul(body)),
+            b'P' => {
+                let name_end = body.iter().position(|&b| b == 0).map_or(body.len(), |i| i + 1);
+                is_admin(until_nul(&body[name_end..]))
+            }
+            b'B' => {
+                let portal_end = body.iter().position(|&b| b == 0).map_or(body.len(), |i| i + 1);
+                self.state
+                    .statements
+                    .get(until_nul(&body[portal_end..]))
+                    .is_some_and(|st| st.local)
+            }
+            _ => false,
+        }
+    }
+
+    /// Answers the request at the front of the buffer (a Query, or
+    /// extended messages through Sync). Returns false until it is complete.
+    pub(super) async fn answer_locally(&mut self) -> Result<bool, SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        let mut complete = false;
+        for item in Frames::new(&self.rbuf, Direction::Frontend, max) {
+            let (tag, _) = item?;
+            if matches!(tag, b'Q' | b'S' | b'F') {
+                complete = true;
+                break;
+            }
+        }
+        if !complete {
+            return Ok(false);
+        }
+        let mut skipping = false;
+        let mut portals: Vec<(Bytes, Arc<Statement>)> = Vec::new();
+        while let Some(frame) = split_frame(&mut self.rbuf, Direction::Frontend, max)? {
+            let tag = frame.tag();
+            if skipping && tag != b'S' {
+                continue;
+            }
+            match frontend::parse(&frame)? {
+                FrontendMessage::Query { sql } => {
+                    let sql = sql.to_vec();
+                    if !sql.iter().all(u8::is_ascii_whitespace) {
+                        let outcome = self.local_outcome(&sql).await;
+                        self.emit(outcome, true);
+                    } else {
+                        encode::empty_query_response(&mut self.wbuf);
+                    }
+                    self.local_ready();
+                    return Ok(true);
+                }
+                FrontendMessage::Parse { name, sql, .. } => {
+                    let st = self.register(name, frame.body(), sql);
+                    if st.local || self.failed_tx {
+                        encode::raw_message(&mut self.wbuf, b'1', &[]);
+                    } else {
+                        skipping = self.emit_error(ErrorInfo::error(
+                            "0A000",
+                            "pgsplit: an admin command cannot share a request with other statements",
+                        )
+                        .hint("Send SHOW pool_* and PGSPLIT commands on their own."));
+                    }
+                }
+                FrontendMessage::Bind { portal, statement } => {
+                    match self.state.statements.get(statement).cloned() {
+                        Some(st) => {
+                            portals.retain(|(p, _)| p[..] != *portal);
+                            portals.push((Bytes::copy_from_slice(portal), st));
+                            encode::raw_message(&mut self.wbuf, b'2', &[]);
+                        }
+                        None => {
+                            skipping = self.emit_error(ErrorInfo::error(
+                                "26000",
+                                format!(
+                                    "prepared statement \"{}\" does not exist",
+                                    String::from_utf8_lossy(statement)
+                                ),
+                            ));
+                        }
+                    }
+                }
+                FrontendMessage::Describe { target, name } => {
+                    let st = match target {
+                        Target::Statement => self.state.statements.get(name).cloned(),
+                        Target::Portal => portals
+                            .iter()
+                            .find(|(p, _)| p[..] == *name)
+                            .map(|(_, st)| Arc::clone(st)),
+                    };
+                    let Some(st) = st else {
+                        skipping = self.emit_error(ErrorInfo::error(
+                            "26000",
+                            "pgsplit: Describe of a statement or portal that does not exist",
+                        ));
+                        continue;
+                    };
+                    if target == Target::Statement {
+                        // No parameters.
+                        encode::raw_message(&mut self.wbuf, b't', &[&[0, 0]]);
+                    }
+                    let columns = self.local_columns(&st);
+                    if columns.is_empty() {
+                        encode::raw_message(&mut self.wbuf, b'n', &[]);
+                    } else {
+                        encode::row_description(&mut self.wbuf, columns);
+                    }
+                }
+                FrontendMessage::Execute { portal, .. } => {
+                    let st = portals
+                        .iter()
+                        .find(|(p, _)| p[..] == *portal)
+                        .map(|(_, st)| Arc::clone(st));
+                    let Some(st) = st else {
+                        skipping = self.emit_error(ErrorInfo::error(
+                            "34000",
+                            "portal does not exist",
+                        ));
+                        continue;
+                    };
+                    let outcome = self.local_outcome(st.sql()).await;
+                    skipping = self.emit(outcome, false);
+                }
+                FrontendMessage::Close { target, name } => {
+                    if target == Target::Statement && !name.is_empty() {
+                        self.state.statements.remove(name);
+                    }
+                    encode::raw_message(&mut self.wbuf, b'3', &[]);
+                }
+                FrontendMessage::Sync => {
+                    self.local_ready();
+                    return Ok(true);
+                }
+                FrontendMessage::FunctionCall => {
+                    self.emit_error(aborted());
+                    self.local_ready();
+                    return Ok(true);
+                }
+                // Flush needs nothing: the reply is written with this batch.
+                _ => {}
+            }
+        }
+        unreachable!("the request was checked to be complete")
+    }
+
+    fn local_ready(&mut self) {
+        if self.failed_tx {
+            self.tx = TransactionStatus::Failed;
+        }
+        encode::ready_for_query(&mut self.wbuf, self.tx);
+    }
+
+    fn local_columns(&self, st: &Statement) -> &'static [&'static str] {
+        if self.failed_tx {
+            return &[];
+        }
+        match std::str::from_utf8(st.sql()).ok().and_then(parse_admin) {
+            Some(Ok(cmd)) => crate::admin::columns(&cmd),
+            _ => &[],
+        }
+    }
+
+    /// Writes an outcome; returns whether it was an error (the rest of an
+    /// extended request is then skipped up to its Sync).
+    fn emit(&mut self, outcome: Outcome, describe: bool) -> bool {
+        match outcome {
+            Outcome::Rows { columns, rows } => {
+                if describe {
+                    encode::row_description(&mut self.wbuf, columns);
+                }
+                for row in &rows {
+                    let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
+                    encode::data_row(&mut self.wbuf, &values);
+                }
+                encode::command_complete(&mut self.wbuf, &format!("SELECT {}", rows.len()));
+                false
+            }
+            Outcome::Done { tag, note } => {
+                if let Some(note) = note {
+                    encode::notice_response(&mut self.wbuf, &ErrorInfo::notice("00000", note));
+                }
+                encode::command_complete(&mut self.wbuf, tag);
+                false
+            }
+            Outcome::Error(info) => self.emit_error(info),
+        }
+    }
+
+    fn emit_error(&mut self, info: ErrorInfo) -> bool {
+        encode::error_response(&mut self.wbuf, &info);
+        true
+    }
+
+    async fn local_outcome(&mut self, sql: &[u8]) -> Outcome {
+        let text = String::from_utf8_lossy(sql);
+        if self.failed_tx {
+            let a = self.shared.classifier.classify(&text);
+            if !a.effects.commit_or_rollback {
+                return Outcome::Error(self.lost_reason.take().unwrap_or_else(aborted));
+            }
+            if rolls_back_to_savepoint(&text) {
+                return Outcome::Error(ErrorInfo::error(
+                    "3B001",
+                    "pgsplit: the savepoint is gone with the lost server's transaction",
+                )
+                .hint("End the transaction with ROLLBACK and run it again."));
+            }
+            self.failed_tx = false;
+            self.lost_reason = None;
+            self.tx = TransactionStatus::Idle;
+            return Outcome::Done {
+                tag: "ROLLBACK",
+                note: None,
+            };
+        }
+        match parse_admin(&text) {
+            Some(Ok(cmd)) => {
+                let is_admin = self.shared.config.user(&self.user).is_some_and(|u| u.admin);
+                crate::admin::run(&self.shared, cmd, is_admin).await
+            }
+            Some(Err(message)) => Outcome::Error(ErrorInfo::error("42601", message)),
+            None => Outcome::Error(ErrorInfo::error(
+                "0A000",
+                "pgsplit: an admin command cannot share a request with other statements",
+            )),
+        }
+    }
+}
+
+fn aborted() -> ErrorInfo {
+    ErrorInfo::error(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+    .detail("pgsplit lost the server this transaction ran on; the server rolled it back.")
+    .hint("Send ROLLBACK, then run the transaction again.")
+}
+
+fn rolls_back_to_savepoint(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    let mut words = lower.split_ascii_whitespace();
+    words.next() == Some("rollback")
+        && words.any(|w| w == "to")
+}
+
+fn until_nul(b: &[u8]) -> &[u8] {
+    &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+}
+
+/// A cheap test first: almost every statement fails it on the first byte.
+fn is_admin(sql: &[u8]) -> bool {
+    let first = sql.iter().find(|b| !b.is_ascii_whitespace());
+    matches!(first, Some(b's' | b'S' | b'p' | b'P'))
+        && std::str::from_utf8(sql).is_ok_and(|s| parse_admin(s).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_text_is_recognised_cheaply() {
+        assert!(is_admin(b"SHOW pool_nodes"));
+        assert!(is_admin(b"  pgsplit promote 1"));
+        assert!(!is_admin(b"SELECT 1"));
+        assert!(!is_admin(b"SHOW search_path"));
+        assert!(!is_admin(b""));
+    }
+
+    #[test]
+    fn savepoint_rollbacks_are_told_apart() {
+        assert!(rolls_back_to_savepoint("ROLLBACK TO SAVEPOINT a"));
+        assert!(rolls_back_to_savepoint("rollback work to a"));
+        assert!(!rolls_back_to_savepoint("ROLLBACK"));
+        assert!(!rolls_back_to_savepoint("COMMIT"));
+    }
+}

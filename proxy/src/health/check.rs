@@ -1,0 +1,168 @@
+//! The check loop of one backend.
+//!
+//! A healthy server is asked every `routing.position_interval` (50 ms by
+//! default: read-your-writes compares sessions' write positions with the
+//! replicas' replay positions, so they must be fresh). The same query
+//! brings its role, timeline and lag, so a promotion is seen within one
+//! interval. A server that fails a check is asked again every
+//! `health.health_check_period` and is `down` after
+//! `health.health_check_max_retries` failures in a row; one success brings
+//! it back.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::shared::Shared;
+
+/// One successful check.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub in_recovery: bool,
+    /// Write position (primary) or replay position (standby).
+    pub lsn: u64,
+    pub receive_lsn: u64,
+    pub timeline: u32,
+    /// Milliseconds since the last replayed transaction's commit.
+    pub replay_age_millis: Option<u64>,
+    /// The WAL receiver's status ("streaming", ...); empty on a primary.
+    pub receiver_status: String,
+}
+
+/// `X/Y` as PostgreSQL prints a pg_lsn.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// One loop per backend; each ends when the proxy is gone.
+pub fn spawn(shared: &Arc<Shared>) {
+    for backend in 0..shared.backends.len() {
+        tokio::spawn(watch(Arc::downgrade(shared), backend));
+    }
+}
+
+// On a primary the timeline comes from the current WAL file name:
+// pg_control_checkpoint() only moves at the next checkpoint, which after a
+// promotion can be minutes away.
+const CHECK: &str = "SELECT pg_is_in_recovery(), \
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+     (CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver) \
+      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END)::text, \
+     pg_last_wal_receive_lsn()::text, \
+     (extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000)::bigint::text, \
+     (SELECT status FROM pg_stat_wal_receiver)";
+
+async fn watch(shared: Weak<Shared>, backend: usize) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut failures = 0u32;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let timeout = s.config.health.health_check_timeout;
+        let outcome = tokio::time::timeout(timeout, async {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = Some(connect(&s, backend).await?);
+            }
+            check(client.as_ref().expect("connected above")).await
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+        match outcome {
+            Ok(report) => {
+                failures = 0;
+                s.control.checked(&s, backend, &report);
+            }
+            Err(error) => {
+                client = None;
+                failures += 1;
+                s.control.failed(&s, backend, failures, &error);
+            }
+        }
+        let wait = if failures == 0 {
+            s.config.routing.position_interval
+        } else {
+            s.config.health.health_check_period
+        };
+        let wake = Arc::clone(&s.nodes[backend].wake);
+        drop(s);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+async fn check(c: &tokio_postgres::Client) -> Result<Report, String> {
+    let rows = c.simple_query(CHECK).await.map_err(|e| e.to_string())?;
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .ok_or("the health check returned no row")?;
+    let text = |i: usize| row.get(i).unwrap_or("");
+    Ok(Report {
+        in_recovery: text(0) == "t",
+        lsn: parse_lsn(text(1)).unwrap_or(0),
+        timeline: text(2).parse().unwrap_or(0),
+        receive_lsn: parse_lsn(text(3)).unwrap_or(0),
+        replay_age_millis: text(4).parse::<i64>().ok().map(|v| v.max(0) as u64),
+        receiver_status: text(5).to_owned(),
+    })
+}
+
+/// The health credentials: `[health]`'s own, else the first user's server
+/// login.
+pub(super) fn login(s: &Shared) -> (String, Option<String>) {
+    let h = &s.config.health;
+    match &h.health_check_user {
+        Some(user) => (
+            user.clone(),
+            h.health_check_password.as_ref().map(|p| p.expose().to_owned()),
+        ),
+        None => {
+            let u = s.config.users.first().expect("validated: users exist");
+            (
+                u.server_user().to_owned(),
+                u.server_password().map(str::to_owned),
+            )
+        }
+    }
+}
+
+pub(super) async fn connect(s: &Shared, backend: usize) -> Result<tokio_postgres::Client, String> {
+    let (user, password) = login(s);
+    let b = &s.backends[backend];
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&b.host)
+        .port(b.port)
+        .user(&user)
+        .dbname(&s.config.health.health_check_database)
+        .application_name("pgsplit health check")
+        .connect_timeout(s.config.timeouts.connect.min(Duration::from_secs(5)));
+    if let Some(p) = &password {
+        config.password(p);
+    }
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_parse_as_postgresql_prints_them() {
+        assert_eq!(parse_lsn("0/3000148"), Some(0x3000148));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("garbage"), None);
+        assert_eq!(parse_lsn("1/"), None);
+    }
+}

@@ -1,0 +1,310 @@
+//! Applying health reports: the election of the primary, fencing, and the
+//! actions that change the cluster (detach, attach, promote).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgsplit_protocol::encode::ErrorInfo;
+use pgsplit_router::topology::{self, Lag, Memory, PgRole, Role};
+use tokio::sync::watch;
+
+use super::check::{self, Report};
+use crate::shared::Shared;
+
+const NO_PRIMARY: usize = usize::MAX;
+
+/// The elected primary and what the election remembers.
+pub struct Control {
+    primary: AtomicUsize,
+    state: Mutex<State>,
+    /// Bumped on every change of primary: writers waiting for one watch it.
+    topology: watch::Sender<u64>,
+    /// Times the primary changed (including to "none").
+    pub primary_changes: AtomicU64,
+    /// Promotions pgsplit itself carried out (auto_promote or PGSPLIT PROMOTE).
+    pub promotions: AtomicU64,
+}
+
+struct State {
+    memory: Memory,
+    /// Since when no server has been the primary (for auto_promote).
+    no_primary_since: Option<Instant>,
+    /// A promotion pgsplit started has not been seen to finish.
+    promoting: bool,
+}
+
+impl Control {
+    /// Starts from the configured roles: `hint` is the configured primary.
+    pub fn new(hint: Option<usize>) -> Control {
+        Control {
+            primary: AtomicUsize::new(hint.unwrap_or(NO_PRIMARY)),
+            state: Mutex::new(State {
+                memory: Memory {
+                    trusted: hint,
+                    ..Memory::default()
+                },
+                no_primary_since: None,
+                promoting: false,
+            }),
+            topology: watch::channel(0).0,
+            primary_changes: AtomicU64::new(0),
+            promotions: AtomicU64::new(0),
+        }
+    }
+
+    pub fn primary(&self) -> Option<usize> {
+        match self.primary.load(Ordering::SeqCst) {
+            NO_PRIMARY => None,
+            p => Some(p),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.topology.subscribe()
+    }
+
+    pub(super) fn checked(&self, s: &Arc<Shared>, i: usize, r: &Report) {
+        let lag = if r.in_recovery {
+            let primary_lsn = self
+                .primary()
+                .filter(|&p| p != i)
+                .map(|p| s.nodes[p].lsn())
+                .filter(|&lsn| lsn > 0);
+            topology::standby_lag(primary_lsn, r.lsn, r.receive_lsn, r.replay_age_millis)
+        } else {
+            Lag::default()
+        };
+        if s.nodes[i].checked(r, lag) {
+            tracing::info!(backend = %s.backends[i].name, "backend is up again: health check succeeded");
+            s.clear_unreachable(i);
+        }
+        self.reelect(s);
+    }
+
+    pub(super) fn failed(&self, s: &Arc<Shared>, i: usize, failures: u32, error: &str) {
+        let name = &s.backends[i].name;
+        // Sessions stop picking it at once; `down` waits for the retries.
+        s.mark_unreachable(i);
+        let limit = s.config.health.health_check_max_retries;
+        if failures == 1 {
+            tracing::warn!(backend = %name, %error, "health check failed");
+        }
+        if s.nodes[i].failed(error, failures >= limit) {
+            tracing::error!(backend = %name, %error, failures, "backend is down: {failures} health checks failed in a row");
+        }
+        self.reelect(s);
+    }
+
+    /// Runs the election on the latest reports and applies it.
+    pub(super) fn reelect(&self, s: &Arc<Shared>) {
+        let mut st = self.state.lock().unwrap();
+        let reports: Vec<_> = s.nodes.iter().map(|n| n.report()).collect();
+        let e = topology::elect(&reports, &mut st.memory);
+        for (i, &role) in e.roles.iter().enumerate() {
+            let was = s.nodes[i].set_role(role);
+            if was == role {
+                continue;
+            }
+            let name = &s.backends[i].name;
+            if role == Role::StalePrimary && reports[i].up {
+                let winner = e.primary.map_or("none", |p| s.backends[p].name.as_str());
+                tracing::error!(
+                    backend = %name,
+                    timeline = reports[i].timeline,
+                    primary = %winner,
+                    "SPLIT BRAIN: backend claims to be primary but is not the primary pgsplit trusts (older timeline, or a switchover in progress); fenced: it gets no reads and no writes until it rejoins as a standby"
+                );
+            } else {
+                tracing::info!(backend = %name, from = was.as_str(), to = role.as_str(), "backend role changed");
+            }
+        }
+        let new = e.primary.unwrap_or(NO_PRIMARY);
+        let old = self.primary.swap(new, Ordering::SeqCst);
+        if old != new {
+            self.primary_changes.fetch_add(1, Ordering::Relaxed);
+            match e.primary {
+                Some(p) => {
+                    tracing::warn!(backend = %s.backends[p].name, timeline = reports[p].timeline, "primary is now this backend; writes go here");
+                    st.promoting = false;
+                }
+                None => tracing::error!(
+                    timeout = ?s.config.health.failover_timeout,
+                    "no primary: writes wait up to health.failover_timeout for one to appear"
+                ),
+            }
+            self.topology.send_modify(|v| *v += 1);
+        }
+        match e.primary {
+            Some(_) => st.no_primary_since = None,
+            None => {
+                let since = *st.no_primary_since.get_or_insert_with(Instant::now);
+                if s.config.health.auto_promote
+                    && !st.promoting
+                    && since.elapsed() >= s.config.health.promote_after
+                    // Only when no server still claims the role: a live old
+                    // primary is a split brain to fence, not to add to.
+                    && !reports.iter().any(|r| r.up && r.pg_role == PgRole::Primary)
+                {
+                    if let Some(target) = best_standby(s) {
+                        st.promoting = true;
+                        tracing::warn!(backend = %s.backends[target].name, down_for = ?since.elapsed(), "auto_promote: the primary has been down for promote_after; promoting the standby with the most WAL replayed");
+                        let s = Arc::clone(s);
+                        tokio::spawn(async move {
+                            if let Err(e) = pg_promote(&s, target).await {
+                                tracing::error!(backend = %s.backends[target].name, error = %e, "auto_promote failed; will retry");
+                                s.control.state.lock().unwrap().promoting = false;
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_excluded(&self, s: &Arc<Shared>, node: Option<usize>) {
+        self.state.lock().unwrap().memory.excluded = node;
+        self.reelect(s);
+    }
+}
+
+/// The up, attached standby that has replayed the most WAL.
+fn best_standby(s: &Shared) -> Option<usize> {
+    (0..s.nodes.len())
+        .filter(|&i| {
+            let n = &s.nodes[i];
+            n.is_up() && !n.is_detached() && n.pg_role() == PgRole::Standby
+        })
+        .max_by_key(|&i| (s.nodes[i].lsn(), std::cmp::Reverse(i)))
+}
+
+/// Runs `pg_promote()` on `target` and wakes its check so the new role is
+/// seen at once.
+async fn pg_promote(s: &Arc<Shared>, target: usize) -> Result<(), String> {
+    let client = check::connect(s, target).await?;
+    let rows = client
+        .simple_query("SELECT pg_promote(true, 60)")
+        .await
+        .map_err(|e| e.to_string())?;
+    let promoted = rows.iter().any(|m| {
+        matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t"))
+    });
+    if !promoted {
+        return Err("pg_promote() returned false: the promotion did not finish within 60 s".into());
+    }
+    s.control.promotions.fetch_add(1, Ordering::Relaxed);
+    s.nodes[target].wake.notify_one();
+    Ok(())
+}
+
+/// `PGSPLIT DETACH`: the node gets no traffic until attached.
+pub fn detach(s: &Arc<Shared>, i: usize) -> Option<String> {
+    let was = s.nodes[i].set_detached(true);
+    tracing::warn!(backend = %s.backends[i].name, "detached by an admin: no traffic until PGSPLIT ATTACH");
+    s.control.reelect(s);
+    let note = if was {
+        Some("the node was already detached".to_owned())
+    } else if s.nodes[i].pg_role() == PgRole::Primary && s.control.primary().is_none() {
+        Some("that was the primary: writes now wait for health.failover_timeout; attach it again or PGSPLIT PROMOTE a standby".to_owned())
+    } else {
+        None
+    };
+    note
+}
+
+/// `PGSPLIT ATTACH`: back in service as soon as it is healthy.
+pub fn attach(s: &Arc<Shared>, i: usize) -> Option<String> {
+    let was = s.nodes[i].set_detached(false);
+    tracing::info!(backend = %s.backends[i].name, "attached by an admin");
+    s.control.reelect(s);
+    (!was).then(|| "the node was not detached".to_owned())
+}
+
+/// `PGSPLIT PROMOTE`: makes standby `target` the primary. With the old
+/// primary up this is a switchover that loses nothing: writes are held,
+/// sessions using the old primary finish, the target replays everything
+/// the old primary wrote, and only then is it promoted.
+pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo> {
+    let name = s.backends[target].name.clone();
+    let n = &s.nodes[target];
+    if !(n.is_up() && n.pg_role() == PgRole::Standby) {
+        return Err(ErrorInfo::error(
+            "55000",
+            format!("pgsplit: cannot promote {name}: it is not a standby that answers health checks"),
+        )
+        .hint("SHOW pool_nodes lists each node's pg_status and pg_role."));
+    }
+    let timeout = s.config.health.failover_timeout;
+    let deadline = Instant::now() + timeout;
+    let old = s.control.primary();
+    if let Some(old) = old {
+        s.control.set_excluded(s, Some(old));
+        let undo = |why: String| {
+            s.control.set_excluded(s, None);
+            ErrorInfo::error("55006", format!("pgsplit: switchover to {name} abandoned: {why}"))
+                .hint("Nothing was promoted and writes go to the old primary again; retry when the cluster is quieter.")
+        };
+        // Sessions that picked the old primary before the fence finish
+        // their work there; none can start after it (they re-check).
+        while s.stats[old].active.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return Err(undo(format!(
+                    "sessions still use the old primary after {timeout:?} (health.failover_timeout)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let lsn = match current_lsn(s, old).await {
+            Ok(l) => l,
+            Err(e) => return Err(undo(format!("cannot read the old primary's WAL position: {e}"))),
+        };
+        while s.nodes[target].lsn() < lsn {
+            if Instant::now() >= deadline {
+                return Err(undo(format!("{name} did not replay the old primary's WAL within {timeout:?}")));
+            }
+            s.nodes[target].wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    s.control.state.lock().unwrap().promoting = true;
+    if let Err(e) = pg_promote(s, target).await {
+        s.control.state.lock().unwrap().promoting = false;
+        s.control.set_excluded(s, None);
+        return Err(ErrorInfo::error("58000", format!("pgsplit: promoting {name} failed: {e}")));
+    }
+    let mut topology = s.control.subscribe();
+    while s.control.primary() != Some(target) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorInfo::error(
+                "58000",
+                format!("pgsplit: {name} was promoted but has not reported as primary within {timeout:?}"),
+            ));
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), topology.changed()).await;
+    }
+    // The old primary stays fenced by its older timeline.
+    s.control.state.lock().unwrap().memory.excluded = None;
+    tracing::warn!(backend = %name, old = ?old.map(|o| &s.backends[o].name), "promoted by PGSPLIT PROMOTE");
+    Ok(match old {
+        Some(o) => format!(
+            "{name} is the primary; {} is fenced until it rejoins as a standby",
+            s.backends[o].name
+        ),
+        None => format!("{name} is the primary"),
+    })
+}
+
+async fn current_lsn(s: &Shared, i: usize) -> Result<u64, String> {
+    let client = check::connect(s, i).await?;
+    let rows = client
+        .simple_query("SELECT pg_current_wal_lsn()::text")
+        .await
+        .map_err(|e| e.to_string())?;
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(check::parse_lsn),
+            _ => None,
+        })
+        .ok_or_else(|| "no position returned".to_owned())
+}

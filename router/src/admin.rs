@@ -1,0 +1,132 @@
+//! pgsplit's own commands, answered by the proxy instead of a server:
+//! pgpool-style `SHOW pool_*` views and `PGSPLIT <verb> <node>` actions.
+//!
+//! Recognised by text before classification, so they work wherever a
+//! statement can appear (inside transactions too) and never reach a
+//! server that would reject them as unknown.
+
+/// One admin command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminCommand {
+    ShowPoolNodes,
+    ShowPoolVersion,
+    /// Take a node out of service until attached again.
+    Detach(String),
+    Attach(String),
+    /// Make a standby the primary (a switchover when the primary is up).
+    Promote(String),
+}
+
+impl AdminCommand {
+    /// Changes the cluster: only admin users may run it.
+    pub fn needs_admin(&self) -> bool {
+        !matches!(self, AdminCommand::ShowPoolNodes | AdminCommand::ShowPoolVersion)
+    }
+
+    /// The CommandComplete tag of an action.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            AdminCommand::ShowPoolNodes | AdminCommand::ShowPoolVersion => "SHOW",
+            AdminCommand::Detach(_) => "PGSPLIT DETACH",
+            AdminCommand::Attach(_) => "PGSPLIT ATTACH",
+            AdminCommand::Promote(_) => "PGSPLIT PROMOTE",
+        }
+    }
+}
+
+/// `None`: not an admin command (leave it to the classifier). `Some(Err)`:
+/// meant for pgsplit but malformed; the message says how to write it.
+pub fn parse_admin(sql: &str) -> Option<Result<AdminCommand, String>> {
+    let text = sql.trim().trim_end_matches(';').trim_end();
+    let mut words = text.split_ascii_whitespace();
+    let first = words.next()?;
+    if first.eq_ignore_ascii_case("show") {
+        let what = words.next()?;
+        if words.next().is_some() {
+            return None;
+        }
+        return if what.eq_ignore_ascii_case("pool_nodes") {
+            Some(Ok(AdminCommand::ShowPoolNodes))
+        } else if what.eq_ignore_ascii_case("pool_version") {
+            Some(Ok(AdminCommand::ShowPoolVersion))
+        } else {
+            None
+        };
+    }
+    if !first.eq_ignore_ascii_case("pgsplit") {
+        return None;
+    }
+    let usage = "write it as PGSPLIT DETACH|ATTACH|PROMOTE <node name or node_id>";
+    let (Some(verb), Some(node), None) = (words.next(), words.next(), words.next()) else {
+        return Some(Err(format!("pgsplit: malformed admin command; {usage}")));
+    };
+    let node = node.trim_matches(|c| c == '\'' || c == '"').to_owned();
+    Some(match verb.to_ascii_lowercase().as_str() {
+        "detach" => Ok(AdminCommand::Detach(node)),
+        "attach" => Ok(AdminCommand::Attach(node)),
+        "promote" => Ok(AdminCommand::Promote(node)),
+        _ => Err(format!("pgsplit: unknown admin command {verb:?}; {usage}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_views_in_any_case_with_or_without_semicolon() {
+        assert_eq!(
+            parse_admin("SHOW pool_nodes"),
+            Some(Ok(AdminCommand::ShowPoolNodes))
+        );
+        assert_eq!(
+            parse_admin("  show POOL_NODES ;\n"),
+            Some(Ok(AdminCommand::ShowPoolNodes))
+        );
+        assert_eq!(
+            parse_admin("show pool_version;"),
+            Some(Ok(AdminCommand::ShowPoolVersion))
+        );
+    }
+
+    #[test]
+    fn ordinary_statements_are_left_alone() {
+        for sql in [
+            "SHOW search_path",
+            "SHOW pool_nodes_x",
+            "SHOW ALL",
+            "select 1",
+            "SHOW pool_nodes extra",
+            "",
+            "pgsplitx detach a",
+        ] {
+            assert_eq!(parse_admin(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn actions_name_a_node_by_name_or_number() {
+        assert_eq!(
+            parse_admin("PGSPLIT DETACH replica1"),
+            Some(Ok(AdminCommand::Detach("replica1".into())))
+        );
+        assert_eq!(
+            parse_admin("pgsplit attach 2;"),
+            Some(Ok(AdminCommand::Attach("2".into())))
+        );
+        assert_eq!(
+            parse_admin("pgsplit promote 'node-1'"),
+            Some(Ok(AdminCommand::Promote("node-1".into())))
+        );
+        assert!(AdminCommand::Promote(String::new()).needs_admin());
+        assert!(!AdminCommand::ShowPoolNodes.needs_admin());
+    }
+
+    #[test]
+    fn malformed_actions_explain_the_syntax() {
+        for sql in ["PGSPLIT", "pgsplit detach", "pgsplit frobnicate x", "pgsplit detach a b"] {
+            let err = parse_admin(sql).unwrap().unwrap_err();
+            assert!(err.contains("PGSPLIT DETACH|ATTACH|PROMOTE"), "{sql}: {err}");
+        }
+    }
+}
