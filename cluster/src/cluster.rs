@@ -25,6 +25,11 @@ const TEARDOWN_FAST_SECS: u64 = 10;
 
 /// A running primary (node 0) and its streaming replicas (nodes `1..=n`).
 ///
+/// Indexes name nodes, not roles: after [`Cluster::promote`],
+/// [`Cluster::follow`] and [`Cluster::rejoin_as_standby`] node 0 may be a
+/// standby and another node the primary. A node keeps its port and data
+/// directory for the cluster's whole life.
+///
 /// Dropping it (or [`Cluster::shutdown`]) stops every server and deletes
 /// [`Cluster::base_dir`]; if this process dies first, the watchdog does.
 /// Methods take `&self` so a cluster can live in a `static OnceLock`;
@@ -134,7 +139,7 @@ impl Cluster {
             attempt += 1;
             let port = ports::free_port()?;
             setup::write_node_conf(&data_dir, index, port, self.runner.owner)?;
-            let seen = fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
+            let seen = log_len(&log_file);
             match self.pg_ctl_start(&data_dir, &log_file, index) {
                 Ok(()) => {
                     return Ok(NodeInfo {
@@ -151,7 +156,12 @@ impl Cluster {
         }
     }
 
-    fn pg_ctl_start(&self, data_dir: &Path, log: &Path, index: usize) -> Result<(), ClusterError> {
+    pub(crate) fn pg_ctl_start(
+        &self,
+        data_dir: &Path,
+        log: &Path,
+        index: usize,
+    ) -> Result<(), ClusterError> {
         let mut cmd = self.runner.command("pg_ctl");
         cmd.args(["start", "-w", "-t", &PG_CTL_WAIT_SECS.to_string(), "-D"])
             .arg(data_dir)
@@ -312,11 +322,22 @@ impl std::fmt::Debug for Cluster {
 
 /// Whether the log written since byte `seen` blames a port already in use.
 fn lost_port(log: &Path, seen: u64) -> bool {
+    ports::is_port_conflict(&log_since(log, seen))
+}
+
+/// Length of a log file now, so a later [`log_since`] sees only what an
+/// operation made the server write.
+pub(crate) fn log_len(log: &Path) -> u64 {
+    fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+}
+
+/// What the log gained after byte `seen` (empty if it cannot be read).
+pub(crate) fn log_since(log: &Path, seen: u64) -> String {
     let Ok(bytes) = fs::read(log) else {
-        return false;
+        return String::new();
     };
     let fresh = bytes.get(seen as usize..).unwrap_or_default();
-    ports::is_port_conflict(&String::from_utf8_lossy(fresh))
+    String::from_utf8_lossy(fresh).into_owned()
 }
 
 /// Reads the postmaster pid from `postmaster.pid` and checks it exists. A

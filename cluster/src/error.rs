@@ -31,6 +31,12 @@ pub enum ClusterError {
         stderr: String,
         log_tail: String,
     },
+    /// A replica cannot follow the upstream it was pointed at: it already
+    /// replayed or received WAL past the point where the upstream's
+    /// timeline forked. Only a fresh copy fixes that
+    /// ([`crate::Cluster::rejoin_as_standby`]), or pg_rewind.
+    #[error("{0}")]
+    Diverged(String),
     /// Something did not happen before its deadline; the message says what
     /// and quotes the relevant server log.
     #[error("timed out: {0}")]

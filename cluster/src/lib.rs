@@ -9,8 +9,10 @@
 //! `pg_basebackup` and returns once every replica is streaming.
 //!
 //! Main types:
-//! - [`Cluster`]: the running nodes; node 0 is the primary, `1..=n` are
-//!   replicas. Stop, start, promote, delay replay, run SQL through `psql`.
+//! - [`Cluster`]: the running nodes; node 0 starts as the primary, `1..=n`
+//!   as replicas. Stop, start, promote, delay replay, run SQL through
+//!   `psql`, and rebuild the topology after a failover the way a manager
+//!   would ([`Cluster::follow`], [`Cluster::rejoin_as_standby`]).
 //! - [`ClusterOptions`]: replica count, superuser credentials, extra
 //!   `postgresql.conf` settings.
 //! - [`ClusterError`]: what failed, with the tail of the node's server log.
@@ -33,6 +35,7 @@ mod exec;
 mod ports;
 mod setup;
 mod sql;
+mod topology;
 mod watchdog;
 
 pub use bindir::find_bindir;

@@ -94,7 +94,7 @@ impl Cluster {
     /// are not waited for.
     pub fn wait_for_replay(&self, timeout: Duration) -> Result<(), ClusterError> {
         let deadline = Instant::now() + timeout;
-        let primary = self.current_primary(deadline)?;
+        let primary = self.current_primary(timeout)?;
         let lsn = self.psql(primary, "postgres", "SELECT pg_current_wal_lsn()")?;
         let caught_up =
             format!("SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= '{lsn}'");
@@ -120,7 +120,12 @@ impl Cluster {
         })
     }
 
-    fn current_primary(&self, deadline: Instant) -> Result<usize, ClusterError> {
+    /// The first running node (by index) that is out of recovery, waiting
+    /// up to `timeout` for one to appear, e.g. while a promotion finishes.
+    /// With two primaries at once (a promotion while the old primary still
+    /// runs) this is the lower index, not the newer timeline.
+    pub fn current_primary(&self, timeout: Duration) -> Result<usize, ClusterError> {
+        let deadline = Instant::now() + timeout;
         loop {
             for index in 0..self.nodes.len() {
                 let sql = "SELECT pg_is_in_recovery()";

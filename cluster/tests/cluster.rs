@@ -276,3 +276,119 @@ fn a_failed_start_reports_the_server_log() {
         "{text}"
     );
 }
+
+/// What a replica says about itself: (in recovery, port, upstream port).
+fn standby_status(c: &Cluster, index: usize) -> (String, String, String) {
+    let out = c
+        .psql(
+            index,
+            "postgres",
+            "SELECT pg_is_in_recovery(), inet_server_port(), \
+             (SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+        )
+        .unwrap();
+    let cols: Vec<&str> = out.split('|').collect();
+    (cols[0].into(), cols[1].into(), cols[2].into())
+}
+
+#[test]
+fn after_a_failover_replicas_follow_and_the_old_primary_rejoins() {
+    let c = Cluster::start(ClusterOptions::default()).expect("start cluster");
+    c.psql(
+        0,
+        "postgres",
+        "CREATE TABLE history (id int PRIMARY KEY, note text);\n\
+         INSERT INTO history VALUES (1, 'before');",
+    )
+    .unwrap();
+    c.wait_for_replay(REPLAY_TIMEOUT).unwrap();
+
+    c.stop_node(0, StopMode::Immediate).unwrap();
+    c.promote(1).unwrap();
+    assert_eq!(c.current_primary(REPLAY_TIMEOUT).unwrap(), 1);
+    let started = Instant::now();
+    c.follow(2, 1).unwrap();
+    eprintln!("follow(2, 1) took {:?}", started.elapsed());
+    let (recovery, port, upstream) = standby_status(&c, 2);
+    assert_eq!(recovery, "t");
+    assert_eq!(port, c.port(2).to_string());
+    assert_eq!(upstream, c.port(1).to_string());
+
+    // The old primary comes back on its own timeline and takes a write the
+    // new primary never sees: the diverged node a rejoin must cope with.
+    c.start_node(0).unwrap();
+    assert_eq!(
+        c.psql(0, "postgres", "SELECT pg_is_in_recovery()").unwrap(),
+        "f"
+    );
+    c.psql(0, "postgres", "INSERT INTO history VALUES (2, 'lost')")
+        .unwrap();
+    c.psql(1, "postgres", "INSERT INTO history VALUES (3, 'after')")
+        .unwrap();
+    let err = c.follow(0, 1).unwrap_err();
+    assert!(matches!(err, ClusterError::Diverged(_)), "{err}");
+
+    let started = Instant::now();
+    c.rejoin_as_standby(0, 1).unwrap();
+    eprintln!("rejoin_as_standby(0, 1) took {:?}", started.elapsed());
+    let (recovery, port, upstream) = standby_status(&c, 0);
+    assert_eq!(recovery, "t");
+    assert_eq!(port, c.port(0).to_string(), "node 0 kept its port");
+    assert_eq!(upstream, c.port(1).to_string());
+
+    // Both standbys replay the new primary's writes, and the old timeline's
+    // write is gone.
+    c.psql(1, "postgres", "INSERT INTO history VALUES (4, 'later')")
+        .unwrap();
+    c.wait_for_replay(REPLAY_TIMEOUT).unwrap();
+    for index in [0, 2] {
+        let rows = c
+            .psql(index, "postgres", "SELECT id FROM history ORDER BY id")
+            .unwrap();
+        assert_eq!(rows, "1\n3\n4", "node {index}");
+    }
+    let seen_by_primary = c
+        .psql(
+            1,
+            "postgres",
+            "SELECT string_agg(application_name, ',' ORDER BY application_name) \
+             FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        .unwrap();
+    assert_eq!(seen_by_primary, "pgsplit_node0,pgsplit_node2");
+}
+
+#[test]
+fn follow_refuses_an_upstream_that_forked_behind_it() {
+    let c = Cluster::start(ClusterOptions::default()).expect("start cluster");
+    c.psql(0, "postgres", "CREATE TABLE ahead (id int)")
+        .unwrap();
+    c.wait_for_replay(REPLAY_TIMEOUT).unwrap();
+    // Node 2 gets a write node 1 never receives, then node 1 is promoted:
+    // its timeline forks before node 2's position.
+    c.stop_node(1, StopMode::Fast).unwrap();
+    c.psql(0, "postgres", "INSERT INTO ahead VALUES (1)")
+        .unwrap();
+    c.wait_for_replay(REPLAY_TIMEOUT).unwrap();
+    c.stop_node(0, StopMode::Immediate).unwrap();
+    c.start_node(1).unwrap();
+    c.promote(1).unwrap();
+
+    let started = Instant::now();
+    let err = c.follow(2, 1).unwrap_err();
+    eprintln!(
+        "follow(2, 1) reported divergence after {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, ClusterError::Diverged(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "not fast");
+
+    c.rejoin_as_standby(2, 1).unwrap();
+    let (recovery, port, upstream) = standby_status(&c, 2);
+    assert_eq!((recovery.as_str(), port), ("t", c.port(2).to_string()));
+    assert_eq!(upstream, c.port(1).to_string());
+    assert_eq!(
+        c.psql(2, "postgres", "SELECT count(*) FROM ahead").unwrap(),
+        "0"
+    );
+}

@@ -350,7 +350,10 @@ fn check_health(config: &Config, out: &mut Vec<Problem>) {
         ("health.promote_after", h.promote_after),
     ] {
         if d.is_zero() {
-            out.push(Problem::new(key, "must be above zero; write it like \"1s\""));
+            out.push(Problem::new(
+                key,
+                "must be above zero; write it like \"1s\"",
+            ));
         }
     }
     if h.health_check_max_retries == 0 {

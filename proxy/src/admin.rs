@@ -110,11 +110,17 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
 fn resolve(shared: &Shared, name: &str) -> Result<usize, ErrorInfo> {
     shared
         .backend_index(name)
-        .or_else(|| name.parse().ok().filter(|&i: &usize| i < shared.backends.len()))
+        .or_else(|| {
+            name.parse()
+                .ok()
+                .filter(|&i: &usize| i < shared.backends.len())
+        })
         .ok_or_else(|| {
             let names: Vec<&str> = shared.backends.iter().map(|b| b.name.as_str()).collect();
-            ErrorInfo::error("42704", format!("pgsplit: no backend named {name:?}"))
-                .hint(format!("Name a backend ({}) or give its node_id from SHOW pool_nodes.", names.join(", ")))
+            ErrorInfo::error("42704", format!("pgsplit: no backend named {name:?}")).hint(format!(
+                "Name a backend ({}) or give its node_id from SHOW pool_nodes.",
+                names.join(", ")
+            ))
         })
 }
 
@@ -158,7 +164,11 @@ fn pool_nodes(s: &Shared) -> Vec<Vec<Option<String>>> {
                 text(&s.stats[i].reads.load(Ordering::Relaxed)),
                 text(&takes_reads),
                 text(&if standby { n.lag.bytes } else { 0 }),
-                text(&if standby { n.replication_state.as_str() } else { "" }),
+                text(&if standby {
+                    n.replication_state.as_str()
+                } else {
+                    ""
+                }),
                 text(&""),
                 text(
                     &humantime::format_rfc3339_seconds(n.last_status_change)

@@ -264,7 +264,9 @@ impl Shared {
 
     /// A health check succeeded: the node is worth trying again at once.
     pub fn clear_unreachable(&self, backend: usize) {
-        self.stats[backend].down_until_ms.store(0, Ordering::Relaxed);
+        self.stats[backend]
+            .down_until_ms
+            .store(0, Ordering::Relaxed);
     }
 
     pub fn is_usable(&self, backend: usize) -> bool {

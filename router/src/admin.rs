@@ -20,7 +20,10 @@ pub enum AdminCommand {
 impl AdminCommand {
     /// Changes the cluster: only admin users may run it.
     pub fn needs_admin(&self) -> bool {
-        !matches!(self, AdminCommand::ShowPoolNodes | AdminCommand::ShowPoolVersion)
+        !matches!(
+            self,
+            AdminCommand::ShowPoolNodes | AdminCommand::ShowPoolVersion
+        )
     }
 
     /// The CommandComplete tag of an action.
@@ -124,9 +127,17 @@ mod tests {
 
     #[test]
     fn malformed_actions_explain_the_syntax() {
-        for sql in ["PGSPLIT", "pgsplit detach", "pgsplit frobnicate x", "pgsplit detach a b"] {
+        for sql in [
+            "PGSPLIT",
+            "pgsplit detach",
+            "pgsplit frobnicate x",
+            "pgsplit detach a b",
+        ] {
             let err = parse_admin(sql).unwrap().unwrap_err();
-            assert!(err.contains("PGSPLIT DETACH|ATTACH|PROMOTE"), "{sql}: {err}");
+            assert!(
+                err.contains("PGSPLIT DETACH|ATTACH|PROMOTE"),
+                "{sql}: {err}"
+            );
         }
     }
 }

@@ -61,8 +61,8 @@
 //! `standard_conforming_strings = on` (the default since PostgreSQL 9.1).
 //! User-defined operators and triggers are invisible here.
 
-mod analyze;
 pub mod admin;
+mod analyze;
 pub mod balance;
 mod cache;
 mod classifier;

@@ -125,7 +125,8 @@ pub struct Lag {
 
 impl Lag {
     pub fn within(self, max_bytes: u64, max_millis: u64) -> bool {
-        (max_bytes == 0 || self.bytes <= max_bytes) && (max_millis == 0 || self.millis <= max_millis)
+        (max_bytes == 0 || self.bytes <= max_bytes)
+            && (max_millis == 0 || self.millis <= max_millis)
     }
 }
 
@@ -287,7 +288,13 @@ mod tests {
     #[test]
     fn a_caught_up_standby_has_no_lag_however_old_its_last_transaction() {
         let lag = standby_lag(Some(1000), 1000, 1000, Some(60_000));
-        assert_eq!(lag, Lag { bytes: 0, millis: 0 });
+        assert_eq!(
+            lag,
+            Lag {
+                bytes: 0,
+                millis: 0
+            }
+        );
         // Ahead of a slightly stale primary sample: still no lag.
         assert_eq!(standby_lag(Some(900), 1000, 1000, Some(5)).bytes, 0);
     }
@@ -295,7 +302,13 @@ mod tests {
     #[test]
     fn a_delayed_standby_lags_by_the_age_of_what_it_last_applied() {
         let lag = standby_lag(Some(5000), 1000, 5000, Some(3_000));
-        assert_eq!(lag, Lag { bytes: 4000, millis: 3_000 });
+        assert_eq!(
+            lag,
+            Lag {
+                bytes: 4000,
+                millis: 3_000
+            }
+        );
         assert!(!lag.within(16 << 20, 1_000));
         assert!(lag.within(16 << 20, 10_000));
         assert!(!lag.within(1000, 0), "byte limit alone");

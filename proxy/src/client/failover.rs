@@ -44,7 +44,12 @@ impl Session {
     /// run). Anything else gets an error; inside a transaction the session
     /// then answers as PostgreSQL does for an aborted transaction until the
     /// client ends it.
-    pub(super) fn lose_server(&mut self, i: usize, why: &str, read_only: bool) -> Result<(), SessionError> {
+    pub(super) fn lose_server(
+        &mut self,
+        i: usize,
+        why: &str,
+        read_only: bool,
+    ) -> Result<(), SessionError> {
         let name = self.shared.backends[i].name.clone();
         if read_only {
             tracing::warn!(backend = %name, "the primary refused a write as read-only: it was demoted; looking for the new primary");

@@ -24,18 +24,23 @@ impl Session {
             return true;
         }
         let max = self.shared.config.limits.max_message_size;
-        let Some(Ok((tag, body))) = Frames::new(&self.rbuf, Direction::Frontend, max).next()
-        else {
+        let Some(Ok((tag, body))) = Frames::new(&self.rbuf, Direction::Frontend, max).next() else {
             return false;
         };
         match tag {
             b'Q' => is_admin(until_nul(body)),
             b'P' => {
-                let name_end = body.iter().position(|&b| b == 0).map_or(body.len(), |i| i + 1);
+                let name_end = body
+                    .iter()
+                    .position(|&b| b == 0)
+                    .map_or(body.len(), |i| i + 1);
                 is_admin(until_nul(&body[name_end..]))
             }
             b'B' => {
-                let portal_end = body.iter().position(|&b| b == 0).map_or(body.len(), |i| i + 1);
+                let portal_end = body
+                    .iter()
+                    .position(|&b| b == 0)
+                    .map_or(body.len(), |i| i + 1);
                 self.state
                     .statements
                     .get(until_nul(&body[portal_end..]))
@@ -141,10 +146,8 @@ impl Session {
                         .find(|(p, _)| p[..] == *portal)
                         .map(|(_, st)| Arc::clone(st));
                     let Some(st) = st else {
-                        skipping = self.emit_error(ErrorInfo::error(
-                            "34000",
-                            "portal does not exist",
-                        ));
+                        skipping =
+                            self.emit_error(ErrorInfo::error("34000", "portal does not exist"));
                         continue;
                     };
                     let outcome = self.local_outcome(st.sql()).await;
@@ -228,11 +231,13 @@ impl Session {
                 return Outcome::Error(self.lost_reason.take().unwrap_or_else(aborted));
             }
             if rolls_back_to_savepoint(&text) {
-                return Outcome::Error(ErrorInfo::error(
-                    "3B001",
-                    "pgsplit: the savepoint is gone with the lost server's transaction",
-                )
-                .hint("End the transaction with ROLLBACK and run it again."));
+                return Outcome::Error(
+                    ErrorInfo::error(
+                        "3B001",
+                        "pgsplit: the savepoint is gone with the lost server's transaction",
+                    )
+                    .hint("End the transaction with ROLLBACK and run it again."),
+                );
             }
             self.failed_tx = false;
             self.lost_reason = None;
@@ -268,8 +273,7 @@ fn aborted() -> ErrorInfo {
 fn rolls_back_to_savepoint(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
     let mut words = lower.split_ascii_whitespace();
-    words.next() == Some("rollback")
-        && words.any(|w| w == "to")
+    words.next() == Some("rollback") && words.any(|w| w == "to")
 }
 
 fn until_nul(b: &[u8]) -> &[u8] {

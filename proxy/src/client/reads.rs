@@ -202,7 +202,11 @@ impl Session {
 
 impl Session {
     /// `SET pgsplit.<name> = value`, from either protocol.
-    pub(super) fn apply_own_setting(&mut self, which: OwnSetting, sql: &str) -> Result<(), ErrorInfo> {
+    pub(super) fn apply_own_setting(
+        &mut self,
+        which: OwnSetting,
+        sql: &str,
+    ) -> Result<(), ErrorInfo> {
         match which {
             OwnSetting::ReadYourWrites => match parse_ryw(sql) {
                 Some(mode) => {
@@ -276,9 +280,14 @@ fn set_value(sql: &str) -> Option<String> {
 fn parse_lag(sql: &str, current: LagLimit) -> Option<LagLimit> {
     let value = set_value(sql)?;
     if value == "0" {
-        return Some(LagLimit { bytes: 0, millis: 0 });
+        return Some(LagLimit {
+            bytes: 0,
+            millis: 0,
+        });
     }
-    let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim();
+    let digits = value
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .trim();
     let unit = value[digits.len()..].trim();
     let bytes_per = match unit {
         "b" => Some(1u64),
@@ -317,17 +326,15 @@ fn lag_text(l: LagLimit) -> String {
 
 /// The mode in `SET pgsplit.read_your_writes = 'mode'` (or `TO mode`).
 pub(super) fn parse_ryw(sql: &str) -> Option<pgsplit_config::ReadYourWrites> {
-    Some(
-        match set_value(sql)?.as_str() {
-            "off" => Mode::Off,
-            "transaction" => Mode::Transaction,
-            "session" => Mode::Session,
-            "sticky" => Mode::Sticky,
-            "causal" => Mode::Causal,
-            "global" => Mode::Global,
-            _ => return None,
-        },
-    )
+    Some(match set_value(sql)?.as_str() {
+        "off" => Mode::Off,
+        "transaction" => Mode::Transaction,
+        "session" => Mode::Session,
+        "sticky" => Mode::Sticky,
+        "causal" => Mode::Causal,
+        "global" => Mode::Global,
+        _ => return None,
+    })
 }
 
 fn ryw_name(mode: pgsplit_config::ReadYourWrites) -> &'static str {
@@ -372,11 +379,41 @@ mod tests {
             millis: 10_000,
         };
         let set = |v: &str| parse_lag(&format!("SET pgsplit.max_replica_lag = {v}"), base);
-        assert_eq!(set("'1s'"), Some(LagLimit { bytes: 100, millis: 1000 }));
-        assert_eq!(set("'250ms'"), Some(LagLimit { bytes: 100, millis: 250 }));
-        assert_eq!(set("'16MB'"), Some(LagLimit { bytes: 16 << 20, millis: 10_000 }));
-        assert_eq!(set("0"), Some(LagLimit { bytes: 0, millis: 0 }));
+        assert_eq!(
+            set("'1s'"),
+            Some(LagLimit {
+                bytes: 100,
+                millis: 1000
+            })
+        );
+        assert_eq!(
+            set("'250ms'"),
+            Some(LagLimit {
+                bytes: 100,
+                millis: 250
+            })
+        );
+        assert_eq!(
+            set("'16MB'"),
+            Some(LagLimit {
+                bytes: 16 << 20,
+                millis: 10_000
+            })
+        );
+        assert_eq!(
+            set("0"),
+            Some(LagLimit {
+                bytes: 0,
+                millis: 0
+            })
+        );
         assert_eq!(set("'soon'"), None);
-        assert_eq!(lag_text(LagLimit { bytes: 0, millis: 1500 }), "1s 500ms, off");
+        assert_eq!(
+            lag_text(LagLimit {
+                bytes: 0,
+                millis: 1500
+            }),
+            "1s 500ms, off"
+        );
     }
 }

@@ -604,7 +604,9 @@ fn fatal(body: &[u8]) -> Option<String> {
     matches!(fields.severity(), Some("FATAL" | "PANIC")).then(|| {
         format!(
             "{} (SQLSTATE {})",
-            fields.message().unwrap_or("the server ended the connection"),
+            fields
+                .message()
+                .unwrap_or("the server ended the connection"),
             fields.code().unwrap_or("?")
         )
     })

@@ -174,7 +174,9 @@ impl Session {
                     self.open_segment = true;
                     Ok(true)
                 }
-                Decision::Read(need, _) if Some(a) != primary && self.replica_satisfies(a, need) => {
+                Decision::Read(need, _)
+                    if Some(a) != primary && self.replica_satisfies(a, need) =>
+                {
                     self.count(a, true);
                     self.open_segment = true;
                     Ok(true)

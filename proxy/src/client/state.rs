@@ -34,7 +34,11 @@ pub struct Statement {
 impl Statement {
     /// The query text from the Parse body.
     pub fn sql(&self) -> &[u8] {
-        let end = self.body.iter().position(|&b| b == 0).unwrap_or(self.body.len());
+        let end = self
+            .body
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.body.len());
         &self.body[..end]
     }
 }

@@ -118,7 +118,9 @@ pub(super) fn login(s: &Shared) -> (String, Option<String>) {
     match &h.health_check_user {
         Some(user) => (
             user.clone(),
-            h.health_check_password.as_ref().map(|p| p.expose().to_owned()),
+            h.health_check_password
+                .as_ref()
+                .map(|p| p.expose().to_owned()),
         ),
         None => {
             let u = s.config.users.first().expect("validated: users exist");

@@ -77,8 +77,9 @@ impl Control {
         };
         if s.nodes[i].checked(r, lag) {
             tracing::info!(backend = %s.backends[i].name, "backend is up again: health check succeeded");
-            s.clear_unreachable(i);
         }
+        // It accepts connections: sessions may try it again at once.
+        s.clear_unreachable(i);
         self.reelect(s);
     }
 
@@ -186,9 +187,9 @@ async fn pg_promote(s: &Arc<Shared>, target: usize) -> Result<(), String> {
         .simple_query("SELECT pg_promote(true, 60)")
         .await
         .map_err(|e| e.to_string())?;
-    let promoted = rows.iter().any(|m| {
-        matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t"))
-    });
+    let promoted = rows
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")));
     if !promoted {
         return Err("pg_promote() returned false: the promotion did not finish within 60 s".into());
     }
@@ -202,14 +203,13 @@ pub fn detach(s: &Arc<Shared>, i: usize) -> Option<String> {
     let was = s.nodes[i].set_detached(true);
     tracing::warn!(backend = %s.backends[i].name, "detached by an admin: no traffic until PGSPLIT ATTACH");
     s.control.reelect(s);
-    let note = if was {
+    if was {
         Some("the node was already detached".to_owned())
     } else if s.nodes[i].pg_role() == PgRole::Primary && s.control.primary().is_none() {
         Some("that was the primary: writes now wait for health.failover_timeout; attach it again or PGSPLIT PROMOTE a standby".to_owned())
     } else {
         None
-    };
-    note
+    }
 }
 
 /// `PGSPLIT ATTACH`: back in service as soon as it is healthy.
@@ -230,7 +230,9 @@ pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo
     if !(n.is_up() && n.pg_role() == PgRole::Standby) {
         return Err(ErrorInfo::error(
             "55000",
-            format!("pgsplit: cannot promote {name}: it is not a standby that answers health checks"),
+            format!(
+                "pgsplit: cannot promote {name}: it is not a standby that answers health checks"
+            ),
         )
         .hint("SHOW pool_nodes lists each node's pg_status and pg_role."));
     }
@@ -256,11 +258,17 @@ pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo
         }
         let lsn = match current_lsn(s, old).await {
             Ok(l) => l,
-            Err(e) => return Err(undo(format!("cannot read the old primary's WAL position: {e}"))),
+            Err(e) => {
+                return Err(undo(format!(
+                    "cannot read the old primary's WAL position: {e}"
+                )))
+            }
         };
         while s.nodes[target].lsn() < lsn {
             if Instant::now() >= deadline {
-                return Err(undo(format!("{name} did not replay the old primary's WAL within {timeout:?}")));
+                return Err(undo(format!(
+                    "{name} did not replay the old primary's WAL within {timeout:?}"
+                )));
             }
             s.nodes[target].wake.notify_one();
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -270,7 +278,10 @@ pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo
     if let Err(e) = pg_promote(s, target).await {
         s.control.state.lock().unwrap().promoting = false;
         s.control.set_excluded(s, None);
-        return Err(ErrorInfo::error("58000", format!("pgsplit: promoting {name} failed: {e}")));
+        return Err(ErrorInfo::error(
+            "58000",
+            format!("pgsplit: promoting {name} failed: {e}"),
+        ));
     }
     let mut topology = s.control.subscribe();
     while s.control.primary() != Some(target) {
@@ -281,7 +292,8 @@ pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo
                 format!("pgsplit: {name} was promoted but has not reported as primary within {timeout:?}"),
             ));
         }
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), topology.changed()).await;
+        let _ =
+            tokio::time::timeout(left.min(Duration::from_millis(100)), topology.changed()).await;
     }
     // The old primary stays fenced by its older timeline.
     s.control.state.lock().unwrap().memory.excluded = None;

@@ -54,9 +54,13 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// Health checks fast enough that detection takes well under a second, so
 /// the measured figures are about failover, not about the check period.
+/// Every scenario gets its new primary within a few seconds; 10 s instead
+/// of the default 30 s of `failover_timeout` only bounds how long a broken
+/// proxy keeps a failing test waiting.
 pub fn fast_health(config: &mut Config) {
     config.health.health_check_period = Duration::from_millis(200);
     config.health.health_check_max_retries = 2;
+    config.health.failover_timeout = Duration::from_secs(10);
 }
 
 /// One test's own cluster (promotions cannot be undone, so no sharing)
@@ -169,19 +173,7 @@ impl Scenario {
         what: &str,
         cond: impl Fn(&[NodeRow]) -> bool,
     ) -> (Duration, Vec<NodeRow>) {
-        let started = Instant::now();
-        let client = self.client().await;
-        let mut last = Err("never asked".to_owned());
-        while started.elapsed() < timeout {
-            last = pool_nodes(&client).await.map_err(|e| describe(&e));
-            if let Ok(rows) = &last {
-                if cond(rows) {
-                    return (started.elapsed(), last.unwrap());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("SHOW pool_nodes never showed {what} within {timeout:?}; last: {last:#?}");
+        poll_pool_nodes(self.conn_string(), timeout, what.to_owned(), cond).await
     }
 
     /// Shuts the proxy down and stops the cluster before the next test may
@@ -195,6 +187,31 @@ impl Scenario {
         proxy.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
     }
+}
+
+/// Polls `SHOW pool_nodes` over its own connection until `cond` holds;
+/// returns how long that took and the rows. Panics after `timeout` with
+/// the last rows seen. Owns its arguments so it can run in a task
+/// alongside a load.
+pub async fn poll_pool_nodes(
+    conn: String,
+    timeout: Duration,
+    what: String,
+    cond: impl Fn(&[NodeRow]) -> bool,
+) -> (Duration, Vec<NodeRow>) {
+    let started = Instant::now();
+    let client = connect(&conn).await.expect("connect through pgsplit");
+    let mut last = Err("never asked".to_owned());
+    while started.elapsed() < timeout {
+        last = pool_nodes(&client).await.map_err(|e| describe(&e));
+        if let Ok(rows) = &last {
+            if cond(rows) {
+                return (started.elapsed(), last.unwrap());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("SHOW pool_nodes never showed {what} within {timeout:?}; last: {last:#?}");
 }
 
 pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
@@ -346,10 +363,10 @@ impl Load {
     }
 }
 
-/// Bound on one statement: above `failover_timeout`'s default, so a write
+/// Bound on one statement: above the tests' `failover_timeout`, so a write
 /// waiting for a primary is measured rather than abandoned, yet a hung
 /// proxy cannot hang the suite.
-const STATEMENT_LIMIT: Duration = Duration::from_secs(40);
+const STATEMENT_LIMIT: Duration = Duration::from_secs(15);
 
 /// `clients` connections inserting rows into `writes` (keys `1..` for the
 /// first client, `1_000_001..` for the second, ...) with `pause` between
@@ -394,85 +411,91 @@ fn first_port(messages: &[SimpleQueryMessage]) -> u16 {
 fn spawn_load<F, Fut>(conn: String, clients: usize, pause: Duration, statement: F) -> Load
 where
     F: Fn(Arc<Client>, u64, i64) -> Fut + Send + Sync + Copy + 'static,
-    Fut: std::future::Future<Output = Result<u16, tokio_postgres::Error>> + Send,
+    Fut: std::future::Future<Output = Result<u16, tokio_postgres::Error>> + Send + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = (0..clients)
         .map(|n| {
             let stop = Arc::clone(&stop);
-            let conn = conn.clone();
-            tokio::spawn(async move {
-                let mut attempts = Vec::new();
-                let mut reconnects = 0;
-                let mut client = None;
-                let mut i: u64 = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let c = match &client {
-                        Some(c) => Arc::clone(c),
-                        None => match connect(&conn).await {
-                            Ok(c) => {
-                                let c = Arc::new(c);
-                                client = Some(Arc::clone(&c));
-                                c
-                            }
-                            Err(e) => {
-                                let now = Instant::now();
-                                attempts.push(Attempt {
-                                    seq: -1,
-                                    sent: now,
-                                    done: now,
-                                    result: Err(format!("connect: {}", describe(&e))),
-                                });
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        },
-                    };
-                    i += 1;
-                    let seq = n as i64 * 1_000_000 + i as i64;
-                    let sent = Instant::now();
-                    let result = match tokio::time::timeout(
-                        STATEMENT_LIMIT,
-                        statement(Arc::clone(&c), i, seq),
-                    )
-                    .await
-                    {
-                        Ok(Ok(port)) => Ok(port),
-                        Ok(Err(e)) => Err(describe(&e)),
-                        Err(_) => Err(format!("no answer within {STATEMENT_LIMIT:?}")),
-                    };
-                    attempts.push(Attempt {
-                        seq,
-                        sent,
-                        done: Instant::now(),
-                        result,
-                    });
-                    if c.is_closed() {
-                        client = None;
-                        reconnects += 1;
-                    }
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                (attempts, reconnects)
-            })
+            tokio::spawn(client_loop(conn.clone(), n as i64, pause, stop, statement))
         })
         .collect();
     Load { stop, tasks }
 }
 
+/// One client of a [`Load`]: runs `statement` until `stop`, recording each
+/// attempt, and reconnects when the proxy closed its connection.
+async fn client_loop<F, Fut>(
+    conn: String,
+    n: i64,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+    statement: F,
+) -> (Vec<Attempt>, usize)
+where
+    F: Fn(Arc<Client>, u64, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<u16, tokio_postgres::Error>>,
+{
+    let mut attempts = Vec::new();
+    let mut reconnects = 0;
+    let mut client: Option<Arc<Client>> = None;
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match &client {
+            Some(c) => Arc::clone(c),
+            None => match connect(&conn).await {
+                Ok(c) => Arc::clone(client.insert(Arc::new(c))),
+                Err(e) => {
+                    let now = Instant::now();
+                    attempts.push(Attempt {
+                        seq: -1,
+                        sent: now,
+                        done: now,
+                        result: Err(format!("connect: {}", describe(&e))),
+                    });
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        i += 1;
+        let seq = n * 1_000_000 + i as i64;
+        let sent = Instant::now();
+        let result =
+            match tokio::time::timeout(STATEMENT_LIMIT, statement(Arc::clone(&c), i, seq)).await {
+                Ok(Ok(port)) => Ok(port),
+                Ok(Err(e)) => Err(describe(&e)),
+                Err(_) => Err(format!("no answer within {STATEMENT_LIMIT:?}")),
+            };
+        let failed = result.is_err();
+        attempts.push(Attempt {
+            seq,
+            sent,
+            done: Instant::now(),
+            result,
+        });
+        if c.is_closed() {
+            client = None;
+            reconnects += 1;
+        }
+        // After an error, a short breath like any client's retry loop:
+        // spinning on instant failures would starve the proxy of the cores
+        // the figures are measured on.
+        let pause = if failed {
+            pause.max(Duration::from_millis(10))
+        } else {
+            pause
+        };
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    (attempts, reconnects)
+}
+
 /// Failed attempts, for assertion messages.
 pub fn failures(attempts: &[Attempt]) -> Vec<&Attempt> {
     attempts.iter().filter(|a| !a.ok()).collect()
-}
-
-/// The earliest success completed after `t`.
-pub fn first_ok_after(attempts: &[Attempt], t: Instant) -> Option<&Attempt> {
-    attempts
-        .iter()
-        .filter(|a| a.ok() && a.done > t)
-        .min_by_key(|a| a.done)
 }
 
 /// The latest success completed by `t`.
