@@ -374,12 +374,6 @@ fn check_health(config: &Config, out: &mut Vec<Problem>) {
             "is set without health.health_check_user; set the user too, or drop the password to use the first [[users]] entry",
         ));
     }
-    if h.health_check_user.is_none() && config.users.is_empty() {
-        out.push(Problem::new(
-            "health.health_check_user",
-            "is not set and there are no [[users]] to borrow credentials from; set it",
-        ));
-    }
 }
 
 fn check_pool(config: &Config, out: &mut Vec<Problem>) {

@@ -188,6 +188,25 @@ fn at_most_one_primary_hint() {
 }
 
 #[test]
+fn health_settings_are_checked() {
+    let mut config = valid();
+    config.health.health_check_period = Duration::ZERO;
+    assert_only_problem(&config, "health.health_check_period", "above zero");
+    let mut config = valid();
+    config.health.health_check_max_retries = 0;
+    assert_only_problem(&config, "health.health_check_max_retries", "at least 1");
+    let mut config = valid();
+    config.health.health_check_password = Some(Secret::new("x"));
+    assert_only_problem(
+        &config,
+        "health.health_check_password",
+        "without health.health_check_user",
+    );
+    config.health.health_check_user = Some("monitor".into());
+    assert_eq!(config.validate(), Ok(()));
+}
+
+#[test]
 fn at_least_one_user() {
     let mut config = valid();
     config.users.clear();

@@ -72,7 +72,7 @@ pub struct Disposition {
     pub ignored_syncs: Option<(usize, usize)>,
 }
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub struct ResponseTracker {
     entries: VecDeque<Entry>,
 }

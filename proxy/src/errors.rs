@@ -192,7 +192,7 @@ pub fn no_primary(waited: std::time::Duration, last_error: Option<&str>) -> Erro
 pub fn server_lost(backend: &str, why: &str, in_transaction: bool) -> ErrorInfo {
     let info = ErrorInfo::error(
         "08006",
-        format!("pgsplit: lost the server \"{backend}\" while running this request: {why}"),
+        format!("pgsplit: lost the connection to server \"{backend}\": {why}"),
     );
     if in_transaction {
         info.detail("The transaction was rolled back by the server (if this was its COMMIT, it may or may not have committed); this connection stays usable.")

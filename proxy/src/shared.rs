@@ -283,6 +283,18 @@ impl Shared {
         self.nodes[backend].wake.notify_one();
     }
 
+    /// Waits (up to `timeout`) for two more checks of `backend` to finish,
+    /// so at least one of them started after this call.
+    pub async fn await_check(&self, backend: usize, timeout: Duration) {
+        let node = &self.nodes[backend];
+        let target = node.checks() + 2;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while node.checks() < target && tokio::time::Instant::now() < deadline {
+            self.suspect(backend);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Waits until there is a primary that is not known to be unreachable,
     /// up to `deadline`.
     pub async fn wait_for_primary(&self, deadline: tokio::time::Instant) -> Option<usize> {

@@ -774,3 +774,54 @@ async fn transaction_survives_node_death() {
     client.batch_execute("COMMIT").await.unwrap();
     s.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_primary_fails_the_commit_and_ends_pinned_sessions() {
+    let s = Scenario::start(|c| c.routing.read_your_writes = ReadYourWrites::Off).await;
+    // A write transaction left idle on the primary, and a session pinned
+    // there by a temporary table.
+    let writer = s.client().await;
+    writer
+        .batch_execute("BEGIN; INSERT INTO writes (seq) VALUES (-1)")
+        .await
+        .unwrap();
+    let pinned = s.client().await;
+    pinned
+        .batch_execute("CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    s.cluster_op(|c| c.stop_node(0, StopMode::Immediate))
+        .await
+        .expect("stop the primary");
+
+    // The client never saw an error: its COMMIT must not look like success.
+    let e = writer
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("COMMIT of a transaction whose server died must fail");
+    println!("lost_commit: COMMIT failed with {}", describe(&e));
+    assert_eq!(
+        e.code().map(|c| c.code()),
+        Some("08006"),
+        "{}",
+        describe(&e)
+    );
+    writer
+        .batch_execute("ROLLBACK")
+        .await
+        .unwrap_or_else(|e| panic!("ROLLBACK after the failure: {}", describe(&e)));
+    let port = read_port(&writer, true).await.expect("a read afterwards");
+    assert_ne!(port, s.port(0));
+
+    // The temporary table cannot follow the session anywhere: it ends.
+    let e = pinned
+        .simple_query("SELECT count(*) FROM scratch")
+        .await
+        .expect_err("a pinned session whose server died must not go on without its state");
+    println!("lost_commit: pinned session ended with {}", describe(&e));
+    assert!(
+        pinned.simple_query("SELECT 1").await.is_err(),
+        "the pinned session was kept open"
+    );
+    s.finish().await;
+}

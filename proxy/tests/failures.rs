@@ -283,3 +283,35 @@ async fn the_client_limit_answers_53300() {
     assert!(ok, "the freed slot was never reused");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_read_only_refusal_the_client_asked_for_is_not_taken_for_a_demotion() {
+    let db = fresh_database("failures_readonly_refusal");
+    let proxy = start_proxy().await;
+    let setup = connect(&proxy, &db).await;
+    setup.batch_execute("CREATE TABLE t (x int)").await.unwrap();
+    let careful = connect(&proxy, &db).await;
+    careful
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    let e = careful
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .expect_err("a read-only session cannot write");
+    assert_eq!(sqlstate(&e), "25006");
+    // Everyone else keeps writing to the primary without a pause.
+    let started = Instant::now();
+    let port = scalar(
+        &setup,
+        "INSERT INTO t VALUES (2) RETURNING inet_server_port()",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a write waited {:?} after another session's 25006",
+        started.elapsed()
+    );
+    assert_eq!(port.parse::<u16>().unwrap(), cluster().port(0));
+    proxy.shutdown().await;
+}

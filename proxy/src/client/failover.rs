@@ -56,7 +56,14 @@ impl Session {
         } else {
             tracing::warn!(backend = %name, reason = %why, "lost the server connection mid-request");
         }
-        self.shared.mark_unreachable(i);
+        if read_only {
+            // Maybe demoted, maybe refused for the client's own reasons
+            // (a read-only setting): the health check tells which before
+            // the write is tried again. Others keep using the server.
+            self.recheck = Some(i);
+        } else {
+            self.shared.mark_unreachable(i);
+        }
         self.shared.suspect(i);
         if let Some(c) = self.conns[i].take() {
             drop(deadpool::managed::Object::take(c));
@@ -94,6 +101,14 @@ impl Session {
         }
         self.replay.clear();
         self.retry_begin = None;
+        if self.state.pinned.is_some() {
+            // Temporary tables, advisory locks, a role... were on that
+            // connection and cannot be rebuilt elsewhere: going on without
+            // them would be silently wrong, so the session ends.
+            return Err(SessionError::Backend(
+                crate::backend::BackendError::Closed { backend: name },
+            ));
+        }
         let in_transaction = self.tx != TransactionStatus::Idle;
         let info = crate::errors::server_lost(&name, why, in_transaction);
         if in_transaction {
@@ -111,9 +126,7 @@ impl Session {
         if self.open_segment {
             // The rest of this request is still coming: dropped up to its
             // Sync, which gets the ReadyForQuery.
-            if outstanding == 0 {
-                encode::error_response(&mut self.wbuf, &info);
-            }
+            encode::error_response(&mut self.wbuf, &info);
             self.open_segment = false;
             self.rejecting = true;
         } else if outstanding == 0 && in_transaction {

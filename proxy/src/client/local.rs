@@ -57,7 +57,7 @@ impl Session {
         let mut complete = false;
         for item in Frames::new(&self.rbuf, Direction::Frontend, max) {
             let (tag, _) = item?;
-            if matches!(tag, b'Q' | b'S' | b'F') {
+            if matches!(tag, b'Q' | b'S' | b'F' | b'H') {
                 complete = true;
                 break;
             }
@@ -168,7 +168,9 @@ impl Session {
                     self.local_ready();
                     return Ok(true);
                 }
-                // Flush needs nothing: the reply is written with this batch.
+                // The client waits for what it asked so far, without a
+                // Sync: it has it (written with this batch).
+                FrontendMessage::Flush => return Ok(true),
                 _ => {}
             }
         }
@@ -226,9 +228,14 @@ impl Session {
     async fn local_outcome(&mut self, sql: &[u8]) -> Outcome {
         let text = String::from_utf8_lossy(sql);
         if self.failed_tx {
+            // The client has not heard of the loss yet: whatever it sends,
+            // COMMIT included, fails with the reason.
+            if let Some(reason) = self.lost_reason.take() {
+                return Outcome::Error(reason);
+            }
             let a = self.shared.classifier.classify(&text);
-            if !a.effects.commit_or_rollback {
-                return Outcome::Error(self.lost_reason.take().unwrap_or_else(aborted));
+            if !(a.effects.commit_or_rollback && a.statement_count == 1) {
+                return Outcome::Error(aborted());
             }
             if rolls_back_to_savepoint(&text) {
                 return Outcome::Error(
@@ -248,6 +255,14 @@ impl Session {
             };
         }
         match parse_admin(&text) {
+            Some(Ok(pgsplit_router::admin::AdminCommand::Promote(_))) if self.active.is_some() => {
+                // Its own transaction would hold the switchover up.
+                Outcome::Error(ErrorInfo::error(
+                    "25001",
+                    "pgsplit: PGSPLIT PROMOTE cannot run inside a transaction block or a pinned session",
+                )
+                .hint("Run it on a connection of its own, outside a transaction."))
+            }
             Some(Ok(cmd)) => {
                 let is_admin = self.shared.config.user(&self.user).is_some_and(|u| u.admin);
                 crate::admin::run(&self.shared, cmd, is_admin).await
@@ -280,10 +295,20 @@ fn until_nul(b: &[u8]) -> &[u8] {
     &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
 }
 
-/// A cheap test first: almost every statement fails it on the first byte.
+/// Compares the first word's bytes first: almost every statement fails
+/// there, before any UTF-8 check or parsing of the whole text.
 fn is_admin(sql: &[u8]) -> bool {
-    let first = sql.iter().find(|b| !b.is_ascii_whitespace());
-    matches!(first, Some(b's' | b'S' | b'p' | b'P'))
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let rest = &sql[start..];
+    let word_len = rest
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(rest.len());
+    let word = &rest[..word_len];
+    (word.eq_ignore_ascii_case(b"show") || word.eq_ignore_ascii_case(b"pgsplit"))
         && std::str::from_utf8(sql).is_ok_and(|s| parse_admin(s).is_some())
 }
 

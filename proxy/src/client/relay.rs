@@ -10,7 +10,7 @@ use pgsplit_protocol::backend::ready_status;
 use pgsplit_protocol::encode;
 use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::frontend::{self, FrontendMessage, Target};
-use pgsplit_protocol::pipeline::Request;
+use pgsplit_protocol::pipeline::{Request, ResponseTracker};
 use pgsplit_protocol::{Direction, Frame, TransactionStatus};
 use pgsplit_router::session_cmd::{session_command, SessionCommand};
 use pgsplit_router::Analysis;
@@ -364,7 +364,7 @@ impl Session {
         let on_primary = Some(i) == self.shared.primary();
         if self.replayable {
             if let Some((why, read_only)) =
-                retriable_failure(&conn.rbuf, max, on_primary && !self.attached_read)
+                retriable_failure(&conn.rbuf, max, &conn.tracker, self.attached_write)
             {
                 self.events = events;
                 return Err(SessionError::ServerLost {
@@ -613,23 +613,40 @@ fn fatal(body: &[u8]) -> Option<String> {
 }
 
 /// In a batch of replies of which nothing has reached the client yet: a
-/// failure that makes the request safe to send elsewhere. The server is
+/// failure that makes the requests safe to send elsewhere. The server is
 /// going away (FATAL), or, for a write sent to the primary, it refused with
-/// 25006 because it is a standby now: nothing ran.
-fn retriable_failure(rbuf: &[u8], max: usize, write_on_primary: bool) -> Option<(String, bool)> {
-    for item in Frames::new(rbuf, Direction::Backend, max) {
-        let Ok((tag, body)) = item else { return None };
+/// 25006 because it is a standby now (nothing ran). Only if no reply the
+/// client would see comes before it: a request that completed in this
+/// batch must not run again.
+fn retriable_failure(
+    rbuf: &[u8],
+    max: usize,
+    tracker: &ResponseTracker,
+    write_on_primary: bool,
+) -> Option<(String, bool)> {
+    // Cheap first pass: most batches hold no error at all.
+    let failure = Frames::new(rbuf, Direction::Backend, max).find_map(|item| {
+        let (tag, body) = item.ok()?;
         if tag != b'E' {
-            continue;
+            return None;
         }
         if let Some(why) = fatal(body) {
             return Some((why, false));
         }
         let fields = pgsplit_protocol::backend::error_fields(body).ok()?;
-        if write_on_primary && fields.code() == Some("25006") {
-            return Some(("it is read-only: no longer the primary".into(), true));
+        (write_on_primary && fields.code() == Some("25006"))
+            .then(|| ("it is read-only: no longer the primary".to_owned(), true))
+    })?;
+    let mut tracker = tracker.clone();
+    for item in Frames::new(rbuf, Direction::Backend, max) {
+        let (tag, _) = item.ok()?;
+        let d = tracker.on_message(tag);
+        if tag == b'E' {
+            return Some(failure);
         }
-        return None;
+        if d.forward && tag == b'Z' {
+            return None;
+        }
     }
     None
 }

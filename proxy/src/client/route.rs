@@ -124,9 +124,14 @@ impl Session {
         let first = Frames::new(&self.rbuf, Direction::Frontend, max).next();
         match first {
             None => return Ok(false),
-            // COPY data belongs to the COPY running on the active connection.
+            // COPY data belongs to the COPY running on the active
+            // connection. Sent as it comes, without opening a request, so
+            // whatever follows the COPY is routed (and checked) again.
             Some(Ok((b'd' | b'c' | b'f', _))) if self.active.is_some() => {
-                self.open_segment = true;
+                let frame = split_frame(&mut self.rbuf, Direction::Frontend, max)?
+                    .expect("a complete frame was seen");
+                self.keep_for_replay(frame.as_bytes());
+                self.send_frame(frame)?;
                 return Ok(true);
             }
             // Goodbye needs no server and opens no request.
@@ -170,6 +175,10 @@ impl Session {
             return match self.decide()? {
                 Decision::Primary { read: false } if Some(a) == primary => {
                     self.count(a, false);
+                    // A write joins: a failure may no longer be retried as
+                    // if only reads were in flight.
+                    self.attached_read = false;
+                    self.attached_write = true;
                     self.wrote = true;
                     self.open_segment = true;
                     Ok(true)
@@ -452,6 +461,13 @@ impl Session {
         let timeout = self.shared.config.health.failover_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last_error = None;
+        if let Some(i) = self.recheck.take() {
+            // It refused a write as read-only: wait for a fresh check to
+            // say whether it was demoted (bounded by one check's timeout).
+            self.shared
+                .await_check(i, self.shared.config.health.health_check_timeout)
+                .await;
+        }
         loop {
             let Some(p) = self.shared.wait_for_primary(deadline).await else {
                 return Err(crate::errors::no_primary(timeout, last_error.as_deref()));
@@ -490,6 +506,7 @@ impl Session {
     fn finish_attach(&mut self, backend: usize, read: bool) {
         self.count(backend, read);
         self.attached_read = read;
+        self.attached_write = !read && Some(backend) == self.shared.primary();
         if read {
             let ryw = &self.shared.ryw;
             if Some(backend) != self.shared.primary() {

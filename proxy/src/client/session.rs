@@ -98,6 +98,11 @@ pub(super) struct Session {
     pub retried: bool,
     /// The active connection was attached for a read.
     pub attached_read: bool,
+    /// ... or to write on the server that was primary at the time.
+    pub attached_write: bool,
+    /// A write was refused as read-only by this server, believed primary:
+    /// the next write waits for its fresh health check first.
+    pub recheck: Option<usize>,
     /// The server of the open transaction was lost: requests are answered
     /// as in an aborted transaction until the client ends it.
     pub failed_tx: bool,
@@ -140,6 +145,8 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         replayable: false,
         retried: false,
         attached_read: false,
+        attached_write: false,
+        recheck: None,
         failed_tx: false,
         lost_reason: None,
         conns: (0..backends).map(|_| None).collect(),
@@ -273,7 +280,14 @@ async fn establish(
             let params = c.params.clone();
             conn = Some(c);
             used_pool = Some((backend, pool));
-            shared.cache_startup(&database, &user.server_user, state.fingerprint, params)
+            if Some(backend) == shared.primary() {
+                shared.cache_startup(&database, &user.server_user, state.fingerprint, params)
+            } else {
+                // A standby's parameters (in_hot_standby = on) are right
+                // for this client only: later ones would think pgsplit
+                // read-only (target_session_attrs=read-write).
+                std::sync::Arc::new(params)
+            }
         }
     };
     let cancel_key = shared.cancel.register();
@@ -303,31 +317,25 @@ async fn establish(
     }))
 }
 
-/// The server a new client's first connection goes to: the primary, else
-/// (during a failover) any standby. While there is neither it waits a
-/// little for one to come back, then tries the primary anyway, so the
-/// client gets the real connection error.
+/// The server a new client's first connection goes to: the primary, once
+/// there is one (waiting a little for it during a failover), else any
+/// standby, else the primary anyway, so the client gets the real error.
 async fn startup_backend(shared: &Shared) -> usize {
-    let deadline = tokio::time::Instant::now()
-        + shared
-            .config
-            .health
-            .failover_timeout
-            .min(std::time::Duration::from_secs(2));
-    loop {
-        if let Some(p) = shared.primary().filter(|&p| shared.is_usable(p)) {
-            return p;
-        }
-        if let Some(s) = (0..shared.nodes.len())
-            .find(|&i| shared.nodes[i].serves_as_standby() && shared.is_usable(i))
-        {
-            return s;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return shared.primary().unwrap_or(0);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let patience = shared
+        .config
+        .health
+        .failover_timeout
+        .min(std::time::Duration::from_secs(2));
+    if let Some(p) = shared
+        .wait_for_primary(tokio::time::Instant::now() + patience)
+        .await
+    {
+        return p;
     }
+    (0..shared.nodes.len())
+        .find(|&i| shared.nodes[i].serves_as_standby() && shared.is_usable(i))
+        .or(shared.primary())
+        .unwrap_or(0)
 }
 
 /// A connection from `pool`, waiting at most `pool.checkout_timeout`.

@@ -35,10 +35,12 @@ struct State {
 }
 
 impl Control {
-    /// Starts from the configured roles: `hint` is the configured primary.
+    /// Starts with no primary: the first election waits for every server's
+    /// first check, so a stale primary is never trusted for lack of news
+    /// from a newer one. `hint` (the configured primary) wins ties.
     pub fn new(hint: Option<usize>) -> Control {
         Control {
-            primary: AtomicUsize::new(hint.unwrap_or(NO_PRIMARY)),
+            primary: AtomicUsize::new(NO_PRIMARY),
             state: Mutex::new(State {
                 memory: Memory {
                     trusted: hint,
@@ -99,6 +101,9 @@ impl Control {
 
     /// Runs the election on the latest reports and applies it.
     pub(super) fn reelect(&self, s: &Arc<Shared>) {
+        if s.nodes.iter().any(|n| n.checks() == 0) {
+            return;
+        }
         let mut st = self.state.lock().unwrap();
         let reports: Vec<_> = s.nodes.iter().map(|n| n.report()).collect();
         let e = topology::elect(&reports, &mut st.memory);
@@ -236,13 +241,31 @@ pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo
         )
         .hint("SHOW pool_nodes lists each node's pg_status and pg_role."));
     }
+    if std::mem::replace(&mut s.control.state.lock().unwrap().promoting, true) {
+        return Err(
+            ErrorInfo::error("55006", "pgsplit: a promotion is already in progress")
+                .hint("Wait for it to finish (SHOW pool_nodes), then retry if still needed."),
+        );
+    }
+    let result = switch_to(s, target).await;
+    if result.is_err() {
+        let mut st = s.control.state.lock().unwrap();
+        st.promoting = false;
+        st.memory.excluded = None;
+        drop(st);
+        s.control.reelect(s);
+    }
+    result
+}
+
+async fn switch_to(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo> {
+    let name = s.backends[target].name.clone();
     let timeout = s.config.health.failover_timeout;
     let deadline = Instant::now() + timeout;
     let old = s.control.primary();
     if let Some(old) = old {
         s.control.set_excluded(s, Some(old));
         let undo = |why: String| {
-            s.control.set_excluded(s, None);
             ErrorInfo::error("55006", format!("pgsplit: switchover to {name} abandoned: {why}"))
                 .hint("Nothing was promoted and writes go to the old primary again; retry when the cluster is quieter.")
         };

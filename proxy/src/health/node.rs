@@ -23,6 +23,8 @@ pub struct Node {
     timeline: AtomicU32,
     lag_bytes: AtomicU64,
     lag_millis: AtomicU64,
+    /// Checks completed, successful or not.
+    checks: AtomicU64,
     /// Wakes the check loop for an immediate check (a session saw the
     /// server fail, or refuse a write).
     pub(crate) wake: Arc<Notify>,
@@ -68,6 +70,7 @@ impl Default for Node {
             timeline: AtomicU32::new(0),
             lag_bytes: AtomicU64::new(0),
             lag_millis: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
             detail: Mutex::new(Detail {
                 replication_state: String::new(),
@@ -150,6 +153,11 @@ impl Node {
         pg_role_of(self.pg_role.load(Ordering::Acquire))
     }
 
+    /// Checks completed so far (0: the configured hint still stands).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Acquire)
+    }
+
     pub fn lag(&self) -> Lag {
         Lag {
             bytes: self.lag_bytes.load(Ordering::Relaxed),
@@ -208,6 +216,7 @@ impl Node {
         if !was_up {
             self.status_changed(None);
         }
+        self.checks.fetch_add(1, Ordering::AcqRel);
         !was_up
     }
 
@@ -216,11 +225,12 @@ impl Node {
     pub(crate) fn failed(&self, error: &str, mark_down: bool) -> bool {
         self.lsn.store(0, Ordering::Release);
         self.detail.lock().unwrap().last_error = Some(error.to_owned());
-        if mark_down && self.up.swap(false, Ordering::AcqRel) {
+        let went_down = mark_down && self.up.swap(false, Ordering::AcqRel);
+        if went_down {
             self.status_changed(Some(error));
-            return true;
         }
-        false
+        self.checks.fetch_add(1, Ordering::AcqRel);
+        went_down
     }
 
     fn status_changed(&self, error: Option<&str>) {
