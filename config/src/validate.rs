@@ -344,18 +344,15 @@ fn check_routing(config: &Config, out: &mut Vec<Problem>) {
 
 fn check_health(config: &Config, out: &mut Vec<Problem>) {
     let h = &config.health;
-    for (key, d) in [
-        ("health.health_check_period", h.health_check_period),
-        ("health.health_check_timeout", h.health_check_timeout),
-        ("health.promote_after", h.promote_after),
-    ] {
-        if d.is_zero() {
-            out.push(Problem::new(
-                key,
-                "must be above zero; write it like \"1s\"",
-            ));
-        }
-    }
+    positive_durations(
+        &[
+            ("health.health_check_period", h.health_check_period),
+            ("health.health_check_timeout", h.health_check_timeout),
+            ("health.promote_after", h.promote_after),
+        ],
+        "1s",
+        out,
+    );
     if h.health_check_max_retries == 0 {
         out.push(Problem::new(
             "health.health_check_max_retries",
@@ -393,22 +390,31 @@ fn check_pool(config: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
-    for (key, d) in [
-        ("pool.checkout_timeout", p.checkout_timeout),
-        ("pool.server_idle_timeout", p.server_idle_timeout),
-        ("pool.server_lifetime", p.server_lifetime),
-    ] {
-        if d.is_zero() {
-            out.push(Problem::new(
-                key,
-                "must be above zero; write it like \"10s\"",
-            ));
-        }
-    }
+    positive_durations(
+        &[
+            ("pool.checkout_timeout", p.checkout_timeout),
+            ("pool.server_idle_timeout", p.server_idle_timeout),
+            ("pool.server_lifetime", p.server_lifetime),
+        ],
+        "10s",
+        out,
+    );
     if p.max_prepared_statements == 0 {
         out.push(Problem::new(
             "pool.max_prepared_statements",
             "must be at least 1; prepared statements are cached per server connection",
         ));
+    }
+}
+
+/// Durations that must be above zero; `example` shows how to write one.
+fn positive_durations(keys: &[(&str, std::time::Duration)], example: &str, out: &mut Vec<Problem>) {
+    for (key, d) in keys {
+        if d.is_zero() {
+            out.push(Problem::new(
+                *key,
+                format!("must be above zero; write it like \"{example}\""),
+            ));
+        }
     }
 }
