@@ -74,7 +74,7 @@ impl Session {
             self.cancel_key.set_target(None);
         }
         if self.capturing {
-            super::relay::finish_capture(
+            super::response::finish_capture(
                 &self.shared,
                 &mut self.capturing,
                 &mut self.write_lsn,

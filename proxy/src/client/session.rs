@@ -16,9 +16,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::auth::authenticate;
-use super::relay::{Event, SegmentMeta};
-use super::startup::{baseline_sets, forwarded_params, negotiate_version, read_opening, Opening};
+use super::relay::SegmentMeta;
+use super::response::Event;
+use super::startup::establish;
 use super::state::SessionState;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
@@ -198,144 +198,6 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         report(&mut session.client, e).await;
     }
     session.close().await;
-}
-
-struct Established {
-    /// The connection startup used, if it needed one.
-    conn: Option<PooledConn>,
-    /// The backend and pool startup used, if it needed a connection.
-    pool: Option<(usize, ConnPool)>,
-    state: SessionState,
-    cancel_key: CancelKey,
-    permit: OwnedSemaphorePermit,
-    user: String,
-    database: String,
-    ryw: pgsplit_config::ReadYourWrites,
-}
-
-async fn establish(
-    client: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    shared: &Arc<Shared>,
-) -> Result<Option<Established>, SessionError> {
-    let startup = match read_opening(client, rbuf, shared).await? {
-        Opening::Startup(m) => m,
-        Opening::Cancel | Opening::Closed => return Ok(None),
-    };
-    // Cancel requests were served above even at the limit.
-    let permit = Arc::clone(&shared.client_slots)
-        .try_acquire_owned()
-        .map_err(|_| SessionError::TooManyClients(shared.config.limits.max_client_connections))?;
-    let mut out = BytesMut::with_capacity(512);
-    negotiate_version(&startup, &mut out);
-    if !out.is_empty() {
-        client.write_all(&out).await?;
-        out.clear();
-    }
-    let user_name = startup.user().ok_or(SessionError::NoUser)?.to_owned();
-    let database = startup.database().unwrap_or(&user_name).to_owned();
-    let params = forwarded_params(&startup)?;
-    let user = shared
-        .users
-        .get(&user_name)
-        .ok_or_else(|| SessionError::UnknownUser(user_name.clone()))?;
-    authenticate(client, rbuf, &user_name, user).await?;
-
-    // The first client of a database, user and settings gets a primary
-    // connection: it checks that the database and the server credentials
-    // work, and gives the ParameterStatus values a server would send once it
-    // carries this client's startup parameters. Later clients like it are
-    // answered from the cache, so connecting never waits for the pool.
-    let mut state = SessionState::new(baseline_sets(&params));
-    let mut conn = None;
-    let mut used_pool = None;
-    let reported = match shared.cached_startup(&database, &user.server_user, state.fingerprint) {
-        Some(cached) => cached,
-        None => {
-            let backend = startup_backend(shared).await;
-            let pool = shared.pools.pool(
-                backend,
-                &database,
-                &user.server_user,
-                user.server_password.as_deref(),
-            );
-            let mut c = checkout(shared, &pool, backend, &database, &user.server_user).await?;
-            if let Some(sql) = state.replay_sql(c.settings) {
-                match c.exchange(&sql).await? {
-                    Ok(changed) => {
-                        for (name, value) in changed {
-                            c.set_param(name, value);
-                        }
-                        c.settings = state.fingerprint;
-                    }
-                    Err(error) => {
-                        return Err(BackendError::Refused {
-                            backend: c.backend.name.clone(),
-                            error,
-                        }
-                        .into())
-                    }
-                }
-            }
-            let params = c.params.clone();
-            conn = Some(c);
-            used_pool = Some((backend, pool));
-            if Some(backend) == shared.primary() {
-                shared.cache_startup(&database, &user.server_user, state.fingerprint, params)
-            } else {
-                // A standby's parameters (in_hot_standby = on) are right
-                // for this client only: later ones would think pgsplit
-                // read-only (target_session_attrs=read-write).
-                std::sync::Arc::new(params)
-            }
-        }
-    };
-    let cancel_key = shared.cancel.register();
-    for (name, value) in reported.iter() {
-        if name == "default_transaction_read_only" {
-            state.default_read_only = value == "on";
-        }
-        encode::parameter_status(&mut out, name, value);
-    }
-    encode::backend_key_data(&mut out, cancel_key.pid, cancel_key.secret);
-    encode::ready_for_query(&mut out, TransactionStatus::Idle);
-    client.write_all(&out).await?;
-    tracing::debug!(user = %user_name, %database, "session started");
-    Ok(Some(Established {
-        conn,
-        pool: used_pool,
-        state,
-        cancel_key,
-        permit,
-        ryw: shared
-            .config
-            .user(&user_name)
-            .and_then(|u| u.read_your_writes)
-            .unwrap_or(shared.config.routing.read_your_writes),
-        user: user_name,
-        database,
-    }))
-}
-
-/// The server a new client's first connection goes to: the primary, once
-/// there is one (waiting a little for it during a failover), else any
-/// standby, else the primary anyway, so the client gets the real error.
-async fn startup_backend(shared: &Shared) -> usize {
-    let patience = shared
-        .config
-        .health
-        .failover_timeout
-        .min(std::time::Duration::from_secs(2));
-    if let Some(p) = shared
-        .wait_for_primary(tokio::time::Instant::now() + patience)
-        .await
-    {
-        return p;
-    }
-    (0..shared.nodes.len())
-        .find(|&i| shared.nodes[i].serves_as_standby() && shared.is_usable(i))
-        .or(shared.primary())
-        .unwrap_or(0)
 }
 
 /// A connection from `pool`, waiting at most `pool.checkout_timeout`.

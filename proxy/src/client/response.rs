@@ -1,0 +1,362 @@
+//! Server replies back to the client: forwarded in whole batches where
+//! possible, minus the replies to what pgsplit injected, with what
+//! ReadyForQuery, errors and ParameterStatus say noted on the way.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Buf;
+use pgsplit_protocol::backend::ready_status;
+use pgsplit_protocol::encode;
+use pgsplit_protocol::frame::Frames;
+use pgsplit_protocol::pipeline::{Request, ResponseTracker};
+use pgsplit_protocol::{Direction, TransactionStatus};
+use pgsplit_router::session_cmd::SessionCommand;
+use tokio::io::AsyncWriteExt;
+
+use super::relay::SegmentMeta;
+use super::session::Session;
+use crate::errors::SessionError;
+
+impl Session {
+    /// Forwards what the active server has sent, dropping replies to
+    /// injected requests, and notes what ReadyForQuery says.
+    pub(super) async fn forward_server(&mut self) -> Result<(), SessionError> {
+        let i = self.active.expect("forwarding needs an active backend");
+        let max = self.shared.config.limits.max_message_size;
+        // Reused across batches: the response path allocates nothing.
+        let mut events = std::mem::take(&mut self.events);
+        let tracks_positions = self.tracks_positions();
+        let conn = &mut **self.conns[i].as_mut().expect("active connection");
+        let backend = &conn.backend.name;
+        let protocol = |source| crate::backend::BackendError::Protocol {
+            backend: backend.clone(),
+            source,
+        };
+        // Fast path: every message goes to the client as it came, in one
+        // write of the whole batch. Once a reply must be dropped or one of
+        // pgsplit's own inserted, the batch is copied message by message.
+        let mut copying = false;
+        let mut capture = false;
+        let on_primary = Some(i) == self.shared.primary();
+        if self.replayable {
+            if let Some((why, read_only)) =
+                retriable_failure(&conn.rbuf, max, &conn.tracker, self.attached_write)
+            {
+                self.events = events;
+                return Err(SessionError::ServerLost {
+                    backend: i,
+                    why,
+                    read_only,
+                });
+            }
+        }
+        let mut lost = None;
+        let mut replied = false;
+        let wbuf = &mut self.wbuf;
+        let mut frames = Frames::new(&conn.rbuf, Direction::Backend, max);
+        let mut start = 0;
+        for item in frames.by_ref() {
+            let (tag, body) = item.map_err(protocol)?;
+            let end = start + 5 + body.len();
+            if tag == b'E' {
+                if let Some(why) = fatal(body) {
+                    // Never relayed: the client's connection to pgsplit
+                    // lives on, and a FATAL would make it think otherwise.
+                    lost = Some(why);
+                    break;
+                }
+            }
+            let d = conn.tracker.on_message(tag);
+            replied |= d.forward && !matches!(tag, b'N' | b'A' | b'S');
+            if let Some((skip, count)) = d.ignored_syncs {
+                events.push(Event::IgnoredSyncs(skip, count));
+            }
+            match tag {
+                b'Z' => {
+                    let status = ready_status(body).map_err(protocol)?;
+                    conn.tx = status;
+                    if d.forward {
+                        events.push(Event::Ready(status));
+                        // A write just finished: read its commit position on
+                        // this connection. Counted in flight before the client
+                        // hears of the commit, so no read anywhere can
+                        // overtake it unnoticed.
+                        if on_primary
+                            && self.wrote
+                            && !self.capturing
+                            && status == TransactionStatus::Idle
+                            && tracks_positions
+                        {
+                            self.shared
+                                .captures_in_flight
+                                .fetch_add(1, Ordering::AcqRel);
+                            self.capturing = true;
+                            self.wrote = false;
+                            capture = true;
+                        }
+                    } else if self.capturing {
+                        // The capture ended without a position (it failed):
+                        // reads of this session stay on the primary until
+                        // the next write's position is known.
+                        finish_capture(
+                            &self.shared,
+                            &mut self.capturing,
+                            &mut self.write_lsn,
+                            None,
+                        );
+                    }
+                }
+                b'D' if !d.forward && self.capturing => {
+                    finish_capture(
+                        &self.shared,
+                        &mut self.capturing,
+                        &mut self.write_lsn,
+                        single_text(body).and_then(crate::health::parse_lsn),
+                    );
+                }
+                b'S' => {
+                    if let Some((name, value)) = parameter(body) {
+                        if d.forward && name == "default_transaction_read_only" {
+                            events.push(Event::DefaultReadOnly(value == "on"));
+                        }
+                        match conn.params.iter_mut().find(|(n, _)| n == name) {
+                            Some((_, v)) => value.clone_into(v),
+                            None => conn.params.push((name.to_owned(), value.to_owned())),
+                        }
+                    }
+                }
+                b'E' => {
+                    // Which Parse failed or was skipped is not known here:
+                    // forget them all; they are prepared again when used
+                    // (after a Close, so one the server kept is no problem).
+                    conn.prepared.clear();
+                    conn.unnamed = None;
+                    if d.forward {
+                        events.push(Event::Error);
+                    }
+                }
+                b'C' if d.forward && !self.tx_meta.is_empty() => events.push(Event::Tag(
+                    String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
+                )),
+                _ => {}
+            }
+            if d.forward {
+                if copying {
+                    wbuf.extend_from_slice(&conn.rbuf[start..end]);
+                }
+            } else if !copying {
+                copying = true;
+                wbuf.extend_from_slice(&conn.rbuf[..start]);
+            }
+            while let Some(reply) = conn.tracker.take_synthetic() {
+                if !copying {
+                    copying = true;
+                    wbuf.extend_from_slice(&conn.rbuf[..end]);
+                }
+                encode::raw_message(wbuf, reply, &[]);
+            }
+            start = end;
+        }
+        let consumed = if lost.is_some() {
+            start
+        } else {
+            frames.consumed()
+        };
+        if replied {
+            self.replayable = false;
+            self.replay.clear();
+        }
+        if capture {
+            encode::query(&mut conn.out, "SELECT pg_current_wal_lsn()");
+            conn.tracker.push(Request::UntilReady, false);
+        }
+        let write_done = on_primary
+            && self.wrote
+            && events
+                .iter()
+                .any(|e| matches!(e, Event::Ready(TransactionStatus::Idle)));
+        if capture || write_done {
+            // Session and sticky modes need only that, and when, it wrote.
+            self.last_write = Some(std::time::Instant::now());
+            self.ever_wrote = true;
+            self.wrote &= !write_done;
+        }
+        if copying {
+            conn.rbuf.advance(consumed);
+            self.client.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        } else if consumed > 0 {
+            let batch = conn.rbuf.split_to(consumed);
+            self.client.write_all(&batch).await?;
+        }
+        for e in events.drain(..) {
+            self.on_event(e);
+        }
+        self.events = events;
+        if let Some(why) = lost {
+            return Err(SessionError::ServerLost {
+                backend: i,
+                why,
+                read_only: false,
+            });
+        }
+        self.maybe_release();
+        Ok(())
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Error => self.segment_failed = true,
+            Event::DefaultReadOnly(on) => self.state.default_read_only = on,
+            Event::Tag(tag) => self.last_command_tag = Some(tag),
+            Event::IgnoredSyncs(skip, count) => {
+                let end = (skip + count).min(self.segments.len());
+                self.segments.drain(skip.min(end)..end);
+            }
+            Event::Ready(status) => {
+                let was = self.tx;
+                self.tx = status;
+                let meta = self.segments.pop_front().flatten();
+                let failed = std::mem::take(&mut self.segment_failed);
+                if let Some(meta) = meta {
+                    if !failed && !meta.parsed.is_empty() {
+                        self.shared.statements_known_good(&meta.parsed);
+                    }
+                    if !failed {
+                        if status == TransactionStatus::Idle {
+                            self.apply_meta(*meta);
+                        } else {
+                            self.tx_meta.push(*meta);
+                        }
+                    }
+                }
+                if was != TransactionStatus::Idle && status == TransactionStatus::Idle {
+                    // Settings made inside the transaction stand only if it committed.
+                    let committed = self.last_command_tag.as_deref() == Some("COMMIT");
+                    for meta in std::mem::take(&mut self.tx_meta) {
+                        if committed {
+                            self.apply_meta(meta);
+                        }
+                    }
+                    self.last_command_tag = None;
+                }
+            }
+        }
+    }
+
+    fn apply_meta(&mut self, meta: SegmentMeta) {
+        let mut resets = false;
+        for (cmd, sql) in &meta.commands {
+            self.state.apply(cmd, sql);
+            resets |= !matches!(cmd, SessionCommand::Set(_));
+        }
+        // The connection that ran them already has them, except that a
+        // RESET there went to the server's defaults, not to this client's
+        // startup parameters: then mark it for a full replay.
+        let settings = if resets && self.state.has_baseline() {
+            super::state::UNKNOWN_SETTINGS
+        } else {
+            self.state.fingerprint
+        };
+        if let Some(c) = self.active.and_then(|i| self.conns[i].as_mut()) {
+            c.settings = settings;
+        }
+    }
+}
+
+pub(super) enum Event {
+    Ready(TransactionStatus),
+    Error,
+    DefaultReadOnly(bool),
+    Tag(String),
+    /// Client Syncs the server swallowed during COPY FROM STDIN.
+    IgnoredSyncs(usize, usize),
+}
+
+/// The message of a FATAL or PANIC ErrorResponse: the server is ending
+/// the connection.
+fn fatal(body: &[u8]) -> Option<String> {
+    let fields = pgsplit_protocol::backend::error_fields(body).ok()?;
+    matches!(fields.severity(), Some("FATAL" | "PANIC")).then(|| {
+        format!(
+            "{} (SQLSTATE {})",
+            fields
+                .message()
+                .unwrap_or("the server ended the connection"),
+            fields.code().unwrap_or("?")
+        )
+    })
+}
+
+/// In a batch of replies of which nothing has reached the client yet: a
+/// failure that makes the requests safe to send elsewhere. The server is
+/// going away (FATAL), or, for a write sent to the primary, it refused with
+/// 25006 because it is a standby now (nothing ran). Only if no reply the
+/// client would see comes before it: a request that completed in this
+/// batch must not run again.
+fn retriable_failure(
+    rbuf: &[u8],
+    max: usize,
+    tracker: &ResponseTracker,
+    write_on_primary: bool,
+) -> Option<(String, bool)> {
+    // Cheap first pass: most batches hold no error at all.
+    let failure = Frames::new(rbuf, Direction::Backend, max).find_map(|item| {
+        let (tag, body) = item.ok()?;
+        if tag != b'E' {
+            return None;
+        }
+        if let Some(why) = fatal(body) {
+            return Some((why, false));
+        }
+        let fields = pgsplit_protocol::backend::error_fields(body).ok()?;
+        (write_on_primary && fields.code() == Some("25006"))
+            .then(|| ("it is read-only: no longer the primary".to_owned(), true))
+    })?;
+    let mut tracker = tracker.clone();
+    for item in Frames::new(rbuf, Direction::Backend, max) {
+        let (tag, _) = item.ok()?;
+        let d = tracker.on_message(tag);
+        if tag == b'E' {
+            return Some(failure);
+        }
+        if d.forward && tag == b'Z' {
+            return None;
+        }
+    }
+    None
+}
+
+/// Name and value of a ParameterStatus body.
+fn parameter(body: &[u8]) -> Option<(&str, &str)> {
+    let mut parts = body.split(|&b| b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let value = std::str::from_utf8(parts.next()?).ok()?;
+    Some((name, value))
+}
+
+/// The one text value of a single-column DataRow body.
+fn single_text(body: &[u8]) -> Option<&str> {
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let value = body.get(6..6 + usize::try_from(len).ok()?)?;
+    std::str::from_utf8(value).ok()
+}
+
+/// Records the position of the session's last write (`None`: unknown, so
+/// no replica qualifies until the next write's position is read).
+pub(super) fn finish_capture(
+    shared: &crate::shared::Shared,
+    capturing: &mut bool,
+    write_lsn: &mut u64,
+    lsn: Option<u64>,
+) {
+    // A later capture is a later position than any earlier write, so it
+    // replaces the last one (also replacing "unknown").
+    let lsn = lsn.unwrap_or(u64::MAX);
+    *write_lsn = lsn;
+    if lsn != u64::MAX {
+        shared.global_write_lsn.fetch_max(lsn, Ordering::AcqRel);
+    }
+    shared.captures_in_flight.fetch_sub(1, Ordering::AcqRel);
+    *capturing = false;
+}
