@@ -323,9 +323,9 @@ impl Shared {
     }
 
     /// Where the next read would go, without taking its turn.
-    pub fn peek_reader(&self, min_lsn: u64, lag: LagLimit) -> Option<usize> {
+    pub fn peek_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
         self.balancer
-            .peek(&self.candidates(&[], min_lsn, lag), rand::random())
+            .peek(&self.candidates(exclude, min_lsn, lag), rand::random())
     }
 
     /// Whether standby `i` may take a read now: up, attached, not fenced,

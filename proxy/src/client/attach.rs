@@ -16,7 +16,7 @@ impl Session {
     /// Makes `backend` (or, for a read it cannot reach, another reader) the
     /// active connection, with the session's settings and deferred BEGIN.
     pub(super) async fn attach(&mut self, mut backend: usize, read: bool) -> Result<(), ErrorInfo> {
-        let mut tried = Vec::new();
+        let mut tried: Vec<usize> = self.avoid.into_iter().collect();
         loop {
             match self.ensure_conn(backend).await {
                 Ok(()) => break,

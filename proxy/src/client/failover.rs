@@ -85,10 +85,21 @@ impl Session {
         self.current_meta = None;
         self.segment_failed = false;
         let retry = self.replayable && !self.retried && (self.attached_read || read_only);
+        tracing::debug!(
+            session = self.cancel_key.pid,
+            replayable = self.replayable,
+            retried = self.retried,
+            attached_read = self.attached_read,
+            kept = self.replay.len(),
+            outstanding = self.segments.len(),
+            open = self.open_segment,
+            "deciding whether to retry"
+        );
         self.replayable = false;
         if retry {
             tracing::info!(backend = %name, "retrying the request elsewhere: nothing of it had reached the client");
             self.retried = true;
+            self.avoid = Some(i);
             let mut again = std::mem::take(&mut self.replay);
             again.extend_from_slice(&self.rbuf);
             self.rbuf = again;

@@ -72,7 +72,10 @@ impl Session {
         self.shared.ryw.waits.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.shared.config.routing.causal_wait;
         let backend = loop {
-            match self.shared.pick_reader(&[], min_lsn, self.lag_limit) {
+            match self
+                .shared
+                .pick_reader(self.avoid.as_slice(), min_lsn, self.lag_limit)
+            {
                 Some(b) if Some(b) != self.shared.primary() => break Some(b),
                 _ if tokio::time::Instant::now() >= deadline => break None,
                 _ => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
@@ -110,8 +113,13 @@ impl Session {
         };
         self.read_min_lsn = min_lsn;
         let picked = match weight {
-            Weight::Runs => self.shared.pick_reader(&[], min_lsn, self.lag_limit),
-            Weight::PrepareOnly => self.shared.peek_reader(min_lsn, self.lag_limit),
+            Weight::Runs => self
+                .shared
+                .pick_reader(self.avoid.as_slice(), min_lsn, self.lag_limit),
+            Weight::PrepareOnly => {
+                self.shared
+                    .peek_reader(self.avoid.as_slice(), min_lsn, self.lag_limit)
+            }
         };
         match picked {
             Some(backend) if Some(backend) != primary || min_lsn == 0 => Decision::Target {

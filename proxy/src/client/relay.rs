@@ -152,13 +152,18 @@ impl Session {
                 conn.tracker.push(request, true);
             }
             Send::Answer(reply) => {
-                // A reply of pgsplit's own reached the client: resending
-                // this request elsewhere would repeat it.
-                self.replayable = false;
-                self.replay.clear();
                 conn.tracker.push(Request::Synthetic(reply), true);
+                let mut answered = false;
                 while let Some(reply) = conn.tracker.take_synthetic() {
                     encode::raw_message(&mut self.wbuf, reply, &[]);
+                    answered = true;
+                }
+                // Answered at once: a retry elsewhere must not answer it
+                // again. (Queued behind server replies, it is answered
+                // with them, so a retry answers it then.)
+                if answered && self.replayable {
+                    let kept = self.replay.len().saturating_sub(frame.as_bytes().len());
+                    self.replay.truncate(kept);
                 }
             }
         }

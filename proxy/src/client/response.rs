@@ -50,6 +50,15 @@ impl Session {
                 });
             }
         }
+        if self.replayable && !self.open_segment && only_acknowledgements(&conn.rbuf, max) {
+            // ParseComplete, BindComplete and the like came ahead of the
+            // results: hold them until results (or a failure) follow, so a
+            // server dying in between leaves the request retriable without
+            // the client seeing them twice. The request ends with a Sync,
+            // so the rest is on its way.
+            self.events = events;
+            return Ok(());
+        }
         let mut lost = None;
         let mut replied = false;
         let wbuf = &mut self.wbuf;
@@ -149,6 +158,7 @@ impl Session {
                 wbuf.extend_from_slice(&conn.rbuf[..start]);
             }
             while let Some(reply) = conn.tracker.take_synthetic() {
+                replied = true;
                 if !copying {
                     copying = true;
                     wbuf.extend_from_slice(&conn.rbuf[..end]);
@@ -284,6 +294,20 @@ fn fatal(body: &[u8]) -> Option<String> {
                 .message()
                 .unwrap_or("the server ended the connection"),
             fields.code().unwrap_or("?")
+        )
+    })
+}
+
+/// Whether every complete message buffered only acknowledges a step of an
+/// extended-protocol request (or is a notice): no result, no end.
+fn only_acknowledgements(rbuf: &[u8], max: usize) -> bool {
+    Frames::new(rbuf, Direction::Backend, max).all(|item| {
+        matches!(
+            item,
+            Ok((
+                b'1' | b'2' | b'3' | b't' | b'n' | b'T' | b'N' | b'S' | b'A',
+                _
+            ))
         )
     })
 }

@@ -94,8 +94,11 @@ pub(super) struct Session {
     /// be a demoted primary (writes it refused).
     pub replay: BytesMut,
     pub replayable: bool,
-    /// The current request has been retried once already.
+    /// The current request has been retried once already...
     pub retried: bool,
+    /// ... because this server failed it: not to be picked again for it,
+    /// whatever a racing health check says.
+    pub avoid: Option<usize>,
     /// The active connection was attached for a read.
     pub attached_read: bool,
     /// ... or to write on the server that was primary at the time.
@@ -144,6 +147,7 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         replay: BytesMut::new(),
         replayable: false,
         retried: false,
+        avoid: None,
         attached_read: false,
         attached_write: false,
         recheck: None,
@@ -326,6 +330,7 @@ impl Session {
             self.replay.clear();
             self.replayable = false;
             self.retried = false;
+            self.avoid = None;
             self.retry_begin = None;
             if std::mem::take(&mut self.discard_on_release) {
                 if let Some(c) = self.conns[i].take() {

@@ -79,9 +79,11 @@ impl Control {
         };
         if s.nodes[i].checked(r, lag) {
             tracing::info!(backend = %s.backends[i].name, "backend is up again: health check succeeded");
+            // Back from down: sessions may try it again at once. (Not on
+            // every success: a check on a connection that outlived a
+            // failure would undo the retry delay sessions just set.)
+            s.clear_unreachable(i);
         }
-        // It accepts connections: sessions may try it again at once.
-        s.clear_unreachable(i);
         self.reelect(s);
     }
 
