@@ -43,9 +43,8 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig { path } => check_config(path.or(cli.config)),
         Command::Run => run(cli.config),
-        Command::Demo { listen, replicas } => {
-            runtime().block_on(pgsplit::demo::run(&listen, replicas))
-        }
+        Command::Demo { listen, replicas } => runtime(pgsplit_config::default_threads())
+            .block_on(pgsplit::demo::run(&listen, replicas)),
     }
 }
 
@@ -58,8 +57,9 @@ fn init_logging() {
         .init();
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .expect("tokio runtime")
@@ -86,7 +86,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime().block_on(async move {
+    runtime(config.threads()).block_on(async move {
         let listen = config.listen.clone();
         let proxy = match pgsplit::start(config).await {
             Ok(p) => p,

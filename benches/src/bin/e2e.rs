@@ -41,7 +41,7 @@ struct Args {
     workloads: Vec<Workload>,
     #[arg(long, value_delimiter = ',', default_values = ["simple", "extended", "prepared"])]
     modes: Vec<Mode>,
-    #[arg(long, value_delimiter = ',', default_values = ["1", "16"])]
+    #[arg(long, value_delimiter = ',', default_values = ["1", "16", "64"])]
     clients: Vec<u32>,
     /// Seconds per pgbench run.
     #[arg(long, default_value_t = 5)]
