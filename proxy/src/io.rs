@@ -52,26 +52,57 @@ pub async fn fill(
     loop {
         stream.readable().await?;
         reserve_for_read(buf, direction, max)?;
-        let room = buf.capacity() - buf.len();
-        match stream.try_read_buf(buf) {
+        match read_draining(stream, buf) {
             Ok(0) if buf.is_empty() => return Ok(false),
             Ok(0) => return Err(ReadError::TruncatedMessage),
-            Ok(n) => {
-                if n < room {
-                    // A short read drained the socket. Say so, so the next
-                    // read waits for the poller instead of making a system
-                    // call only to hear EAGAIN: one call fewer per read.
-                    // (Data that arrived meanwhile has raised a newer
-                    // readiness event, which this does not clear.)
-                    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-                        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-                    });
-                }
-                return Ok(true);
+            Ok(_) => return Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// One read into the spare capacity of `buf`. A short read drained the
+/// socket: its readiness is then cleared in the same step, so the next
+/// read waits for the poller instead of making a system call only to hear
+/// EAGAIN (one call fewer per read). The readiness snapshot is taken before
+/// the read, so data that arrives after it, once the poller has seen it, is
+/// never cleared away.
+fn read_draining(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let mut got = 0;
+    let result = stream.try_io(tokio::io::Interest::READABLE, || {
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
+        // SAFETY: recv writes at most `room` bytes into the spare capacity,
+        // and only the bytes it reports are marked initialised below.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: the kernel initialised these `n` bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        got = n;
+        if n > 0 && n < room {
+            // Drained: report WouldBlock so tokio clears the readiness
+            // it saw before this read; the bytes are already in `buf`.
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(got),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        Err(e) => Err(e),
     }
 }
 
