@@ -133,42 +133,39 @@ pub fn render(s: &Arc<Shared>) -> String {
         "Times the backend went up, down, detached or attached.",
         &|i| nodes[i].state_changes,
     );
-    let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+    for (name, help, value) in [
+        (
+            "pgsplit_ryw_replica_reads_total",
+            "Reads load-balanced to a replica.",
+            &s.ryw.replica_reads,
+        ),
+        (
+            "pgsplit_ryw_kept_on_primary_total",
+            "Reads sent to the primary because no replica had replayed the writes they must see.",
+            &s.ryw.kept_on_primary,
+        ),
+        (
+            "pgsplit_ryw_waits_total",
+            "Reads that waited (routing.causal_wait) for a replica to catch up.",
+            &s.ryw.waits,
+        ),
+        (
+            "pgsplit_primary_changes_total",
+            "Times the primary changed, including to none while the primary is down.",
+            &s.control.primary_changes,
+        ),
+        (
+            "pgsplit_promotions_total",
+            "Standbys pgsplit promoted (auto_promote or PGSPLIT PROMOTE).",
+            &s.control.promotions,
+        ),
+    ] {
+        let value = value.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
-    };
-    counter(
-        &mut out,
-        "pgsplit_ryw_replica_reads_total",
-        "Reads load-balanced to a replica.",
-        s.ryw.replica_reads.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pgsplit_ryw_kept_on_primary_total",
-        "Reads sent to the primary because no replica had replayed the writes they must see.",
-        s.ryw.kept_on_primary.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pgsplit_ryw_waits_total",
-        "Reads that waited (routing.causal_wait) for a replica to catch up.",
-        s.ryw.waits.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pgsplit_primary_changes_total",
-        "Times the primary changed, including to none while the primary is down.",
-        s.control.primary_changes.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "pgsplit_promotions_total",
-        "Standbys pgsplit promoted (auto_promote or PGSPLIT PROMOTE).",
-        s.control.promotions.load(Ordering::Relaxed),
-    );
+    }
     let _ = writeln!(out, "# HELP pgsplit_pinned_sessions_total Sessions pinned to their server connection.\n# TYPE pgsplit_pinned_sessions_total counter");
     for (reason, i) in [("unmovable_state", 0), ("unreplayable_setting", 1)] {
         let _ = writeln!(

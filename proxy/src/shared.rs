@@ -318,14 +318,16 @@ impl Shared {
     /// request already failed to reach) and replicas that have not replayed
     /// up to `min_lsn` (0: no requirement).
     pub fn pick_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
-        self.balancer
-            .pick(&self.candidates(exclude, min_lsn, lag), rand::random())
+        self.with_candidates(exclude, min_lsn, lag, |c| {
+            self.balancer.pick(c, rand::random())
+        })
     }
 
     /// Where the next read would go, without taking its turn.
     pub fn peek_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
-        self.balancer
-            .peek(&self.candidates(exclude, min_lsn, lag), rand::random())
+        self.with_candidates(exclude, min_lsn, lag, |c| {
+            self.balancer.peek(c, rand::random())
+        })
     }
 
     /// Whether standby `i` may take a read now: up, attached, not fenced,
@@ -338,13 +340,22 @@ impl Shared {
             && (min_lsn == 0 || n.lsn() >= min_lsn)
     }
 
-    fn candidates(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Vec<Candidate> {
+    /// Runs `f` over every backend as a read candidate now. The list is
+    /// built in a per-thread buffer, so a read allocates nothing.
+    fn with_candidates<R>(
+        &self,
+        exclude: &[usize],
+        min_lsn: u64,
+        lag: LagLimit,
+        f: impl FnOnce(&[Candidate]) -> R,
+    ) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<Candidate>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let primary = self.primary();
-        self.config
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
+        SCRATCH.with_borrow_mut(|list| {
+            list.clear();
+            list.extend(self.config.backends.iter().enumerate().map(|(i, b)| {
                 let is_primary = Some(i) == primary;
                 Candidate {
                     index: i,
@@ -358,8 +369,9 @@ impl Shared {
                     weight: b.weight,
                     active: self.stats[i].active.load(Ordering::Relaxed),
                 }
-            })
-            .collect()
+            }));
+            f(list)
+        })
     }
 }
 

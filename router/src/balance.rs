@@ -70,8 +70,11 @@ impl Balancer {
         let eligible = |c: &&Candidate| {
             c.usable && c.weight > 0 && (!c.is_primary || self.primary_reads == PrimaryReads::On)
         };
-        let pool: Vec<&Candidate> = candidates.iter().filter(eligible).collect();
-        if pool.is_empty() {
+        // Filtered again where needed rather than collected: a read
+        // allocates nothing here.
+        let pool = || candidates.iter().filter(eligible);
+        let count = pool().count();
+        if count == 0 {
             // Fallback: rather the primary than an error, unless told otherwise.
             return match self.primary_reads {
                 PrimaryReads::Off => None,
@@ -88,15 +91,15 @@ impl Balancer {
                 } else {
                     self.counter.load(Ordering::Relaxed)
                 };
-                weighted_slot(&pool, n)
+                weighted_slot(pool(), n)
             }
-            Strategy::Random => weighted_slot(&pool, random),
+            Strategy::Random => weighted_slot(pool(), random),
             Strategy::LeastConnections => {
                 // Lowest load per unit of weight; ties rotate so equal servers
                 // share the work instead of the first one taking it all.
-                let start = self.counter.fetch_add(1, Ordering::Relaxed) as usize % pool.len();
-                let mut best = pool[start];
-                for c in pool.iter().cycle().skip(start).take(pool.len()) {
+                let start = self.counter.fetch_add(1, Ordering::Relaxed) as usize % count;
+                let mut best = pool().nth(start).expect("start is below the count");
+                for c in pool().cycle().skip(start).take(count) {
                     if (c.active as u128) * (best.weight as u128)
                         < (best.active as u128) * (c.weight as u128)
                     {
@@ -111,8 +114,8 @@ impl Balancer {
 
 /// Maps `n` onto the candidates in proportion to their weights, spreading
 /// consecutive values so a 1:3 split goes A B B B rather than in long runs.
-fn weighted_slot(pool: &[&Candidate], n: u64) -> usize {
-    let total: u64 = pool.iter().map(|c| c.weight as u64).sum();
+fn weighted_slot<'a>(pool: impl Iterator<Item = &'a Candidate> + Clone, n: u64) -> usize {
+    let total: u64 = pool.clone().map(|c| c.weight as u64).sum();
     let mut slot = n % total;
     for c in pool {
         if slot < c.weight as u64 {

@@ -10,7 +10,7 @@
 //!
 //! Build the proxy first: `cargo build --release -p pgsplit`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,9 @@ use pgsplit_benches::e2e::pgbench::Pgbench;
 use pgsplit_benches::e2e::report::{self, Machine, Report, Run, Settings, Skip, TargetInfo};
 use pgsplit_benches::e2e::scratch::Scratch;
 use pgsplit_benches::e2e::targets::{self, Env, Peer, Target};
-use pgsplit_benches::e2e::{procstat, Cell, Mode, Workload};
+use pgsplit_benches::e2e::{
+    pgsplit_binary, procstat, workspace_root, write_json, Cell, Mode, Workload,
+};
 use pgsplit_cluster::{Cluster, ClusterOptions};
 
 #[derive(Parser, Debug)]
@@ -60,13 +62,6 @@ struct Args {
     time_limit: Option<u64>,
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("benches/ has a parent")
-        .to_path_buf()
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -85,18 +80,7 @@ fn run(args: &Args) -> Result<bool, String> {
         return Err("--clients, --rounds and --duration must be positive".into());
     }
     let root = workspace_root();
-    let binary = args
-        .pgsplit
-        .clone()
-        .unwrap_or_else(|| root.join("target/release/pgsplit"));
-    if !binary.is_file() {
-        return Err(format!(
-            "no pgsplit binary at {}; build it with `cargo build --release -p pgsplit` \
-             in {} (or pass --pgsplit PATH)",
-            binary.display(),
-            root.display()
-        ));
-    }
+    let binary = pgsplit_binary(args.pgsplit.clone())?;
     let cells = Cell::grid(&args.workloads, &args.modes, &args.clients);
     let started = Instant::now();
     let limit = Duration::from_secs(
@@ -347,14 +331,6 @@ fn print_targets(infos: &[TargetInfo]) {
             .unwrap_or_default();
         eprintln!("  {state} {:<9} {}{note}", t.name, first_line(&t.version));
     }
-}
-
-fn write_json(path: &Path, report: &Report) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn first_line(text: &str) -> String {

@@ -8,7 +8,7 @@
 //! Build the proxy first: `cargo build --release -p pgsplit`.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::thread;
@@ -18,6 +18,8 @@ use clap::Parser;
 use pgsplit_benches::e2e::child::{clean_command, die_with_parent, ChildGuard};
 use pgsplit_benches::e2e::idle::{self, Liveness, Memory, Nofile};
 use pgsplit_benches::e2e::scratch::{write, Scratch};
+use pgsplit_benches::e2e::targets::{free_port, log_tail};
+use pgsplit_benches::e2e::{pgsplit_binary, workspace_root, write_json};
 use pgsplit_cluster::{Cluster, ClusterOptions, TRUST_USER};
 use serde::Serialize;
 
@@ -81,13 +83,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("benches/ has a parent")
-        .to_path_buf()
-}
-
 /// Ok(false) when the numbers were taken but some client failed, so the
 /// measurement does not describe N clients.
 fn run(args: &Args) -> Result<bool, String> {
@@ -95,18 +90,7 @@ fn run(args: &Args) -> Result<bool, String> {
         return Err("--clients and --batch must be positive".into());
     }
     let root = workspace_root();
-    let binary = args
-        .pgsplit
-        .clone()
-        .unwrap_or_else(|| root.join("target/release/pgsplit"));
-    if !binary.is_file() {
-        return Err(format!(
-            "no pgsplit binary at {}; build it with `cargo build --release -p pgsplit` \
-             in {} (or pass --pgsplit PATH)",
-            binary.display(),
-            root.display()
-        ));
-    }
+    let binary = pgsplit_binary(args.pgsplit.clone())?;
     let nofile = idle::raise_nofile()?;
     let needed = args.clients as u64 + 100;
     if nofile.hard < needed {
@@ -159,7 +143,7 @@ fn run(args: &Args) -> Result<bool, String> {
     );
     thread::sleep(Duration::from_secs(args.settle));
     let with_clients = idle::memory(pid)
-        .ok_or_else(|| format!("pgsplit is gone; log tail:\n{}", log_tail(&log)))?;
+        .ok_or_else(|| format!("pgsplit is gone; log tail:\n{}", log_tail(Some(&log))))?;
     let liveness = idle::liveness(&opened.streams);
 
     let n = opened.streams.len();
@@ -210,7 +194,7 @@ fn run(args: &Args) -> Result<bool, String> {
             liveness.closed,
             liveness.unexpected_data,
             liveness.errors,
-            log_tail(&log)
+            log_tail(Some(&log))
         );
     }
     // Clients first so pgsplit sees plain disconnects, then the proxy (it
@@ -250,7 +234,7 @@ fn wait_ready(
         if let Some(status) = proxy.exited() {
             return Err(format!(
                 "pgsplit exited ({status}); log tail:\n{}",
-                log_tail(log)
+                log_tail(Some(log))
             ));
         }
         let err = match rt.block_on(idle::login(addr, TRUST_USER)) {
@@ -261,7 +245,7 @@ fn wait_ready(
             return Err(format!(
                 "no login through pgsplit within {}s (last: {err}); log tail:\n{}",
                 READY_TIMEOUT.as_secs(),
-                log_tail(log)
+                log_tail(Some(log))
             ));
         }
         thread::sleep(Duration::from_millis(100));
@@ -288,27 +272,4 @@ fn markdown(r: &Report) -> String {
         loaded = mb(r.with_clients.rss_kib),
         peak = mb(r.with_clients.hwm_kib),
     )
-}
-
-/// A loopback port free right now; if another process takes it first,
-/// pgsplit fails to bind and the readiness check shows its log.
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
-}
-
-fn write_json(path: &Path, report: &Report) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }

@@ -23,6 +23,40 @@ pub mod scratch;
 pub mod targets;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The workspace this crate belongs to.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ has a parent")
+        .to_path_buf()
+}
+
+/// The pgsplit binary to measure: `given`, else the workspace's release
+/// build, which must exist.
+pub fn pgsplit_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let binary = given.unwrap_or_else(|| root.join("target/release/pgsplit"));
+    if !binary.is_file() {
+        return Err(format!(
+            "no pgsplit binary at {}; build it with `cargo build --release -p pgsplit` \
+             in {} (or pass --pgsplit PATH)",
+            binary.display(),
+            root.display()
+        ));
+    }
+    Ok(binary)
+}
+
+/// Writes `value` as pretty JSON, creating the directory.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
 use std::str::FromStr;
 
 use serde::Serialize;

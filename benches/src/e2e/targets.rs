@@ -334,7 +334,7 @@ pub fn login_check(env: &Env, target: &mut Target) -> Result<(), String> {
 
 /// A loopback port free right now. Another process may take it before the
 /// proxy binds; the proxy then fails to start and says so in its log.
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -370,7 +370,8 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
-fn log_tail(log: Option<&Path>) -> String {
+/// The last lines of a log, for error messages.
+pub fn log_tail(log: Option<&Path>) -> String {
     let text = log
         .and_then(|p| fs::read_to_string(p).ok())
         .unwrap_or_default();

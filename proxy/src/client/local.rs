@@ -18,15 +18,12 @@ use crate::admin::Outcome;
 use crate::errors::SessionError;
 
 impl Session {
-    /// Whether the request at the front of the buffer is pgsplit's to answer.
-    pub(super) fn front_is_local(&self) -> bool {
+    /// Whether the request starting with the frame `tag`/`body` (the front
+    /// of the buffer) is pgsplit's to answer.
+    pub(super) fn front_is_local(&self, tag: u8, body: &[u8]) -> bool {
         if self.failed_tx {
             return true;
         }
-        let max = self.shared.config.limits.max_message_size;
-        let Some(Ok((tag, body))) = Frames::new(&self.rbuf, Direction::Frontend, max).next() else {
-            return false;
-        };
         match tag {
             b'Q' => is_admin(until_nul(body)),
             b'P' => {
@@ -297,7 +294,7 @@ fn until_nul(b: &[u8]) -> &[u8] {
 
 /// Compares the first word's bytes first: almost every statement fails
 /// there, before any UTF-8 check or parsing of the whole text.
-fn is_admin(sql: &[u8]) -> bool {
+pub(super) fn is_admin(sql: &[u8]) -> bool {
     let start = sql
         .iter()
         .position(|b| !b.is_ascii_whitespace())

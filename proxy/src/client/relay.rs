@@ -225,7 +225,7 @@ impl Session {
             body: Bytes::copy_from_slice(rest),
             analysis,
             session_cmd,
-            local: pgsplit_router::admin::parse_admin(&text).is_some(),
+            local: super::local::is_admin(sql),
         });
         self.state
             .statements

@@ -39,25 +39,27 @@ impl Session {
         let mut capture = false;
         let on_primary = Some(i) == self.shared.primary();
         if self.replayable {
-            if let Some((why, read_only)) =
-                retriable_failure(&conn.rbuf, max, &conn.tracker, self.attached_write)
-            {
-                self.events = events;
-                return Err(SessionError::ServerLost {
-                    backend: i,
-                    why,
-                    read_only,
-                });
+            // Nothing of this attachment has reached the client yet.
+            match first_replies(&conn.rbuf, max, &conn.tracker, self.attached_write) {
+                FirstReplies::Failed { why, read_only } => {
+                    self.events = events;
+                    return Err(SessionError::ServerLost {
+                        backend: i,
+                        why,
+                        read_only,
+                    });
+                }
+                // ParseComplete, BindComplete and the like came ahead of
+                // the results: hold them until results (or a failure)
+                // follow, so a server dying in between leaves the request
+                // retriable without the client seeing them twice. A request
+                // that ends with a Sync has the rest on its way.
+                FirstReplies::OnlyAcknowledgements if !self.open_segment => {
+                    self.events = events;
+                    return Ok(());
+                }
+                _ => {}
             }
-        }
-        if self.replayable && !self.open_segment && only_acknowledgements(&conn.rbuf, max) {
-            // ParseComplete, BindComplete and the like came ahead of the
-            // results: hold them until results (or a failure) follow, so a
-            // server dying in between leaves the request retriable without
-            // the client seeing them twice. The request ends with a Sync,
-            // so the rest is on its way.
-            self.events = events;
-            return Ok(());
         }
         let mut lost = None;
         let mut replied = false;
@@ -298,57 +300,75 @@ fn fatal(body: &[u8]) -> Option<String> {
     })
 }
 
-/// Whether every complete message buffered only acknowledges a step of an
-/// extended-protocol request (or is a notice): no result, no end.
-fn only_acknowledgements(rbuf: &[u8], max: usize) -> bool {
-    Frames::new(rbuf, Direction::Backend, max).all(|item| {
-        matches!(
-            item,
-            Ok((
-                b'1' | b'2' | b'3' | b't' | b'n' | b'T' | b'N' | b'S' | b'A',
-                _
-            ))
-        )
-    })
+/// What the first replies of a retriable attachment say.
+enum FirstReplies {
+    /// Results (or an error the client must see): forward as usual.
+    Forward,
+    /// Only acknowledgements of extended-protocol steps, or notices.
+    OnlyAcknowledgements,
+    /// A failure that makes the requests safe to send elsewhere.
+    Failed { why: String, read_only: bool },
 }
 
-/// In a batch of replies of which nothing has reached the client yet: a
-/// failure that makes the requests safe to send elsewhere. The server is
-/// going away (FATAL), or, for a write sent to the primary, it refused with
-/// 25006 because it is a standby now (nothing ran). Only if no reply the
-/// client would see comes before it: a request that completed in this
-/// batch must not run again.
-fn retriable_failure(
+/// One pass over a batch of which nothing has reached the client yet.
+/// Failures worth a retry: the server is going away (FATAL), or, for a
+/// write sent to the primary, it refused with 25006 because it is a standby
+/// now (nothing ran). Only if no reply the client would see comes before
+/// it: a request that completed in this batch must not run again.
+fn first_replies(
     rbuf: &[u8],
     max: usize,
     tracker: &ResponseTracker,
     write_on_primary: bool,
-) -> Option<(String, bool)> {
-    // Cheap first pass: most batches hold no error at all.
-    let failure = Frames::new(rbuf, Direction::Backend, max).find_map(|item| {
-        let (tag, body) = item.ok()?;
-        if tag != b'E' {
-            return None;
-        }
-        if let Some(why) = fatal(body) {
-            return Some((why, false));
-        }
-        let fields = pgsplit_protocol::backend::error_fields(body).ok()?;
-        (write_on_primary && fields.code() == Some("25006"))
-            .then(|| ("it is read-only: no longer the primary".to_owned(), true))
-    })?;
-    let mut tracker = tracker.clone();
+) -> FirstReplies {
+    let mut only_acks = true;
     for item in Frames::new(rbuf, Direction::Backend, max) {
-        let (tag, _) = item.ok()?;
-        let d = tracker.on_message(tag);
-        if tag == b'E' {
-            return Some(failure);
-        }
-        if d.forward && tag == b'Z' {
-            return None;
+        let Ok((tag, body)) = item else {
+            return FirstReplies::Forward;
+        };
+        match tag {
+            b'1' | b'2' | b'3' | b't' | b'n' | b'T' | b'N' | b'S' | b'A' => {}
+            b'E' => {
+                let failure = match fatal(body) {
+                    Some(why) => Some((why, false)),
+                    None => pgsplit_protocol::backend::error_fields(body)
+                        .ok()
+                        .filter(|f| write_on_primary && f.code() == Some("25006"))
+                        .map(|_| ("it is read-only: no longer the primary".to_owned(), true)),
+                };
+                return match failure {
+                    Some((why, read_only)) if !completes_before_error(rbuf, max, tracker) => {
+                        FirstReplies::Failed { why, read_only }
+                    }
+                    _ => FirstReplies::Forward,
+                };
+            }
+            _ => only_acks = false,
         }
     }
-    None
+    if only_acks {
+        FirstReplies::OnlyAcknowledgements
+    } else {
+        FirstReplies::Forward
+    }
+}
+
+/// Whether a ReadyForQuery the client would see comes before the first
+/// ErrorResponse: replayed as the tracker will, on a copy (rare: only
+/// when a batch carries a retriable failure).
+fn completes_before_error(rbuf: &[u8], max: usize, tracker: &ResponseTracker) -> bool {
+    let mut tracker = tracker.clone();
+    for item in Frames::new(rbuf, Direction::Backend, max) {
+        let Ok((tag, _)) = item else { return true };
+        let d = tracker.on_message(tag);
+        if tag == b'E' {
+            return false;
+        }
+        if d.forward && tag == b'Z' {
+            return true;
+        }
+    }
+    true
 }
 
 /// Name and value of a ParameterStatus body.

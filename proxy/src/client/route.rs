@@ -140,16 +140,16 @@ impl Session {
                 split_frame(&mut self.rbuf, Direction::Frontend, max)?;
                 return Ok(true);
             }
-            _ => {}
-        }
-        if self.front_is_local() {
-            if let Some(a) = self.active {
-                let quiet = self.conns[a].as_ref().is_none_or(|c| c.tracker.is_idle());
-                if !quiet {
-                    return Ok(false);
+            Some(Ok((tag, body))) if self.front_is_local(tag, body) => {
+                if let Some(a) = self.active {
+                    let quiet = self.conns[a].as_ref().is_none_or(|c| c.tracker.is_idle());
+                    if !quiet {
+                        return Ok(false);
+                    }
                 }
+                return self.answer_locally().await;
             }
-            return self.answer_locally().await;
+            _ => {}
         }
         if let Some(a) = self.active {
             let primary = self.shared.primary();

@@ -95,7 +95,7 @@ impl Control {
         if failures == 1 {
             tracing::warn!(backend = %name, %error, "health check failed");
         }
-        if s.nodes[i].failed(error, failures >= limit) {
+        if s.nodes[i].failed(failures >= limit) {
             tracing::error!(backend = %name, %error, failures, "backend is down: {failures} health checks failed in a row");
         }
         self.reelect(s);

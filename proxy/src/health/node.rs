@@ -13,7 +13,6 @@ use tokio::sync::Notify;
 pub struct Node {
     /// Replay position (standby) or write position (primary); 0: unknown.
     lsn: AtomicU64,
-    receive_lsn: AtomicU64,
     /// Answers health checks (pgpool's `pg_status`).
     up: AtomicBool,
     /// Taken out of service by `PGSPLIT DETACH`.
@@ -35,7 +34,6 @@ pub struct Node {
 struct Detail {
     replication_state: String,
     last_status_change: SystemTime,
-    last_error: Option<String>,
     state_changes: u64,
 }
 
@@ -48,11 +46,9 @@ pub struct NodeSnapshot {
     pub role: Role,
     pub timeline: u32,
     pub lsn: u64,
-    pub receive_lsn: u64,
     pub lag: Lag,
     pub replication_state: String,
     pub last_status_change: SystemTime,
-    pub last_error: Option<String>,
     pub state_changes: u64,
 }
 
@@ -60,7 +56,6 @@ impl Default for Node {
     fn default() -> Self {
         Node {
             lsn: AtomicU64::new(0),
-            receive_lsn: AtomicU64::new(0),
             // Assumed up until a check says otherwise, so the configured
             // roles carry traffic while the first checks run.
             up: AtomicBool::new(true),
@@ -75,7 +70,6 @@ impl Default for Node {
             detail: Mutex::new(Detail {
                 replication_state: String::new(),
                 last_status_change: SystemTime::now(),
-                last_error: None,
                 state_changes: 0,
             }),
         }
@@ -186,7 +180,7 @@ impl Node {
     pub(crate) fn set_detached(&self, on: bool) -> bool {
         let was = self.detached.swap(on, Ordering::AcqRel);
         if was != on {
-            self.status_changed(None);
+            self.status_changed();
         }
         was
     }
@@ -203,7 +197,6 @@ impl Node {
         );
         self.timeline.store(r.timeline, Ordering::Release);
         self.lsn.store(r.lsn, Ordering::Release);
-        self.receive_lsn.store(r.receive_lsn, Ordering::Release);
         self.lag_bytes.store(lag.bytes, Ordering::Relaxed);
         self.lag_millis.store(lag.millis, Ordering::Relaxed);
         {
@@ -214,7 +207,7 @@ impl Node {
         }
         let was_up = self.up.swap(true, Ordering::AcqRel);
         if !was_up {
-            self.status_changed(None);
+            self.status_changed();
         }
         self.checks.fetch_add(1, Ordering::AcqRel);
         !was_up
@@ -222,24 +215,20 @@ impl Node {
 
     /// Records a failed check; marks the node down (returning true) when
     /// this failure is the one that crosses the limit.
-    pub(crate) fn failed(&self, error: &str, mark_down: bool) -> bool {
+    pub(crate) fn failed(&self, mark_down: bool) -> bool {
         self.lsn.store(0, Ordering::Release);
-        self.detail.lock().unwrap().last_error = Some(error.to_owned());
         let went_down = mark_down && self.up.swap(false, Ordering::AcqRel);
         if went_down {
-            self.status_changed(Some(error));
+            self.status_changed();
         }
         self.checks.fetch_add(1, Ordering::AcqRel);
         went_down
     }
 
-    fn status_changed(&self, error: Option<&str>) {
+    fn status_changed(&self) {
         let mut d = self.detail.lock().unwrap();
         d.last_status_change = SystemTime::now();
         d.state_changes += 1;
-        if let Some(e) = error {
-            d.last_error = Some(e.to_owned());
-        }
     }
 
     pub fn snapshot(&self) -> NodeSnapshot {
@@ -251,11 +240,9 @@ impl Node {
             role: self.role(),
             timeline: self.timeline.load(Ordering::Acquire),
             lsn: self.lsn(),
-            receive_lsn: self.receive_lsn.load(Ordering::Acquire),
             lag: self.lag(),
             replication_state: d.replication_state,
             last_status_change: d.last_status_change,
-            last_error: d.last_error,
             state_changes: d.state_changes,
         }
     }
