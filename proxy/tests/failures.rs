@@ -295,11 +295,17 @@ async fn a_read_only_refusal_the_client_asked_for_is_not_taken_for_a_demotion() 
         .batch_execute("SET default_transaction_read_only = on")
         .await
         .unwrap();
+    let writes_before = proxy.shared().stats(0).writes;
     let e = careful
         .batch_execute("INSERT INTO t VALUES (1)")
         .await
         .expect_err("a read-only session cannot write");
     assert_eq!(sqlstate(&e), "25006");
+    // Refused by the primary itself, not by a standby.
+    assert!(
+        proxy.shared().stats(0).writes > writes_before,
+        "the INSERT was not routed to the primary"
+    );
     // Everyone else keeps writing to the primary without a pause.
     let started = Instant::now();
     let port = scalar(

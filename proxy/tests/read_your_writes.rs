@@ -176,6 +176,13 @@ async fn lagging_replicas_never_hide_a_sessions_own_writes() {
             let replica_reads = ryw.replica_reads.load(std::sync::atomic::Ordering::Relaxed);
             println!("causal: reads kept on the primary by read-your-writes: {kept}, sent to replicas: {replica_reads}");
             assert!(kept >= 3 * n as u64 - 30, "kept {kept}");
+            // The same on the wire: the writer's reads right after its
+            // writes were served by the primary.
+            let writer_on_replicas = simple.1 + psycopg.1 + asyncpg.1;
+            assert!(
+                writer_on_replicas <= 30,
+                "{writer_on_replicas} of the writer's reads were served by a lagging replica"
+            );
             // Once the replicas have replayed, the writer's reads go back to them.
             let back = eventually(Duration::from_secs(5), || async {
                 is_replica(
@@ -227,6 +234,19 @@ async fn global_mode_covers_writes_made_by_other_sessions() {
             );
         }
         missed.push(misses);
+        if mode == Mode::Global {
+            // Not by sending everything to the primary: once the replicas
+            // have replayed, reads go back to them.
+            let on_replica = eventually(Duration::from_secs(5), || async {
+                is_replica(
+                    row(&reader, "SELECT inet_server_port()").await[0]
+                        .parse()
+                        .unwrap(),
+                )
+            })
+            .await;
+            assert!(on_replica, "global mode never read from a replica");
+        }
         proxy.shutdown().await;
     }
     set_lag(0);
