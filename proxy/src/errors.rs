@@ -46,8 +46,6 @@ pub enum SessionError {
         size: usize,
         waited: std::time::Duration,
     },
-    #[error("pool error: {0}")]
-    Pool(String),
     /// The active server went away (or refused a write as a demoted
     /// primary): handled by the session, which stays open.
     #[error("lost backend {backend}: {why}")]
@@ -97,7 +95,7 @@ impl SessionError {
                 .detail(format!("pgsplit is serving its limit of {n} client connections."))
                 .hint("Raise limits.max_client_connections, or close idle connections."),
             Backend(e) => return backend_reply(e),
-            PoolExhausted { .. } | Pool(_) => pool_error(self),
+            PoolExhausted { .. } => pool_error(self),
             ServerLost { why, .. } => ErrorInfo::fatal("08006", format!("pgsplit: lost the server connection: {why}"))
                 .hint("Reconnect and retry."),
         };

@@ -442,3 +442,49 @@ async fn a_role_change_never_reaches_another_client() {
     );
     proxy.shutdown().await;
 }
+
+/// The pool hands out the connection returned last: its server process is
+/// the warm one, and the others can reach their idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_recently_returned_connection_is_reused() {
+    let db = fresh_database("pool_lifo");
+    let proxy = start_proxy_with(pooled(5, |_| {})).await;
+    let pid_in_tx = "BEGIN; SELECT pg_backend_pid()";
+    let mut clients = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let c = connect(&proxy, &db).await;
+        let rows = c.simple_query(pid_in_tx).await.unwrap();
+        pids.push(first_value(&rows));
+        clients.push(c);
+    }
+    assert_eq!(
+        pids.iter().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "three open transactions need three server connections: {pids:?}"
+    );
+    for c in &clients {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    let last = pids[2].clone();
+    for c in &clients {
+        for _ in 0..3 {
+            let rows = c
+                .simple_query("BEGIN; SELECT pg_backend_pid(); COMMIT")
+                .await
+                .unwrap();
+            assert_eq!(first_value(&rows), last, "reused {pids:?} out of order");
+        }
+    }
+    proxy.shutdown().await;
+}
+
+fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> String {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("a row")
+}

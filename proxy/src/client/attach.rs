@@ -10,6 +10,7 @@ use pgsplit_protocol::pipeline::Request;
 
 use super::route::no_reader_error;
 use super::session::{checkout, Session};
+use crate::backend::pool::PooledConn;
 use crate::errors::SessionError;
 
 impl Session {
@@ -132,13 +133,13 @@ impl Session {
             }
             tracing::debug!(backend = %c.backend.name, "held server connection was closed; replacing it");
             if let Some(dead) = self.conns[backend].take() {
-                drop(deadpool::managed::Object::take(dead));
+                PooledConn::discard(dead);
             }
         }
+        let auth = &self.shared.users[&self.user];
         let pool = match &self.pools[backend] {
             Some(p) => p.clone(),
             None => {
-                let auth = &self.shared.users[&self.user];
                 let p = self.shared.pools.pool(
                     backend,
                     &self.database,
@@ -149,8 +150,14 @@ impl Session {
                 p
             }
         };
-        let server_user = &self.shared.users[&self.user].server_user;
-        let conn = checkout(&self.shared, &pool, backend, &self.database, server_user).await?;
+        let conn = checkout(
+            &self.shared,
+            &pool,
+            backend,
+            &self.database,
+            &auth.server_user,
+        )
+        .await?;
         self.conns[backend] = Some(conn);
         Ok(())
     }

@@ -7,6 +7,7 @@ use pgsplit_protocol::encode;
 use pgsplit_protocol::TransactionStatus;
 
 use super::session::Session;
+use crate::backend::pool::PooledConn;
 use crate::errors::SessionError;
 
 /// Bytes of client frames kept for a retry; a request bigger than this
@@ -66,7 +67,7 @@ impl Session {
         }
         self.shared.suspect(i);
         if let Some(c) = self.conns[i].take() {
-            drop(deadpool::managed::Object::take(c));
+            PooledConn::discard(c);
         }
         if self.active == Some(i) {
             self.active = None;

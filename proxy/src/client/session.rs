@@ -20,7 +20,7 @@ use super::relay::SegmentMeta;
 use super::response::Event;
 use super::startup::establish;
 use super::state::SessionState;
-use crate::backend::pool::{ConnPool, PooledConn};
+use crate::backend::pool::{ConnPool, PoolError, PooledConn};
 use crate::backend::BackendError;
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::errors::{Reply, SessionError};
@@ -212,18 +212,16 @@ pub(super) async fn checkout(
     database: &str,
     user: &str,
 ) -> Result<PooledConn, SessionError> {
-    use deadpool::managed::PoolError;
     match pool.get().await {
         Ok(c) => Ok(c),
         Err(PoolError::Backend(e)) => Err(e.into()),
-        Err(PoolError::Timeout(_)) => Err(SessionError::PoolExhausted {
+        Err(PoolError::Timeout) => Err(SessionError::PoolExhausted {
             backend: shared.backends[backend].name.clone(),
             database: database.to_owned(),
             user: user.to_owned(),
             size: shared.config.pool.pool_size,
             waited: shared.config.pool.checkout_timeout,
         }),
-        Err(e) => Err(SessionError::Pool(e.to_string())),
     }
 }
 
@@ -334,7 +332,7 @@ impl Session {
             self.retry_begin = None;
             if std::mem::take(&mut self.discard_on_release) {
                 if let Some(c) = self.conns[i].take() {
-                    drop(deadpool::managed::Object::take(c));
+                    PooledConn::discard(c);
                 }
             } else if !self.session_pooling {
                 // Clean (checked above): back to the pool for anyone.
@@ -381,7 +379,7 @@ impl Session {
             // implicit transaction that must not be committed by whoever
             // sends the next Sync. Closing it makes the server roll back.
             if abandoned == Some(i) || (self.discard_on_release && was_active == Some(i)) {
-                deadpool::managed::Object::take(conn).terminate().await;
+                PooledConn::take(conn).terminate().await;
                 continue;
             }
             if !conn.is_clean() {
@@ -399,7 +397,7 @@ impl Session {
                 .await;
                 if !matches!(settled, Ok(Ok(()))) || !conn.is_clean() {
                     tracing::debug!(backend = %conn.backend.name, "closing a server connection left mid-request");
-                    deadpool::managed::Object::take(conn).terminate().await;
+                    PooledConn::take(conn).terminate().await;
                     continue;
                 }
                 reset = true;
@@ -407,7 +405,7 @@ impl Session {
             if reset {
                 let cleaned = tokio::time::timeout(patience, conn.exchange("DISCARD ALL")).await;
                 if !matches!(cleaned, Ok(Ok(Ok(_)))) {
-                    deadpool::managed::Object::take(conn).terminate().await;
+                    PooledConn::take(conn).terminate().await;
                     continue;
                 }
                 conn.forget_session_state();
