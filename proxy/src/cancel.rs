@@ -26,11 +26,13 @@ pub struct CancelTarget {
 
 struct Entry {
     secret: i32,
-    target: Option<CancelTarget>,
+    /// The session's own slot: it changes on every checkout, so the session
+    /// writes it without taking the registry-wide lock.
+    target: Arc<Mutex<Option<CancelTarget>>>,
 }
 
-/// Shared by all sessions. The mutex is held only for a map operation, never
-/// across an await.
+/// Shared by all sessions. The mutexes are held only for a map operation or
+/// a store, never across an await.
 #[derive(Default)]
 pub struct CancelRegistry {
     next_pid: AtomicI32,
@@ -40,6 +42,7 @@ pub struct CancelRegistry {
 /// A session's key, removed from the registry when the session ends.
 pub struct CancelKey {
     registry: Arc<CancelRegistry>,
+    target: Arc<Mutex<Option<CancelTarget>>>,
     pub pid: i32,
     pub secret: i32,
 }
@@ -49,15 +52,17 @@ impl CancelRegistry {
         // Positive, wrapping ids look like PostgreSQL pids to clients that log them.
         let pid = (self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x3fff_ffff) + 1;
         let secret = rand::random::<i32>();
+        let target = Arc::new(Mutex::new(None));
         self.entries.lock().unwrap().insert(
             pid,
             Entry {
                 secret,
-                target: None,
+                target: Arc::clone(&target),
             },
         );
         CancelKey {
             registry: Arc::clone(self),
+            target,
             pid,
             secret,
         }
@@ -67,7 +72,11 @@ impl CancelRegistry {
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
         let entries = self.entries.lock().unwrap();
         let e = entries.get(&pid)?;
-        (e.secret == secret).then_some(e.target).flatten()
+        if e.secret != secret {
+            return None;
+        }
+        let target = *e.target.lock().unwrap();
+        target
     }
 
     pub fn len(&self) -> usize {
@@ -81,9 +90,7 @@ impl CancelRegistry {
 
 impl CancelKey {
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        if let Some(e) = self.registry.entries.lock().unwrap().get_mut(&self.pid) {
-            e.target = target;
-        }
+        *self.target.lock().unwrap() = target;
     }
 }
 

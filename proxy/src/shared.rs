@@ -270,7 +270,10 @@ impl Shared {
     }
 
     pub fn is_usable(&self, backend: usize) -> bool {
-        self.stats[backend].down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        // Asked for every candidate of every read: the clock is read only
+        // for a server that failed recently.
+        let until = self.stats[backend].down_until_ms.load(Ordering::Relaxed);
+        until == 0 || until <= self.now_ms()
     }
 
     /// The server writes go to now, if any.

@@ -8,7 +8,7 @@ use crate::cache::{Cache, CacheStats};
 use crate::fastpath::fast_path;
 use crate::functions::FunctionPolicy;
 use crate::hint::leading_hint;
-use crate::normalize::{cache_key, is_verbatim};
+use crate::normalize::{cache_key, Key};
 use crate::scan::scan;
 use crate::verdict::Outcome;
 use crate::{Analysis, Hint};
@@ -138,24 +138,38 @@ impl Classifier {
             return hit;
         }
         let hint = leading_hint(sql);
-        let Some(key) = cache_key(sql) else {
-            self.cache.note_bypass();
-            return Arc::new(self.decide(sql, hint));
-        };
-        let verbatim = is_verbatim(&key);
-        let hash = self.cache.hash(hint, &key);
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|buf| {
+            let Some(key) = cache_key(sql, buf) else {
+                self.cache.note_bypass();
+                return Arc::new(self.decide(sql, hint));
+            };
+            self.classify_keyed(sql, hint, key, raw_hash)
+        })
+    }
+
+    fn classify_keyed(
+        &self,
+        sql: &str,
+        hint: Option<Hint>,
+        key: Key<'_>,
+        raw_hash: Option<u64>,
+    ) -> Arc<Analysis> {
+        let hash = self.cache.hash(hint, key.text);
         // Text with `$n` parameters and constant literals (`LIMIT 50`) is a
         // driver's prepared statement, sent again byte for byte: file it
         // under its own text too, so the next lookup needs no lexer pass.
         // Interpolated literals vary per call and would only churn the
         // cache, so they get no alias.
-        let alias = raw_hash.filter(|_| !verbatim && sql.as_bytes().contains(&b'$'));
-        let cached = if raw_hash.is_some() && hint.is_none() && *key == *sql {
+        let alias = raw_hash.filter(|_| !key.verbatim && sql.as_bytes().contains(&b'$'));
+        let cached = if raw_hash.is_some() && hint.is_none() && key.text == sql {
             // Same lookup as above: already a miss.
             self.cache.note_miss(hash);
             None
         } else {
-            self.cache.get(hash, hint, &key)
+            self.cache.get(hash, hint, key.text)
         };
         let analysis = match cached {
             Some(hit) => hit,
@@ -164,7 +178,7 @@ impl Classifier {
                 // the same text just does the work twice.
                 let analysis = Arc::new(self.decide(sql, hint));
                 self.cache
-                    .insert(hash, hint, &key, verbatim, Arc::clone(&analysis));
+                    .insert(hash, hint, key.text, key.verbatim, Arc::clone(&analysis));
                 analysis
             }
         };

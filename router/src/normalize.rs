@@ -13,8 +13,6 @@
 //! and whitespace. Wherever the lexer might split tokens differently from
 //! the parser, the text is declared uncacheable instead.
 
-use std::borrow::Cow;
-
 use crate::lex::{Lexer, Tok};
 
 /// Stand-ins for literals: control characters, which the lexer never lets
@@ -27,7 +25,6 @@ const INTEGER: char = '\u{1}';
 const STRING: char = '\u{2}';
 const DECIMAL: char = '\u{3}';
 const DOLLAR_STRING: char = '\u{4}';
-const STAND_INS: [char; 4] = [INTEGER, STRING, DECIMAL, DOLLAR_STRING];
 
 /// The stand-in for a literal token, or `None` to keep the token verbatim.
 fn replaced(tok: Tok, text: &str) -> Option<char> {
@@ -41,24 +38,29 @@ fn replaced(tok: Tok, text: &str) -> Option<char> {
     }
 }
 
-/// True when `key` is real SQL text: no literal was blanked out of it, so
-/// it is its own normal form and a query string equal to it shares its
-/// verdict.
-pub(crate) fn is_verbatim(key: &str) -> bool {
-    !key.contains(STAND_INS)
-}
-
 /// A token that could fuse with a neighbouring literal if the two touch
 /// (`1e'x'`, `date'2020-01-01'`, `1.x`). Such texts are left uncached.
 fn sticky(tok: Tok) -> bool {
     !matches!(tok, Tok::Punct(b) if b != b'.' && b != b'$')
 }
 
+/// A normalized statement text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key<'a> {
+    pub text: &'a str,
+    /// No literal was blanked out: the key is real SQL text, its own normal
+    /// form, so a query string equal to it shares its verdict.
+    pub verbatim: bool,
+}
+
 /// The cache key for `sql` (hint excluded), or `None` when the text must not
-/// be cached. Borrows from `sql` when it is already in normal form.
-pub(crate) fn cache_key(sql: &str) -> Option<Cow<'_, str>> {
+/// be cached. Borrows from `sql` when it is already in normal form, and
+/// otherwise builds the key in `out` (cleared first): a caller that keeps
+/// one buffer makes this allocation-free.
+pub(crate) fn cache_key<'a>(sql: &'a str, out: &'a mut String) -> Option<Key<'a>> {
     let bytes = sql.as_bytes();
-    let mut out = String::new();
+    out.clear();
+    let mut verbatim = true;
     // Output is copied from `sql` in runs: `sql[run..end]` is pending.
     let mut run: Option<usize> = None;
     let mut end = 0;
@@ -70,6 +72,7 @@ pub(crate) fn cache_key(sql: &str) -> Option<Cow<'_, str>> {
             return None;
         }
         let repl = replaced(t.tok, &sql[t.start..t.end]);
+        verbatim &= repl.is_none();
         let Some((p, p_lit)) = prev else {
             first = Some(t.start);
             prev = Some((t.tok, repl.is_some()));
@@ -106,16 +109,17 @@ pub(crate) fn cache_key(sql: &str) -> Option<Cow<'_, str>> {
         end = t.end;
     }
     let Some(first) = first else {
-        return Some(Cow::Borrowed(""));
+        return Some(Key { text: "", verbatim });
     };
-    Some(match run {
-        Some(r) if out.is_empty() => Cow::Borrowed(&sql[r.max(first)..end]),
+    let text = match run {
+        Some(r) if out.is_empty() => &sql[r.max(first)..end],
         Some(r) => {
             out.push_str(&sql[r..end]);
-            Cow::Owned(out)
+            out.as_str()
         }
-        None => Cow::Owned(out),
-    })
+        None => out.as_str(),
+    };
+    Some(Key { text, verbatim })
 }
 
 #[cfg(test)]
@@ -123,8 +127,14 @@ mod tests {
     use super::*;
 
     fn key(sql: &str) -> Option<String> {
-        cache_key(sql).map(|k| {
-            k.replace(INTEGER, "#")
+        let mut buf = String::new();
+        cache_key(sql, &mut buf).map(|k| {
+            assert_eq!(
+                k.verbatim,
+                !k.text.contains(['\u{1}', '\u{2}', '\u{3}', '\u{4}'])
+            );
+            k.text
+                .replace(INTEGER, "#")
                 .replace(DECIMAL, "#.#")
                 .replace(STRING, "'?'")
                 .replace(DOLLAR_STRING, "$?$")
@@ -133,12 +143,15 @@ mod tests {
 
     #[test]
     fn borrows_normal_text() {
+        let mut buf = String::new();
         let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
-        assert!(matches!(cache_key(sql), Some(Cow::Borrowed(s)) if s == sql));
-        assert!(matches!(
-            cache_key("  SELECT $1  "),
-            Some(Cow::Borrowed("SELECT $1"))
-        ));
+        let k = cache_key(sql, &mut buf).unwrap();
+        assert!(k.verbatim && std::ptr::eq(k.text, sql));
+        let padded = "  SELECT $1  ";
+        let k = cache_key(padded, &mut buf).unwrap();
+        assert_eq!(k.text, "SELECT $1");
+        assert!(std::ptr::eq(k.text.as_ptr(), padded[2..].as_ptr()));
+        assert!(buf.is_empty(), "normal text needs no buffer");
     }
 
     #[test]

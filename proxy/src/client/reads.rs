@@ -238,7 +238,17 @@ impl Session {
 
 /// Whether a Query is `SET`/`RESET`/`SHOW` of one of pgsplit's settings.
 pub(super) fn own_setting(a: &Analysis, sql: &[u8]) -> Option<(SessionCommandKind, OwnSetting)> {
-    if a.statement_count != 1 {
+    // Checked on every simple query, so first rule out the common case
+    // without looking at the text: only SET, RESET and SHOW qualify.
+    let show = || {
+        let start = sql
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0);
+        sql.get(start..start + 4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"show"))
+    };
+    if a.statement_count != 1 || !(a.effects.set_session || show()) {
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?;
