@@ -104,14 +104,10 @@ pub struct Shared {
     pub pools: Pools,
     /// Each backend's health, role, WAL position and lag.
     pub nodes: Vec<Node>,
-    /// The highest commit position of any write made through this proxy,
-    /// and how many writes' positions are still being read: together, what
-    /// `read_your_writes = global` waits for.
-    pub global_write_lsn: AtomicU64,
-    pub captures_in_flight: AtomicU64,
-    /// Some user reads in global mode: every session's writes must then
-    /// have their position read, whatever its own mode.
-    pub global_mode_in_use: std::sync::atomic::AtomicBool,
+    /// When the last write made through this proxy committed
+    /// ([`Shared::now_us`]; 0: none yet): what `read_your_writes = global`
+    /// waits for.
+    pub last_write_us: AtomicU64,
     pub ryw: RywCounters,
     /// Sessions pinned to their connection so far, by reason (unmovable
     /// state, unreplayable setting): the pooling cost an operator watches.
@@ -187,14 +183,7 @@ impl Shared {
             nodes: (0..config.backends.len())
                 .map(|i| Node::with_hint(Some(i) == hint))
                 .collect(),
-            global_write_lsn: AtomicU64::new(0),
-            captures_in_flight: AtomicU64::new(0),
-            global_mode_in_use: std::sync::atomic::AtomicBool::new(
-                config.routing.read_your_writes == pgsplit_config::ReadYourWrites::Global
-                    || config.users.iter().any(|u| {
-                        u.read_your_writes == Some(pgsplit_config::ReadYourWrites::Global)
-                    }),
-            ),
+            last_write_us: AtomicU64::new(0),
             ryw: RywCounters::default(),
             known_statements: Mutex::default(),
             startup_params: Mutex::default(),
@@ -253,6 +242,19 @@ impl Shared {
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// The proxy's monotonic clock, for ordering commits against position
+    /// samples.
+    pub fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// The primary's write position as read by a health check sent after
+    /// `t_us`: at least the position of anything committed before then.
+    /// `None` until such a check has come back.
+    pub fn primary_position_after(&self, t_us: u64) -> Option<u64> {
+        self.nodes[self.primary()?].position_sampled_after(t_us)
     }
 
     pub fn mark_unreachable(&self, backend: usize) {

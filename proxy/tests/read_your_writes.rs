@@ -378,3 +378,36 @@ async fn session_sticky_transaction_modes_and_the_per_session_setting() {
     assert_eq!(row(&c, "SHOW pgsplit.read_your_writes").await[0], "off");
     proxy.shutdown().await;
 }
+
+/// With `routing.causal_wait`, a read right after a write waits for a
+/// replica to replay the write instead of going to the primary, and still
+/// sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn causal_wait_holds_a_read_until_a_replica_has_the_write() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_wait");
+    tables(&db, &["w"]);
+    set_lag(200);
+    let mut cfg = proxy_config(Mode::Causal);
+    cfg.routing.causal_wait = Duration::from_secs(5);
+    let proxy = start_proxy_with(cfg).await;
+    let c = connect(&proxy, &db).await;
+    for i in 0..5 {
+        c.simple_query(&format!("INSERT INTO w VALUES ({i})"))
+            .await
+            .unwrap();
+        let r = row(
+            &c,
+            &format!("SELECT count(*), inet_server_port() FROM w WHERE id = {i}"),
+        )
+        .await;
+        assert_eq!(r[0], "1", "read {i} missed the session's own write");
+        assert!(
+            is_replica(r[1].parse().unwrap()),
+            "read {i} went to the primary (port {}) instead of waiting",
+            r[1]
+        );
+    }
+    proxy.shutdown().await;
+    set_lag(0);
+}

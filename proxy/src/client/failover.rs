@@ -74,14 +74,6 @@ impl Session {
             self.shared.stats[i].active.fetch_sub(1, Ordering::SeqCst);
             self.cancel_key.set_target(None);
         }
-        if self.capturing {
-            super::response::finish_capture(
-                &self.shared,
-                &mut self.capturing,
-                &mut self.write_lsn,
-                None,
-            );
-        }
         self.decided_query = None;
         self.current_meta = None;
         self.segment_failed = false;

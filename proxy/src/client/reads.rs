@@ -62,20 +62,40 @@ pub(super) enum ReadNeed {
     Any,
     /// A replica that has replayed at least this position, else the primary.
     AtLeast(u64),
+    /// A replica that has replayed the primary's position as first read
+    /// after this time ([`crate::shared::Shared::now_us`]), which no health
+    /// check has read yet: for now only the primary qualifies.
+    Unsampled(u64),
     Primary,
 }
 
+impl ReadNeed {
+    /// The replay position a replica needs, once it is known.
+    fn min_lsn(self, shared: &crate::shared::Shared) -> Option<u64> {
+        match self {
+            ReadNeed::Any => Some(0),
+            ReadNeed::AtLeast(lsn) => Some(lsn),
+            ReadNeed::Unsampled(t) => shared.primary_position_after(t),
+            ReadNeed::Primary => None,
+        }
+    }
+}
+
 impl Session {
-    /// Waits up to `routing.causal_wait` for a replica to replay `min_lsn`,
+    /// Waits up to `routing.causal_wait` for a replica to meet `need`
+    /// (first for the position it names to be read, if it is not yet),
     /// then routes the read there, or to the primary.
-    pub(super) async fn wait_for_replica(&mut self, min_lsn: u64) -> Result<(), SessionError> {
+    pub(super) async fn wait_for_replica(&mut self, need: ReadNeed) -> Result<(), SessionError> {
         self.shared.ryw.waits.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.shared.config.routing.causal_wait;
+        let mut min_lsn = u64::MAX;
         let backend = loop {
-            match self
-                .shared
-                .pick_reader(self.avoid.as_slice(), min_lsn, self.lag_limit)
-            {
+            let picked = need.min_lsn(&self.shared).and_then(|lsn| {
+                min_lsn = lsn;
+                self.shared
+                    .pick_reader(self.avoid.as_slice(), lsn, self.lag_limit)
+            });
+            match picked {
                 Some(b) if Some(b) != self.shared.primary() => break Some(b),
                 _ if tokio::time::Instant::now() >= deadline => break None,
                 _ => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
@@ -97,7 +117,7 @@ impl Session {
         match need {
             ReadNeed::Any => self.shared.standby_readable(replica, 0, self.lag_limit),
             ReadNeed::AtLeast(lsn) => self.shared.standby_readable(replica, lsn, self.lag_limit),
-            ReadNeed::Primary => false,
+            ReadNeed::Unsampled(_) | ReadNeed::Primary => false,
         }
     }
 
@@ -106,7 +126,10 @@ impl Session {
         let min_lsn = match need {
             ReadNeed::Any => 0,
             ReadNeed::AtLeast(lsn) => lsn,
-            ReadNeed::Primary => {
+            ReadNeed::Unsampled(_) if !self.shared.config.routing.causal_wait.is_zero() => {
+                return Decision::WaitForReplica(need);
+            }
+            ReadNeed::Unsampled(_) | ReadNeed::Primary => {
                 self.read_min_lsn = u64::MAX;
                 return Decision::Primary { read: true };
             }
@@ -131,14 +154,14 @@ impl Session {
                 if self.shared.config.routing.causal_wait.is_zero() {
                     Decision::Primary { read: true }
                 } else {
-                    Decision::WaitForReplica { min_lsn }
+                    Decision::WaitForReplica(need)
                 }
             }
             _ => Decision::Reject(no_reader_error()),
         }
     }
 
-    pub(super) fn read_need(&self) -> ReadNeed {
+    pub(super) fn read_need(&mut self) -> ReadNeed {
         match self.ryw {
             Mode::Off | Mode::Transaction => ReadNeed::Any,
             Mode::Session if self.ever_wrote => ReadNeed::Primary,
@@ -149,19 +172,29 @@ impl Session {
                 }
                 _ => ReadNeed::Any,
             },
-            Mode::Causal if self.write_lsn == 0 => ReadNeed::Any,
-            Mode::Causal => ReadNeed::AtLeast(self.write_lsn),
-            Mode::Global => {
-                // A write whose position is still being read may be newer
-                // than anything a replica has.
-                if self.shared.captures_in_flight.load(Ordering::Acquire) > 0 {
-                    return ReadNeed::Primary;
+            Mode::Causal => {
+                if self.write_at_us != 0 {
+                    match self.shared.primary_position_after(self.write_at_us) {
+                        // Kept: later reads need not look again.
+                        Some(lsn) => {
+                            self.write_lsn = lsn;
+                            self.write_at_us = 0;
+                        }
+                        None => return ReadNeed::Unsampled(self.write_at_us),
+                    }
                 }
-                match self.shared.global_write_lsn.load(Ordering::Acquire) {
+                match self.write_lsn {
                     0 => ReadNeed::Any,
                     lsn => ReadNeed::AtLeast(lsn),
                 }
             }
+            Mode::Global => match self.shared.last_write_us.load(Ordering::Acquire) {
+                0 => ReadNeed::Any,
+                t => match self.shared.primary_position_after(t) {
+                    Some(lsn) => ReadNeed::AtLeast(lsn),
+                    None => ReadNeed::Unsampled(t),
+                },
+            },
         }
     }
 

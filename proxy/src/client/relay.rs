@@ -2,7 +2,6 @@
 //! the statements and settings that connection lacks), and server replies
 //! back to the client (minus the replies to what pgsplit injected).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -320,20 +319,7 @@ impl Session {
         }
     }
 
-    /// Whether this session's writes have their commit position read: its
-    /// own causal reads need it, and so do global readers anywhere.
-    pub(super) fn tracks_positions(&self) -> bool {
-        use pgsplit_config::ReadYourWrites as Mode;
-        matches!(self.ryw, Mode::Causal | Mode::Global)
-            || self.shared.global_mode_in_use.load(Ordering::Relaxed)
-    }
-
     pub(super) fn set_ryw(&mut self, mode: pgsplit_config::ReadYourWrites) {
-        if mode == pgsplit_config::ReadYourWrites::Global {
-            self.shared
-                .global_mode_in_use
-                .store(true, Ordering::Relaxed);
-        }
         self.ryw = mode;
     }
 

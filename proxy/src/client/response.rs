@@ -8,7 +8,7 @@ use bytes::Buf;
 use pgsplit_protocol::backend::ready_status;
 use pgsplit_protocol::encode;
 use pgsplit_protocol::frame::Frames;
-use pgsplit_protocol::pipeline::{Request, ResponseTracker};
+use pgsplit_protocol::pipeline::ResponseTracker;
 use pgsplit_protocol::{Direction, TransactionStatus};
 use pgsplit_router::session_cmd::SessionCommand;
 use tokio::io::AsyncWriteExt;
@@ -25,7 +25,6 @@ impl Session {
         let max = self.shared.config.limits.max_message_size;
         // Reused across batches: the response path allocates nothing.
         let mut events = std::mem::take(&mut self.events);
-        let tracks_positions = self.tracks_positions();
         let conn = &mut **self.conns[i].as_mut().expect("active connection");
         let backend = &conn.backend.name;
         let protocol = |source| crate::backend::BackendError::Protocol {
@@ -36,7 +35,6 @@ impl Session {
         // write of the whole batch. Once a reply must be dropped or one of
         // pgsplit's own inserted, the batch is copied message by message.
         let mut copying = false;
-        let mut capture = false;
         let on_primary = Some(i) == self.shared.primary();
         if self.replayable {
             // Nothing of this attachment has reached the client yet.
@@ -88,42 +86,7 @@ impl Session {
                     conn.tx = status;
                     if d.forward {
                         events.push(Event::Ready(status));
-                        // A write just finished: read its commit position on
-                        // this connection. Counted in flight before the client
-                        // hears of the commit, so no read anywhere can
-                        // overtake it unnoticed.
-                        if on_primary
-                            && self.wrote
-                            && !self.capturing
-                            && status == TransactionStatus::Idle
-                            && tracks_positions
-                        {
-                            self.shared
-                                .captures_in_flight
-                                .fetch_add(1, Ordering::AcqRel);
-                            self.capturing = true;
-                            self.wrote = false;
-                            capture = true;
-                        }
-                    } else if self.capturing {
-                        // The capture ended without a position (it failed):
-                        // reads of this session stay on the primary until
-                        // the next write's position is known.
-                        finish_capture(
-                            &self.shared,
-                            &mut self.capturing,
-                            &mut self.write_lsn,
-                            None,
-                        );
                     }
-                }
-                b'D' if !d.forward && self.capturing => {
-                    finish_capture(
-                        &self.shared,
-                        &mut self.capturing,
-                        &mut self.write_lsn,
-                        single_text(body).and_then(crate::health::parse_lsn),
-                    );
                 }
                 b'S' => {
                     if let Some((name, value)) = parameter(body) {
@@ -178,33 +141,48 @@ impl Session {
             self.replayable = false;
             self.replay.clear();
         }
-        if capture {
-            encode::query(&mut conn.out, "SELECT pg_current_wal_lsn()");
-            conn.tracker.push(Request::UntilReady, false);
-        }
         let write_done = on_primary
             && self.wrote
             && events
                 .iter()
                 .any(|e| matches!(e, Event::Ready(TransactionStatus::Idle)));
-        if capture || write_done {
-            // Session and sticky modes need only that, and when, it wrote.
-            self.last_write = Some(std::time::Instant::now());
+        if write_done {
+            // Noted before the client hears of the commit, so no read
+            // anywhere can overtake it unnoticed. Its position is not asked
+            // for here: the primary's next health check reads a position
+            // at least as new, costing this connection no round trip.
+            let now = std::time::Instant::now();
+            let at_us = self.shared.now_us().max(1);
+            self.last_write = Some(now);
             self.ever_wrote = true;
-            self.wrote &= !write_done;
+            self.wrote = false;
+            self.write_at_us = at_us;
+            self.shared.last_write_us.fetch_max(at_us, Ordering::AcqRel);
         }
-        if copying {
+        let batch = if copying {
             conn.rbuf.advance(consumed);
-            self.client.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-        } else if consumed > 0 {
-            let batch = conn.rbuf.split_to(consumed);
-            self.client.write_all(&batch).await?;
-        }
+            None
+        } else {
+            Some(conn.rbuf.split_to(consumed))
+        };
         for e in events.drain(..) {
             self.on_event(e);
         }
         self.events = events;
+        // Back to the pool before the client is written to: once a client
+        // has its ReadyForQuery the connection is free for the next request,
+        // whoever sends it, and a slow client does not hold it meanwhile.
+        if lost.is_none() {
+            self.maybe_release();
+        }
+        match batch {
+            None => {
+                self.client.write_all(&self.wbuf).await?;
+                self.wbuf.clear();
+            }
+            Some(batch) if !batch.is_empty() => self.client.write_all(&batch).await?,
+            Some(_) => {}
+        }
         if let Some(why) = lost {
             return Err(SessionError::ServerLost {
                 backend: i,
@@ -212,7 +190,6 @@ impl Session {
                 read_only: false,
             });
         }
-        self.maybe_release();
         Ok(())
     }
 
@@ -377,30 +354,4 @@ fn parameter(body: &[u8]) -> Option<(&str, &str)> {
     let name = std::str::from_utf8(parts.next()?).ok()?;
     let value = std::str::from_utf8(parts.next()?).ok()?;
     Some((name, value))
-}
-
-/// The one text value of a single-column DataRow body.
-fn single_text(body: &[u8]) -> Option<&str> {
-    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
-    let value = body.get(6..6 + usize::try_from(len).ok()?)?;
-    std::str::from_utf8(value).ok()
-}
-
-/// Records the position of the session's last write (`None`: unknown, so
-/// no replica qualifies until the next write's position is read).
-pub(super) fn finish_capture(
-    shared: &crate::shared::Shared,
-    capturing: &mut bool,
-    write_lsn: &mut u64,
-    lsn: Option<u64>,
-) {
-    // A later capture is a later position than any earlier write, so it
-    // replaces the last one (also replacing "unknown").
-    let lsn = lsn.unwrap_or(u64::MAX);
-    *write_lsn = lsn;
-    if lsn != u64::MAX {
-        shared.global_write_lsn.fetch_max(lsn, Ordering::AcqRel);
-    }
-    shared.captures_in_flight.fetch_sub(1, Ordering::AcqRel);
-    *capturing = false;
 }

@@ -31,10 +31,8 @@ pub(super) enum Decision {
     /// balancer, so deciding again while waiting must not).
     Read(ReadNeed, Weight),
     /// A read no replica can take yet (read-your-writes): wait up to
-    /// `routing.causal_wait` for one to replay `min_lsn`, else the primary.
-    WaitForReplica {
-        min_lsn: u64,
-    },
+    /// `routing.causal_wait` for one to meet the need, else the primary.
+    WaitForReplica(ReadNeed),
     /// `SET`/`RESET`/`SHOW pgsplit.*`: pgsplit's own settings, answered here.
     Local(SessionCommandKind, OwnSetting),
     /// Parse messages of statements known to be valid, then Sync: answered
@@ -167,10 +165,9 @@ impl Session {
                 return Ok(true);
             }
             // Between requests, but the connection still owes replies (a
-            // pipeline, or the position of a write being read). Writes may
-            // follow on the primary and reads on a replica; anything else
-            // waits until the connection is free and is routed afresh (a
-            // read after a write then sees the write's position).
+            // pipeline). Writes may follow on the primary and reads on a
+            // replica; anything else waits until the connection is free and
+            // is routed afresh (a read after a write then knows it wrote).
             return match self.decide()? {
                 Decision::Primary { read: false } if Some(a) == primary => {
                     self.count(a, false);
@@ -216,14 +213,14 @@ impl Session {
                         Ok(()) => self.open_segment = true,
                         Err(info) => self.reject(info)?,
                     },
-                    Decision::WaitForReplica { min_lsn } => self.wait_for_replica(min_lsn).await?,
+                    Decision::WaitForReplica(need) => self.wait_for_replica(need).await?,
                     Decision::Reject(info) => self.reject(info)?,
                     _ => unreachable!("read_target picks, waits or refuses"),
                 }
                 Ok(true)
             }
-            Decision::WaitForReplica { min_lsn } => {
-                self.wait_for_replica(min_lsn).await?;
+            Decision::WaitForReplica(need) => {
+                self.wait_for_replica(need).await?;
                 Ok(true)
             }
             Decision::Reject(info) => {

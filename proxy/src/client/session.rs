@@ -71,10 +71,12 @@ pub(super) struct Session {
     pub default_ryw: pgsplit_config::ReadYourWrites,
     /// A commit position at or after this session's last write (0: none).
     pub write_lsn: u64,
-    /// Something may have been written since the last position capture.
+    /// When the last write committed ([`Shared::now_us`]) while its
+    /// position is not known yet (0: known). Reads go to the primary until
+    /// a health check sent after it reads the primary's position.
+    pub write_at_us: u64,
+    /// Something may have been written since the last commit.
     pub wrote: bool,
-    /// The position of the last write is being read on the primary.
-    pub capturing: bool,
     pub last_write: Option<std::time::Instant>,
     pub ever_wrote: bool,
     /// The replay position the current read needs (for retries elsewhere).
@@ -176,7 +178,7 @@ pub async fn serve_client(mut client: TcpStream, shared: Arc<Shared>) {
         default_ryw: e.ryw,
         write_lsn: 0,
         wrote: false,
-        capturing: false,
+        write_at_us: 0,
         last_write: None,
         ever_wrote: false,
         read_min_lsn: 0,
@@ -358,11 +360,6 @@ impl Session {
     async fn close(mut self) {
         let was_active = self.active;
         self.cancel_key.set_target(None);
-        if self.capturing {
-            self.shared
-                .captures_in_flight
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
         if let Some(i) = self.active.take() {
             self.shared.stats[i]
                 .active

@@ -26,6 +26,8 @@ pub struct Report {
     pub replay_age_millis: Option<u64>,
     /// The WAL receiver's status ("streaming", ...); empty on a primary.
     pub receiver_status: String,
+    /// When the check was sent ([`Shared::now_us`]).
+    pub sent_at_us: u64,
 }
 
 /// `X/Y` as PostgreSQL prints a pg_lsn.
@@ -58,6 +60,7 @@ async fn watch(shared: Weak<Shared>, backend: usize) {
     loop {
         let Some(s) = shared.upgrade() else { return };
         let timeout = s.config.health.health_check_timeout;
+        let sent_at_us = s.now_us();
         let outcome = tokio::time::timeout(timeout, async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = Some(connect(&s, backend).await?);
@@ -67,7 +70,8 @@ async fn watch(shared: Weak<Shared>, backend: usize) {
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
         match outcome {
-            Ok(report) => {
+            Ok(mut report) => {
+                report.sent_at_us = sent_at_us;
                 failures = 0;
                 s.control.checked(&s, backend, &report);
             }
@@ -108,6 +112,7 @@ async fn check(c: &tokio_postgres::Client) -> Result<Report, String> {
         receive_lsn: parse_lsn(text(3)).unwrap_or(0),
         replay_age_millis: text(4).parse::<i64>().ok().map(|v| v.max(0) as u64),
         receiver_status: text(5).to_owned(),
+        sent_at_us: 0,
     })
 }
 

@@ -13,6 +13,9 @@ use tokio::sync::Notify;
 pub struct Node {
     /// Replay position (standby) or write position (primary); 0: unknown.
     lsn: AtomicU64,
+    /// When the check that read `lsn` was sent, in microseconds of the
+    /// proxy's clock: a position sampled after a commit covers it.
+    sampled_at_us: AtomicU64,
     /// Answers health checks (pgpool's `pg_status`).
     up: AtomicBool,
     /// Taken out of service by `PGSPLIT DETACH`.
@@ -56,6 +59,7 @@ impl Default for Node {
     fn default() -> Self {
         Node {
             lsn: AtomicU64::new(0),
+            sampled_at_us: AtomicU64::new(0),
             // Assumed up until a check says otherwise, so the configured
             // roles carry traffic while the first checks run.
             up: AtomicBool::new(true),
@@ -131,6 +135,15 @@ impl Node {
         self.lsn.load(Ordering::Acquire)
     }
 
+    /// The position from a check sent after `t_us` (proxy clock), if one
+    /// has come back yet.
+    pub fn position_sampled_after(&self, t_us: u64) -> Option<u64> {
+        if self.sampled_at_us.load(Ordering::Acquire) <= t_us {
+            return None;
+        }
+        Some(self.lsn()).filter(|&lsn| lsn > 0)
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
@@ -197,6 +210,9 @@ impl Node {
         );
         self.timeline.store(r.timeline, Ordering::Release);
         self.lsn.store(r.lsn, Ordering::Release);
+        // After the position: whoever sees this time reads that position
+        // or a later one.
+        self.sampled_at_us.store(r.sent_at_us, Ordering::Release);
         self.lag_bytes.store(lag.bytes, Ordering::Relaxed);
         self.lag_millis.store(lag.millis, Ordering::Relaxed);
         {
