@@ -68,17 +68,17 @@ static CLASS: [u8; 256] = {
 };
 
 #[inline]
-fn is_space(b: u8) -> bool {
+pub(crate) fn is_space(b: u8) -> bool {
     CLASS[b as usize] & SPACE != 0
 }
 
 #[inline]
-fn is_ident_start(b: u8) -> bool {
+pub(crate) fn is_ident_start(b: u8) -> bool {
     CLASS[b as usize] & IDENT_START != 0
 }
 
 #[inline]
-fn is_ident_cont(b: u8) -> bool {
+pub(crate) fn is_ident_cont(b: u8) -> bool {
     CLASS[b as usize] & IDENT_CONT != 0
 }
 
@@ -130,28 +130,19 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// Consumes a quoted run ending at `quote`, where a doubled quote
-    /// stands for itself and, if `backslash`, `\x` escapes any byte.
+    /// Consumes a quoted run ending at `quote` (see [`quoted_end`]).
     fn quoted(&mut self, quote: u8, backslash: bool) -> bool {
         let s = self.bytes();
-        let mut i = self.pos + 1;
-        while i < s.len() {
-            let b = s[i];
-            if backslash && b == b'\\' {
-                i += 2;
-            } else if b == quote {
-                if s.get(i + 1) == Some(&quote) {
-                    i += 2;
-                } else {
-                    self.pos = i + 1;
-                    return true;
-                }
-            } else {
-                i += 1;
+        match quoted_end(s, self.pos, quote, backslash) {
+            Some(end) => {
+                self.pos = end;
+                true
+            }
+            None => {
+                self.pos = s.len();
+                false
             }
         }
-        self.pos = s.len();
-        false
     }
 
     /// At a `$`: a parameter, a dollar-quoted string, or a lone `$`.
@@ -191,28 +182,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn number(&mut self) {
-        let s = self.bytes();
-        let digits = |mut i: usize| {
-            while i < s.len() && s[i].is_ascii_digit() {
-                i += 1;
-            }
-            i
-        };
-        let mut i = digits(self.pos);
-        if s.get(i) == Some(&b'.') && s.get(i + 1) != Some(&b'.') {
-            i = digits(i + 1);
-        }
-        if matches!(s.get(i), Some(b'e' | b'E')) {
-            let j = if matches!(s.get(i + 1), Some(b'+' | b'-')) {
-                i + 2
-            } else {
-                i + 1
-            };
-            if s.get(j).is_some_and(u8::is_ascii_digit) {
-                i = digits(j);
-            }
-        }
-        self.pos = i;
+        self.pos = number_end(self.bytes(), self.pos);
     }
 
     /// At an identifier start: a word, or the prefix of a special string.
@@ -300,6 +270,56 @@ impl Iterator for Lexer<'_> {
             gap,
         })
     }
+}
+
+/// End offset of the quoted run opening at `start` and closing at `quote`,
+/// where a doubled quote stands for itself and, if `backslash`, `\x`
+/// escapes any byte. `None`: unterminated.
+#[inline]
+pub(crate) fn quoted_end(s: &[u8], start: usize, quote: u8, backslash: bool) -> Option<usize> {
+    let mut i = start + 1;
+    while i < s.len() {
+        let b = s[i];
+        if backslash && b == b'\\' {
+            i += 2;
+        } else if b == quote {
+            if s.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return Some(i + 1);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// End offset of the numeric constant starting at `start` (a digit, or a
+/// `.` before one).
+#[inline]
+pub(crate) fn number_end(s: &[u8], start: usize) -> usize {
+    let digits = |mut i: usize| {
+        while i < s.len() && s[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    let mut i = digits(start);
+    if s.get(i) == Some(&b'.') && s.get(i + 1) != Some(&b'.') {
+        i = digits(i + 1);
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        let j = if matches!(s.get(i + 1), Some(b'+' | b'-')) {
+            i + 2
+        } else {
+            i + 1
+        };
+        if s.get(j).is_some_and(u8::is_ascii_digit) {
+            i = digits(j);
+        }
+    }
+    i
 }
 
 /// End offset of the (possibly nested) block comment starting at `start`.
