@@ -324,14 +324,24 @@ impl Shared {
     /// up to `min_lsn` (0: no requirement).
     pub fn pick_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
         self.with_candidates(exclude, min_lsn, lag, |c| {
-            self.balancer.pick(c, rand::random())
+            self.balancer.pick(c, self.random_for_balancer())
         })
+    }
+
+    /// A thread-local generator step costs more than the rest of a pick:
+    /// drawn only for the random strategy.
+    fn random_for_balancer(&self) -> u64 {
+        if self.balancer.uses_random() {
+            rand::random()
+        } else {
+            0
+        }
     }
 
     /// Where the next read would go, without taking its turn.
     pub fn peek_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
         self.with_candidates(exclude, min_lsn, lag, |c| {
-            self.balancer.peek(c, rand::random())
+            self.balancer.peek(c, self.random_for_balancer())
         })
     }
 

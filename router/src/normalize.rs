@@ -31,7 +31,7 @@ fn replaced(tok: Tok, text: &str) -> Option<char> {
     match tok {
         Tok::Str if text.starts_with('$') => Some(DOLLAR_STRING),
         Tok::Str => Some(STRING),
-        Tok::Number if text.contains(['.', 'e', 'E']) => Some(DECIMAL),
+        Tok::Number if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => Some(DECIMAL),
         // Up to 18 digits fits both u64 and i64; longer ones stay verbatim.
         Tok::Number if text.len() <= 18 => Some(INTEGER),
         _ => None,

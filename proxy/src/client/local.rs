@@ -25,19 +25,13 @@ impl Session {
             return true;
         }
         match tag {
-            b'Q' => is_admin(until_nul(body)),
+            b'Q' => is_admin(body),
             b'P' => {
-                let name_end = body
-                    .iter()
-                    .position(|&b| b == 0)
-                    .map_or(body.len(), |i| i + 1);
-                is_admin(until_nul(&body[name_end..]))
+                let name_end = memchr::memchr(0, body).map_or(body.len(), |i| i + 1);
+                is_admin(&body[name_end..])
             }
             b'B' => {
-                let portal_end = body
-                    .iter()
-                    .position(|&b| b == 0)
-                    .map_or(body.len(), |i| i + 1);
+                let portal_end = memchr::memchr(0, body).map_or(body.len(), |i| i + 1);
                 self.state
                     .statements
                     .get(until_nul(&body[portal_end..]))
@@ -288,25 +282,26 @@ fn rolls_back_to_savepoint(sql: &str) -> bool {
     words.next() == Some("rollback") && words.any(|w| w == "to")
 }
 
-fn until_nul(b: &[u8]) -> &[u8] {
-    &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+pub(super) fn until_nul(b: &[u8]) -> &[u8] {
+    &b[..memchr::memchr(0, b).unwrap_or(b.len())]
 }
 
 /// Compares the first word's bytes first: almost every statement fails
-/// there, before any UTF-8 check or parsing of the whole text.
-pub(super) fn is_admin(sql: &[u8]) -> bool {
-    let start = sql
+/// there, before the end of the text is looked for, any UTF-8 check, or
+/// parsing. `text` may run on past a NUL that ends the statement.
+pub(super) fn is_admin(text: &[u8]) -> bool {
+    let start = text
         .iter()
         .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(sql.len());
-    let rest = &sql[start..];
+        .unwrap_or(text.len());
+    let rest = &text[start..];
     let word_len = rest
         .iter()
-        .position(|b| b.is_ascii_whitespace())
+        .position(|&b| b.is_ascii_whitespace() || b == 0)
         .unwrap_or(rest.len());
     let word = &rest[..word_len];
     (word.eq_ignore_ascii_case(b"show") || word.eq_ignore_ascii_case(b"pgsplit"))
-        && std::str::from_utf8(sql).is_ok_and(|s| parse_admin(s).is_some())
+        && std::str::from_utf8(until_nul(text)).is_ok_and(|s| parse_admin(s).is_some())
 }
 
 #[cfg(test)]
@@ -320,6 +315,9 @@ mod tests {
         assert!(!is_admin(b"SELECT 1"));
         assert!(!is_admin(b"SHOW search_path"));
         assert!(!is_admin(b""));
+        // A Query's body: the text ends at its NUL.
+        assert!(is_admin(b"SHOW pool_nodes\0"));
+        assert!(!is_admin(b"SHOW\0pool_nodes\0"));
     }
 
     #[test]

@@ -495,16 +495,12 @@ impl Session {
 fn sql_of(tag: u8, body: &[u8]) -> &[u8] {
     let body = if tag == b'P' {
         // Skip the statement name.
-        let end = body
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(body.len(), |i| i + 1);
+        let end = memchr::memchr(0, body).map_or(body.len(), |i| i + 1);
         &body[end..]
     } else {
         body
     };
-    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-    &body[..end]
+    super::local::until_nul(body)
 }
 
 /// The statement a Bind or Describe refers to.
