@@ -1,15 +1,17 @@
 //! Authentication: SCRAM-SHA-256 as the server (checking clients), MD5 both
 //! ways, and SCRAM as the client (logging in to backends).
 //!
-//! The client side of SCRAM is rust-postgres's implementation, re-exported:
-//! it is the one libpq-compatible SCRAM client in the ecosystem and has no I/O.
+//! The client side is pgsplit's own so that the salted password, the
+//! costly part, can be kept between logins; the server side is checked
+//! against rust-postgres's client in the tests.
 
 mod md5;
 mod scram;
+mod scram_client;
 
 pub use self::md5::{md5_hash, md5_response, md5_verify};
 pub use self::scram::{ScramError, ScramSecret, ScramServer, SCRAM_SHA_256};
-pub use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256 as ScramClient};
+pub use self::scram_client::{salted_password, ScramClient};
 
 /// Compares secrets in time independent of where they differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -26,6 +26,10 @@ pub enum ScramError {
     BadProof,
     #[error("SCRAM message out of order")]
     OutOfOrder,
+    #[error("the server's signature does not match: it does not know the password")]
+    BadServerSignature,
+    #[error("the server ended the exchange: {0}")]
+    Server(String),
 }
 
 /// What a server must know to check a SCRAM login: never the password itself.
@@ -57,6 +61,18 @@ impl ScramSecret {
             stored_key: B64.decode(stored).ok()?.try_into().ok()?,
             server_key: B64.decode(server).ok()?.try_into().ok()?,
         })
+    }
+
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    pub fn stored_key(&self) -> &[u8; 32] {
+        &self.stored_key
     }
 
     /// Derives a secret from a plaintext password with a fresh random salt.
@@ -191,7 +207,7 @@ fn split_gs2(msg: &str) -> Result<(&str, &str), ScramError> {
     Ok((&msg[..=second], &msg[second + 1..]))
 }
 
-fn attribute(msg: &str, name: char) -> Result<&str, ScramError> {
+pub(super) fn attribute(msg: &str, name: char) -> Result<&str, ScramError> {
     msg.split(',')
         .find_map(|part| part.strip_prefix(name).and_then(|p| p.strip_prefix('=')))
         .ok_or(ScramError::Malformed("missing attribute"))
@@ -200,7 +216,7 @@ fn attribute(msg: &str, name: char) -> Result<&str, ScramError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{ChannelBinding, ScramClient};
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256 as ScramClient};
 
     fn login(secret: &ScramSecret, password: &str) -> Result<(), ScramError> {
         let mut server = ScramServer::new(Arc::new(secret.clone()));

@@ -2,10 +2,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgsplit_protocol::auth::{md5_response, ChannelBinding, ScramClient, SCRAM_SHA_256};
+use pgsplit_protocol::auth::{
+    md5_response, salted_password, ScramClient, ScramError, SCRAM_SHA_256,
+};
 use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
 use pgsplit_protocol::pipeline::{Request, ResponseTracker};
 use pgsplit_protocol::{encode, Direction, Frame};
@@ -198,7 +201,7 @@ impl ServerConn {
                     user: p.user.to_owned(),
                 })
             };
-            let scram_err = |e: std::io::Error| BackendError::Scram {
+            let scram_err = |e: ScramError| BackendError::Scram {
                 backend: self.backend.name.clone(),
                 reason: e.to_string(),
             };
@@ -225,19 +228,21 @@ impl ServerConn {
                                     .to_owned(),
                             });
                         }
-                        let client =
-                            ScramClient::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                        encode::sasl_initial_response(&mut out, SCRAM_SHA_256, client.message());
+                        let client = ScramClient::new(password()?);
+                        let first = client.client_first();
+                        encode::sasl_initial_response(&mut out, SCRAM_SHA_256, first.as_bytes());
                         scram = Some(client);
                     }
                     Authentication::SaslContinue(data) => {
                         let client = scram.as_mut().ok_or_else(|| self.protocol_err("SASL"))?;
-                        client.update(data).map_err(scram_err)?;
-                        encode::sasl_response(&mut out, client.message());
+                        let last = client
+                            .server_first(data, kept_salted_password)
+                            .map_err(scram_err)?;
+                        encode::sasl_response(&mut out, last.as_bytes());
                     }
                     Authentication::SaslFinal(data) => {
                         let mut client = scram.take().ok_or_else(|| self.protocol_err("SASL"))?;
-                        client.finish(data).map_err(scram_err)?;
+                        client.server_final(data).map_err(scram_err)?;
                         continue;
                     }
                     Authentication::Unsupported(code) => {
@@ -369,4 +374,34 @@ impl ServerConn {
         encode::terminate(&mut out);
         let _ = self.stream.write_all(&out).await;
     }
+}
+
+/// Salted passwords by (password, salt, iterations). Deriving one blocks
+/// the thread serving clients for a millisecond or more (PBKDF2, 4 096
+/// rounds), and a role's salt stays the same on every server of a
+/// replicated cluster until its password changes: so every pool that grows,
+/// and every reconnection after a failover, would pay it again. Holding it
+/// is no weaker than holding the password itself, which pgsplit does.
+static SALTED: Mutex<Option<HashMap<SaltedKey, [u8; 32]>>> = Mutex::new(None);
+
+/// (password after SASLprep, salt, iterations)
+type SaltedKey = (Vec<u8>, Vec<u8>, u32);
+
+/// Bounds the map when passwords or salts keep changing.
+const MAX_SALTED: usize = 256;
+
+fn kept_salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let key = (password.to_vec(), salt.to_vec(), iterations);
+    if let Some(salted) = SALTED.lock().unwrap().get_or_insert_default().get(&key) {
+        return *salted;
+    }
+    // Derived outside the lock: other logins go on meanwhile.
+    let salted = salted_password(password, salt, iterations);
+    let mut map = SALTED.lock().unwrap();
+    let map = map.get_or_insert_default();
+    if map.len() >= MAX_SALTED {
+        map.clear();
+    }
+    map.insert(key, salted);
+    salted
 }
