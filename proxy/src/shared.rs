@@ -254,7 +254,13 @@ impl Shared {
     /// `t_us`: at least the position of anything committed before then.
     /// `None` until such a check has come back.
     pub fn primary_position_after(&self, t_us: u64) -> Option<u64> {
-        self.nodes[self.primary()?].position_sampled_after(t_us)
+        let node = &self.nodes[self.primary()?];
+        // A primary just seen demoted reports a replay position, until
+        // the election catches up.
+        if node.pg_role() != pgsplit_router::topology::PgRole::Primary {
+            return None;
+        }
+        node.position_sampled_after(t_us)
     }
 
     pub fn mark_unreachable(&self, backend: usize) {

@@ -411,3 +411,37 @@ async fn causal_wait_holds_a_read_until_a_replica_has_the_write() {
     proxy.shutdown().await;
     set_lag(0);
 }
+
+/// Two writes pipelined, the second still running when the first one's
+/// reply arrives: the read after both must see the second, so its commit,
+/// not the first one's, is what a replica must have replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_write_is_timed_by_its_own_commit() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_pipe");
+    tables(&db, &["q"]);
+    set_lag(300);
+    let proxy = start_proxy_with(proxy_config(Mode::Causal)).await;
+    let c = connect(&proxy, &db).await;
+    for round in 0..3 {
+        let (first, second) = (2 * round, 2 * round + 1);
+        let quick = format!("INSERT INTO q VALUES ({first})");
+        let slow = format!("INSERT INTO q SELECT {second} FROM pg_sleep(0.6)");
+        // Polled together, tokio-postgres sends both before any reply.
+        let (a, b) = tokio::join!(c.simple_query(&quick), c.simple_query(&slow));
+        a.unwrap();
+        b.unwrap();
+        let r = row(
+            &c,
+            &format!("SELECT count(*), inet_server_port() FROM q WHERE id = {second}"),
+        )
+        .await;
+        assert_eq!(
+            r[0], "1",
+            "round {round}: the read (port {}) missed the write acknowledged last",
+            r[1]
+        );
+    }
+    proxy.shutdown().await;
+    set_lag(0);
+}

@@ -12,6 +12,7 @@ use pgsplit_protocol::auth::{
 use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
 use pgsplit_protocol::pipeline::{Request, ResponseTracker};
 use pgsplit_protocol::{encode, Direction, Frame};
+use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -207,6 +208,14 @@ impl ServerConn {
             };
             match self.parse(&f)? {
                 BackendMessage::Authentication(a) => match a {
+                    // A server that skips SCRAM's last step has not proven
+                    // that it knows the password.
+                    Authentication::Ok if scram.is_some() => return Err(BackendError::Scram {
+                        backend: self.backend.name.clone(),
+                        reason:
+                            "the server ended the exchange without proving it knows the password"
+                                .to_owned(),
+                    }),
                     Authentication::Ok => return Ok(()),
                     Authentication::CleartextPassword => {
                         encode::password(&mut out, password()?.as_bytes());
@@ -384,14 +393,19 @@ impl ServerConn {
 /// is no weaker than holding the password itself, which pgsplit does.
 static SALTED: Mutex<Option<HashMap<SaltedKey, [u8; 32]>>> = Mutex::new(None);
 
-/// (password after SASLprep, salt, iterations)
-type SaltedKey = (Vec<u8>, Vec<u8>, u32);
+/// (SHA-256 of the password after SASLprep, salt, iterations): the map
+/// does not hold passwords, which may outlive a configuration change.
+type SaltedKey = ([u8; 32], Vec<u8>, u32);
 
 /// Bounds the map when passwords or salts keep changing.
 const MAX_SALTED: usize = 256;
 
 fn kept_salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let key = (password.to_vec(), salt.to_vec(), iterations);
+    let key: SaltedKey = (
+        sha2::Sha256::digest(password).into(),
+        salt.to_vec(),
+        iterations,
+    );
     if let Some(salted) = SALTED.lock().unwrap().get_or_insert_default().get(&key) {
         return *salted;
     }

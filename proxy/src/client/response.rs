@@ -35,7 +35,6 @@ impl Session {
         // write of the whole batch. Once a reply must be dropped or one of
         // pgsplit's own inserted, the batch is copied message by message.
         let mut copying = false;
-        let on_primary = Some(i) == self.shared.primary();
         if self.replayable {
             // Nothing of this attachment has reached the client yet.
             match first_replies(&conn.rbuf, max, &conn.tracker, self.attached_write) {
@@ -141,8 +140,9 @@ impl Session {
             self.replayable = false;
             self.replay.clear();
         }
-        let write_done = on_primary
-            && self.wrote
+        // Not only on the current primary: a write finishing on one being
+        // fenced (a switchover) is timed too.
+        let write_done = self.wrote
             && events
                 .iter()
                 .any(|e| matches!(e, Event::Ready(TransactionStatus::Idle)));
@@ -155,9 +155,11 @@ impl Session {
             let at_us = self.shared.now_us().max(1);
             self.last_write = Some(now);
             self.ever_wrote = true;
-            self.wrote = false;
             self.write_at_us = at_us;
             self.shared.last_write_us.fetch_max(at_us, Ordering::AcqRel);
+            // A write pipelined behind this reply has not committed yet:
+            // its own ReadyForQuery is timed again.
+            self.wrote = !conn.tracker.is_idle();
         }
         let batch = if copying {
             conn.rbuf.advance(consumed);
