@@ -140,9 +140,12 @@ impl Session {
             self.replayable = false;
             self.replay.clear();
         }
-        // Not only on the current primary: a write finishing on one being
-        // fenced (a switchover) is timed too.
+        // On any server not known to be a standby: the primary, or one
+        // being fenced in a switchover. Not on a replica: a write refused
+        // before it ran (a full pool) leaves `wrote` set, and the session's
+        // next read must not count as its commit.
         let write_done = self.wrote
+            && self.shared.nodes[i].pg_role() != pgsplit_router::topology::PgRole::Standby
             && events
                 .iter()
                 .any(|e| matches!(e, Event::Ready(TransactionStatus::Idle)));
