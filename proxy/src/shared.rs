@@ -247,7 +247,12 @@ impl Shared {
     /// The proxy's monotonic clock, for ordering commits against position
     /// samples.
     pub fn now_us(&self) -> u64 {
-        self.started.elapsed().as_micros() as u64
+        self.us_at(Instant::now())
+    }
+
+    /// `t` on the clock of [`Shared::now_us`].
+    pub fn us_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.started).as_micros() as u64
     }
 
     /// The primary's write position as read by a health check sent after

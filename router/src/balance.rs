@@ -52,15 +52,15 @@ impl Balancer {
         }
     }
 
-    /// The server for the next read, or None when nothing may take it
-    /// (`primary_reads = off` and no usable replica). `random` is a fresh
-    /// random number, passed in so this stays deterministic under test.
     /// Whether picks use the `random` argument: callers may pass anything
     /// otherwise and save drawing a number.
     pub fn uses_random(&self) -> bool {
         self.strategy == Strategy::Random
     }
 
+    /// The server for the next read, or None when nothing may take it
+    /// (`primary_reads = off` and no usable replica). `random` is a fresh
+    /// random number, passed in so this stays deterministic under test.
     pub fn pick(&self, candidates: &[Candidate], random: u64) -> Option<usize> {
         self.choose(candidates, random, true)
     }

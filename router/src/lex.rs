@@ -150,10 +150,7 @@ impl<'a> Lexer<'a> {
         let s = self.bytes();
         let start = self.pos;
         if self.peek(1).is_ascii_digit() {
-            self.pos += 1;
-            while self.pos < s.len() && s[self.pos].is_ascii_digit() {
-                self.pos += 1;
-            }
+            self.pos = digits_end(s, start + 1);
             return Tok::Param;
         }
         // A tag is an identifier without `$`; `$$` is the empty tag.
@@ -299,12 +296,7 @@ pub(crate) fn quoted_end(s: &[u8], start: usize, quote: u8, backslash: bool) -> 
 /// `.` before one).
 #[inline]
 pub(crate) fn number_end(s: &[u8], start: usize) -> usize {
-    let digits = |mut i: usize| {
-        while i < s.len() && s[i].is_ascii_digit() {
-            i += 1;
-        }
-        i
-    };
+    let digits = |i| digits_end(s, i);
     let mut i = digits(start);
     if s.get(i) == Some(&b'.') && s.get(i + 1) != Some(&b'.') {
         i = digits(i + 1);
@@ -320,6 +312,15 @@ pub(crate) fn number_end(s: &[u8], start: usize) -> usize {
         }
     }
     i
+}
+
+/// End offset of the run of ASCII digits starting at `start`.
+#[inline]
+pub(crate) fn digits_end(s: &[u8], mut start: usize) -> usize {
+    while start < s.len() && s[start].is_ascii_digit() {
+        start += 1;
+    }
+    start
 }
 
 /// End offset of the (possibly nested) block comment starting at `start`.

@@ -13,7 +13,9 @@
 //! and whitespace. Wherever the lexer might split tokens differently from
 //! the parser, the text is declared uncacheable instead.
 
-use crate::lex::{is_ident_cont, is_ident_start, is_space, number_end, quoted_end, Lexer, Tok};
+use crate::lex::{
+    digits_end, is_ident_cont, is_ident_start, is_space, number_end, quoted_end, Lexer, Tok,
+};
 
 /// Stand-ins for literals: control characters, which the lexer never lets
 /// through unescaped, so no real token can be confused with them. Literal
@@ -118,11 +120,7 @@ fn common_key(sql: &str, out: &mut String) -> Option<(Made, bool)> {
                 b'\'' => (quoted_end(b, i, b'\'', false)?, Some(STRING), true),
                 b'"' => (quoted_end(b, i, b'"', false)?, None, true),
                 b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                    let mut j = i + 1;
-                    while j < n && b[j].is_ascii_digit() {
-                        j += 1;
-                    }
-                    (j, None, true)
+                    (digits_end(b, i + 1), None, true)
                 }
                 b'$' => return None,
                 b'-' if b.get(i + 1) == Some(&b'-') => return None,

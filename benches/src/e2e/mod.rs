@@ -24,6 +24,9 @@ pub mod targets;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
 
 /// The workspace this crate belongs to.
 pub fn workspace_root() -> PathBuf {
@@ -50,16 +53,13 @@ pub fn pgsplit_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
 }
 
 /// Writes `value` as pretty JSON, creating the directory.
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
 }
-use std::str::FromStr;
-
-use serde::Serialize;
 
 /// A pgbench built-in script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

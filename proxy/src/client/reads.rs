@@ -251,7 +251,7 @@ impl Session {
         match which {
             OwnSetting::ReadYourWrites => match parse_ryw(sql) {
                 Some(mode) => {
-                    self.set_ryw(mode);
+                    self.ryw = mode;
                     Ok(())
                 }
                 None => Err(ErrorInfo::error("22023", format!("pgsplit: invalid value in {sql:?}"))

@@ -319,10 +319,6 @@ impl Session {
         }
     }
 
-    pub(super) fn set_ryw(&mut self, mode: pgsplit_config::ReadYourWrites) {
-        self.ryw = mode;
-    }
-
     fn pin(&mut self, why: Pin) {
         if self.state.pinned.is_none() {
             self.shared.pins[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);

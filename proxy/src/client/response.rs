@@ -155,7 +155,7 @@ impl Session {
             // for here: the primary's next health check reads a position
             // at least as new, costing this connection no round trip.
             let now = std::time::Instant::now();
-            let at_us = self.shared.now_us().max(1);
+            let at_us = self.shared.us_at(now).max(1);
             self.last_write = Some(now);
             self.ever_wrote = true;
             self.write_at_us = at_us;

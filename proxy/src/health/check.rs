@@ -65,13 +65,12 @@ async fn watch(shared: Weak<Shared>, backend: usize) {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = Some(connect(&s, backend).await?);
             }
-            check(client.as_ref().expect("connected above")).await
+            check(client.as_ref().expect("connected above"), sent_at_us).await
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
         match outcome {
-            Ok(mut report) => {
-                report.sent_at_us = sent_at_us;
+            Ok(report) => {
                 failures = 0;
                 s.control.checked(&s, backend, &report);
             }
@@ -95,7 +94,7 @@ async fn watch(shared: Weak<Shared>, backend: usize) {
     }
 }
 
-async fn check(c: &tokio_postgres::Client) -> Result<Report, String> {
+async fn check(c: &tokio_postgres::Client, sent_at_us: u64) -> Result<Report, String> {
     let rows = c.simple_query(CHECK).await.map_err(|e| e.to_string())?;
     let row = rows
         .iter()
@@ -112,7 +111,7 @@ async fn check(c: &tokio_postgres::Client) -> Result<Report, String> {
         receive_lsn: parse_lsn(text(3)).unwrap_or(0),
         replay_age_millis: text(4).parse::<i64>().ok().map(|v| v.max(0) as u64),
         receiver_status: text(5).to_owned(),
-        sent_at_us: 0,
+        sent_at_us,
     })
 }
 
