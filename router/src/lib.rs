@@ -74,6 +74,8 @@ mod lex;
 mod normalize;
 mod scan;
 pub mod session_cmd;
+pub mod plan;
+pub mod ryw;
 pub mod topology;
 mod verdict;
 mod walk;
