@@ -1,5 +1,6 @@
 //! Borrowed views of the server messages the proxy must understand.
 
+use crate::tag::backend as be;
 use crate::wire::Reader;
 use crate::{Frame, ProtocolError, TransactionStatus};
 
@@ -47,31 +48,31 @@ pub enum BackendMessage<'a> {
 pub fn parse(frame: &Frame) -> Result<BackendMessage<'_>, ProtocolError> {
     let body = frame.body();
     Ok(match frame.tag() {
-        b'R' => BackendMessage::Authentication(parse_auth(body)?),
-        b'S' => {
+        be::AUTHENTICATION => BackendMessage::Authentication(parse_auth(body)?),
+        be::PARAMETER_STATUS => {
             let mut r = Reader::new(body, "ParameterStatus");
             let name = r.cstr_utf8()?;
             let value = r.cstr_utf8()?;
             r.finish()?;
             BackendMessage::ParameterStatus { name, value }
         }
-        b'K' => {
+        be::BACKEND_KEY_DATA => {
             let mut r = Reader::new(body, "BackendKeyData");
             let pid = r.i32()?;
             let secret = r.i32()?;
             r.finish()?;
             BackendMessage::BackendKeyData { pid, secret }
         }
-        b'Z' => BackendMessage::ReadyForQuery(ready_status(body)?),
-        b'E' => BackendMessage::ErrorResponse(Fields::new(body)?),
-        b'N' => BackendMessage::NoticeResponse(Fields::new(body)?),
-        b'C' => {
+        be::READY_FOR_QUERY => BackendMessage::ReadyForQuery(ready_status(body)?),
+        be::ERROR_RESPONSE => BackendMessage::ErrorResponse(Fields::new(body)?),
+        be::NOTICE_RESPONSE => BackendMessage::NoticeResponse(Fields::new(body)?),
+        be::COMMAND_COMPLETE => {
             let mut r = Reader::new(body, "CommandComplete");
             let tag = r.cstr()?;
             r.finish()?;
             BackendMessage::CommandComplete { tag }
         }
-        b'v' => {
+        be::NEGOTIATE_PROTOCOL_VERSION => {
             let mut r = Reader::new(body, "NegotiateProtocolVersion");
             BackendMessage::NegotiateProtocolVersion {
                 newest_minor: r.i32()?,
@@ -289,15 +290,15 @@ mod tests {
     #[test]
     fn malformed_bodies_are_errors() {
         let bad: &[(u8, &[u8])] = &[
-            (b'Z', b""),
-            (b'Z', b"X"),
-            (b'Z', b"II"),
-            (b'K', b"\0\0\0\x01"),
-            (b'S', b"name\0"),
-            (b'E', b"Cabc"),
-            (b'E', b"Cabc\0"),
-            (b'R', b"\0\0\0\x05\x01"),
-            (b'R', b"\0\0"),
+            (be::READY_FOR_QUERY, b""),
+            (be::READY_FOR_QUERY, b"X"),
+            (be::READY_FOR_QUERY, b"II"),
+            (be::BACKEND_KEY_DATA, b"\0\0\0\x01"),
+            (be::PARAMETER_STATUS, b"name\0"),
+            (be::ERROR_RESPONSE, b"Cabc"),
+            (be::ERROR_RESPONSE, b"Cabc\0"),
+            (be::AUTHENTICATION, b"\0\0\0\x05\x01"),
+            (be::AUTHENTICATION, b"\0\0"),
         ];
         for (tag, body) in bad {
             let mut v = vec![*tag];
@@ -310,7 +311,7 @@ mod tests {
 
     #[test]
     fn forwarded_messages_are_not_inspected() {
-        let f = Frame::from_bytes(bytes::Bytes::from_static(b"D\0\0\0\x06\0\0"));
-        assert_eq!(parse(&f).unwrap(), BackendMessage::Other(b'D'));
+        let f = Frame::from_bytes(bytes::Bytes::from_static(&[be::DATA_ROW, 0, 0, 0, 6, 0, 0]));
+        assert_eq!(parse(&f).unwrap(), BackendMessage::Other(be::DATA_ROW));
     }
 }

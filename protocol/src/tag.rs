@@ -193,7 +193,11 @@ mod tests {
     fn copy_data_and_done_are_shared_and_passwords_share_p() {
         assert_eq!(fe::COPY_DATA, be::COPY_DATA);
         assert_eq!(fe::COPY_DONE, be::COPY_DONE);
-        for t in [fe::SASL_INITIAL_RESPONSE, fe::SASL_RESPONSE, fe::GSS_RESPONSE] {
+        for t in [
+            fe::SASL_INITIAL_RESPONSE,
+            fe::SASL_RESPONSE,
+            fe::GSS_RESPONSE,
+        ] {
             assert_eq!(t, fe::PASSWORD);
         }
     }
