@@ -118,6 +118,24 @@ fn parse_auth(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
     Ok(auth)
 }
 
+/// The parameter type OIDs of a ParameterDescription body, checked whole
+/// before the first is returned.
+pub fn parameter_types(body: &[u8]) -> Result<impl Iterator<Item = u32> + '_, ProtocolError> {
+    let mut r = Reader::new(body, "ParameterDescription");
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(ProtocolError::malformed(
+            "ParameterDescription",
+            "negative parameter count",
+        ));
+    }
+    let types = r.take(n as usize * 4)?;
+    r.finish()?;
+    Ok(types
+        .chunks_exact(4)
+        .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]])))
+}
+
 /// The fields of an ErrorResponse or NoticeResponse body.
 pub fn error_fields(body: &[u8]) -> Result<Fields<'_>, ProtocolError> {
     Fields::new(body)
@@ -261,6 +279,63 @@ mod tests {
             parse(&one(&mut b)).unwrap(),
             BackendMessage::NegotiateProtocolVersion { newest_minor: 0 }
         );
+    }
+
+    #[test]
+    fn acknowledgements_round_trip() {
+        let mut b = BytesMut::new();
+        type Encoder = fn(&mut BytesMut);
+        let named: [(Encoder, u8); 6] = [
+            (encode::parse_complete, be::PARSE_COMPLETE),
+            (encode::bind_complete, be::BIND_COMPLETE),
+            (encode::close_complete, be::CLOSE_COMPLETE),
+            (encode::no_data, be::NO_DATA),
+            (encode::portal_suspended, be::PORTAL_SUSPENDED),
+            (encode::empty_query_response, be::EMPTY_QUERY_RESPONSE),
+        ];
+        for (write, tag) in named {
+            write(&mut b);
+            let f = one(&mut b);
+            assert_eq!(parse(&f).unwrap(), BackendMessage::Other(tag));
+            assert_eq!(f.body(), b"");
+            // The same bytes from the tag alone, as for a synthetic reply.
+            encode::empty_message(&mut b, tag);
+            assert_eq!(one(&mut b), f);
+        }
+        encode::empty_message(&mut b, be::COPY_DONE);
+        let f = one(&mut b);
+        assert_eq!((f.tag(), f.body()), (be::COPY_DONE, &b""[..]));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not an empty-bodied server message")]
+    fn empty_message_refuses_a_tag_with_a_body() {
+        encode::empty_message(&mut BytesMut::new(), be::READY_FOR_QUERY);
+    }
+
+    #[test]
+    fn parameter_description_round_trips() {
+        let mut b = BytesMut::new();
+        for types in [&[][..], &[23], &[23, 25, 0xffff_ffff]] {
+            encode::parameter_description(&mut b, types);
+            let f = one(&mut b);
+            assert_eq!(f.tag(), be::PARAMETER_DESCRIPTION);
+            assert_eq!(
+                parse(&f).unwrap(),
+                BackendMessage::Other(be::PARAMETER_DESCRIPTION)
+            );
+            assert_eq!(
+                parameter_types(f.body()).unwrap().collect::<Vec<_>>(),
+                types
+            );
+        }
+        // What the proxy writes for a statement without parameters.
+        encode::parameter_description(&mut b, &[]);
+        assert_eq!(one(&mut b).body(), &[0, 0]);
+        for bad in [&b""[..], b"\0", b"\0\x01\0\0\0", b"\xff\xff", b"\0\0\0"] {
+            assert!(parameter_types(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

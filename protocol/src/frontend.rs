@@ -159,6 +159,38 @@ fn empty<'a>(
     Ok(msg)
 }
 
+/// A Parse body cut after the statement name: `(name, rest)`, where `rest`
+/// (query text, NUL, parameter types) is what `encode::parse_raw` takes to
+/// write the same statement under another name.
+pub fn split_parse_body(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
+    let mut r = Reader::new(body, "Parse");
+    let name = r.cstr()?;
+    Ok((name, r.rest()))
+}
+
+/// A Bind body cut after its two names; see [`split_bind_body`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindBody<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    /// Everything after the names (parameter formats, values, result
+    /// formats), as `encode::bind_renamed` takes it.
+    pub rest: &'a [u8],
+}
+
+/// A Bind body cut after the portal and statement names, so the Bind can be
+/// re-sent from another statement name with `encode::bind_renamed`.
+pub fn split_bind_body(body: &[u8]) -> Result<BindBody<'_>, ProtocolError> {
+    let mut r = Reader::new(body, "Bind");
+    let portal = r.cstr()?;
+    let statement = r.cstr()?;
+    Ok(BindBody {
+        portal,
+        statement,
+        rest: r.rest(),
+    })
+}
+
 /// SASLInitialResponse: mechanism name and the client-first-message.
 pub fn parse_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
     let mut r = Reader::new(body, "SASLInitialResponse");
@@ -284,6 +316,79 @@ mod tests {
         assert_eq!(
             parse_sasl_initial(body).unwrap(),
             ("SCRAM-SHA-256", &b"n,,n=,r=abc"[..])
+        );
+    }
+
+    #[test]
+    fn rewritten_parse_and_bind_round_trip() {
+        let mut b = BytesMut::new();
+        // A client's Parse, cut after its name, re-encoded under another one.
+        encode::parse(&mut b, "client_s1", "select $1, $2", &[23, 25]);
+        let f = one(&mut b);
+        let (name, rest) = split_parse_body(f.body()).unwrap();
+        assert_eq!(name, b"client_s1");
+        encode::parse_raw(&mut b, b"pgsplit_00ff", rest);
+        let g = one(&mut b);
+        assert_eq!(
+            parse(&g).unwrap(),
+            FrontendMessage::Parse {
+                name: b"pgsplit_00ff",
+                sql: b"select $1, $2",
+                param_types: 2
+            }
+        );
+        assert_eq!(
+            split_parse_body(g.body()).unwrap(),
+            (&b"pgsplit_00ff"[..], rest)
+        );
+        // The unnamed statement.
+        encode::parse_raw(&mut b, b"", rest);
+        let g = one(&mut b);
+        assert_eq!(
+            parse(&g).unwrap(),
+            FrontendMessage::Parse {
+                name: b"",
+                sql: b"select $1, $2",
+                param_types: 2
+            }
+        );
+
+        encode::bind(&mut b, "p1", "client_s1", &[Some(b"42".as_slice()), None]);
+        let f = one(&mut b);
+        let original = split_bind_body(f.body()).unwrap();
+        assert_eq!(
+            (original.portal, original.statement),
+            (&b"p1"[..], &b"client_s1"[..])
+        );
+        encode::bind_renamed(&mut b, original.portal, b"pgsplit_00ff", original.rest);
+        let g = one(&mut b);
+        assert_eq!(
+            parse(&g).unwrap(),
+            FrontendMessage::Bind {
+                portal: b"p1",
+                statement: b"pgsplit_00ff"
+            }
+        );
+        assert_eq!(
+            split_bind_body(g.body()).unwrap(),
+            BindBody {
+                portal: b"p1",
+                statement: b"pgsplit_00ff",
+                rest: original.rest
+            },
+            "parameters and formats pass through unchanged"
+        );
+        assert!(g.body().ends_with(original.rest));
+    }
+
+    #[test]
+    fn split_bodies_need_their_names() {
+        assert!(split_parse_body(b"no terminator").is_err());
+        assert!(split_bind_body(b"portal\0no terminator").is_err());
+        let empty = split_bind_body(b"\0\0").unwrap();
+        assert_eq!(
+            (empty.portal, empty.statement, empty.rest),
+            (&b""[..], &b""[..], &b""[..])
         );
     }
 
