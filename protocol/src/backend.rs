@@ -1,5 +1,6 @@
 //! Borrowed views of the server messages the proxy must understand.
 
+use crate::tag::backend as be;
 use crate::wire::Reader;
 use crate::{Frame, ProtocolError, TransactionStatus};
 
@@ -47,31 +48,31 @@ pub enum BackendMessage<'a> {
 pub fn parse(frame: &Frame) -> Result<BackendMessage<'_>, ProtocolError> {
     let body = frame.body();
     Ok(match frame.tag() {
-        b'R' => BackendMessage::Authentication(parse_auth(body)?),
-        b'S' => {
+        be::AUTHENTICATION => BackendMessage::Authentication(parse_auth(body)?),
+        be::PARAMETER_STATUS => {
             let mut r = Reader::new(body, "ParameterStatus");
             let name = r.cstr_utf8()?;
             let value = r.cstr_utf8()?;
             r.finish()?;
             BackendMessage::ParameterStatus { name, value }
         }
-        b'K' => {
+        be::BACKEND_KEY_DATA => {
             let mut r = Reader::new(body, "BackendKeyData");
             let pid = r.i32()?;
             let secret = r.i32()?;
             r.finish()?;
             BackendMessage::BackendKeyData { pid, secret }
         }
-        b'Z' => BackendMessage::ReadyForQuery(ready_status(body)?),
-        b'E' => BackendMessage::ErrorResponse(Fields::new(body)?),
-        b'N' => BackendMessage::NoticeResponse(Fields::new(body)?),
-        b'C' => {
+        be::READY_FOR_QUERY => BackendMessage::ReadyForQuery(ready_status(body)?),
+        be::ERROR_RESPONSE => BackendMessage::ErrorResponse(Fields::new(body)?),
+        be::NOTICE_RESPONSE => BackendMessage::NoticeResponse(Fields::new(body)?),
+        be::COMMAND_COMPLETE => {
             let mut r = Reader::new(body, "CommandComplete");
             let tag = r.cstr()?;
             r.finish()?;
             BackendMessage::CommandComplete { tag }
         }
-        b'v' => {
+        be::NEGOTIATE_PROTOCOL_VERSION => {
             let mut r = Reader::new(body, "NegotiateProtocolVersion");
             BackendMessage::NegotiateProtocolVersion {
                 newest_minor: r.i32()?,
@@ -115,6 +116,24 @@ fn parse_auth(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
     };
     r.finish()?;
     Ok(auth)
+}
+
+/// The parameter type OIDs of a ParameterDescription body, checked whole
+/// before the first is returned.
+pub fn parameter_types(body: &[u8]) -> Result<impl Iterator<Item = u32> + '_, ProtocolError> {
+    let mut r = Reader::new(body, "ParameterDescription");
+    let n = r.i16()?;
+    if n < 0 {
+        return Err(ProtocolError::malformed(
+            "ParameterDescription",
+            "negative parameter count",
+        ));
+    }
+    let types = r.take(n as usize * 4)?;
+    r.finish()?;
+    Ok(types
+        .chunks_exact(4)
+        .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]])))
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body.
@@ -263,6 +282,63 @@ mod tests {
     }
 
     #[test]
+    fn acknowledgements_round_trip() {
+        let mut b = BytesMut::new();
+        type Encoder = fn(&mut BytesMut);
+        let named: [(Encoder, u8); 6] = [
+            (encode::parse_complete, be::PARSE_COMPLETE),
+            (encode::bind_complete, be::BIND_COMPLETE),
+            (encode::close_complete, be::CLOSE_COMPLETE),
+            (encode::no_data, be::NO_DATA),
+            (encode::portal_suspended, be::PORTAL_SUSPENDED),
+            (encode::empty_query_response, be::EMPTY_QUERY_RESPONSE),
+        ];
+        for (write, tag) in named {
+            write(&mut b);
+            let f = one(&mut b);
+            assert_eq!(parse(&f).unwrap(), BackendMessage::Other(tag));
+            assert_eq!(f.body(), b"");
+            // The same bytes from the tag alone, as for a synthetic reply.
+            encode::empty_message(&mut b, tag);
+            assert_eq!(one(&mut b), f);
+        }
+        encode::empty_message(&mut b, be::COPY_DONE);
+        let f = one(&mut b);
+        assert_eq!((f.tag(), f.body()), (be::COPY_DONE, &b""[..]));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not an empty-bodied server message")]
+    fn empty_message_refuses_a_tag_with_a_body() {
+        encode::empty_message(&mut BytesMut::new(), be::READY_FOR_QUERY);
+    }
+
+    #[test]
+    fn parameter_description_round_trips() {
+        let mut b = BytesMut::new();
+        for types in [&[][..], &[23], &[23, 25, 0xffff_ffff]] {
+            encode::parameter_description(&mut b, types);
+            let f = one(&mut b);
+            assert_eq!(f.tag(), be::PARAMETER_DESCRIPTION);
+            assert_eq!(
+                parse(&f).unwrap(),
+                BackendMessage::Other(be::PARAMETER_DESCRIPTION)
+            );
+            assert_eq!(
+                parameter_types(f.body()).unwrap().collect::<Vec<_>>(),
+                types
+            );
+        }
+        // What the proxy writes for a statement without parameters.
+        encode::parameter_description(&mut b, &[]);
+        assert_eq!(one(&mut b).body(), &[0, 0]);
+        for bad in [&b""[..], b"\0", b"\0\x01\0\0\0", b"\xff\xff", b"\0\0\0"] {
+            assert!(parameter_types(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn error_and_notice_fields() {
         let mut b = BytesMut::new();
         encode::error_response(
@@ -289,15 +365,15 @@ mod tests {
     #[test]
     fn malformed_bodies_are_errors() {
         let bad: &[(u8, &[u8])] = &[
-            (b'Z', b""),
-            (b'Z', b"X"),
-            (b'Z', b"II"),
-            (b'K', b"\0\0\0\x01"),
-            (b'S', b"name\0"),
-            (b'E', b"Cabc"),
-            (b'E', b"Cabc\0"),
-            (b'R', b"\0\0\0\x05\x01"),
-            (b'R', b"\0\0"),
+            (be::READY_FOR_QUERY, b""),
+            (be::READY_FOR_QUERY, b"X"),
+            (be::READY_FOR_QUERY, b"II"),
+            (be::BACKEND_KEY_DATA, b"\0\0\0\x01"),
+            (be::PARAMETER_STATUS, b"name\0"),
+            (be::ERROR_RESPONSE, b"Cabc"),
+            (be::ERROR_RESPONSE, b"Cabc\0"),
+            (be::AUTHENTICATION, b"\0\0\0\x05\x01"),
+            (be::AUTHENTICATION, b"\0\0"),
         ];
         for (tag, body) in bad {
             let mut v = vec![*tag];
@@ -310,7 +386,7 @@ mod tests {
 
     #[test]
     fn forwarded_messages_are_not_inspected() {
-        let f = Frame::from_bytes(bytes::Bytes::from_static(b"D\0\0\0\x06\0\0"));
-        assert_eq!(parse(&f).unwrap(), BackendMessage::Other(b'D'));
+        let f = Frame::from_bytes(bytes::Bytes::from_static(&[be::DATA_ROW, 0, 0, 0, 6, 0, 0]));
+        assert_eq!(parse(&f).unwrap(), BackendMessage::Other(be::DATA_ROW));
     }
 }

@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::tag::frontend as fe;
 use crate::ProtocolError;
 
 /// Largest message the proxy accepts unless configured otherwise (1 GiB, the
@@ -81,8 +82,13 @@ pub fn limit_for(direction: Direction, tag: u8, max_message_size: usize) -> usiz
     match direction {
         Direction::Backend => max_message_size,
         Direction::Frontend => match tag {
-            // Query, Parse, Bind, CopyData, FunctionCall, CopyFail carry user data.
-            b'Q' | b'P' | b'B' | b'd' | b'F' | b'f' => max_message_size,
+            // These carry user data.
+            fe::QUERY
+            | fe::PARSE
+            | fe::BIND
+            | fe::COPY_DATA
+            | fe::FUNCTION_CALL
+            | fe::COPY_FAIL => max_message_size,
             _ => MAX_CONTROL_MESSAGE_SIZE.min(max_message_size),
         },
     }
@@ -147,6 +153,7 @@ fn peek_len(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tag::backend as be;
     use bytes::BufMut;
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -158,7 +165,7 @@ mod tests {
 
     #[test]
     fn partial_header_and_body_wait_for_more() {
-        let whole = msg(b'Q', b"select 1\0");
+        let whole = msg(fe::QUERY, b"select 1\0");
         let mut buf = BytesMut::new();
         for (i, b) in whole.iter().enumerate() {
             assert!(
@@ -172,7 +179,7 @@ mod tests {
         let f = split_frame(&mut buf, Direction::Frontend, 1 << 20)
             .unwrap()
             .unwrap();
-        assert_eq!(f.tag(), b'Q');
+        assert_eq!(f.tag(), fe::QUERY);
         assert_eq!(f.body(), b"select 1\0");
         assert_eq!(f.as_bytes().as_ref(), &whole[..]);
         assert!(buf.is_empty());
@@ -181,16 +188,16 @@ mod tests {
     #[test]
     fn coalesced_frames_come_out_one_by_one() {
         let mut buf = BytesMut::new();
-        buf.extend_from_slice(&msg(b'P', b"\0select 1\0\0\0"));
-        buf.extend_from_slice(&msg(b'S', b""));
-        buf.extend_from_slice(&msg(b'X', b"")[..3]);
+        buf.extend_from_slice(&msg(fe::PARSE, b"\0select 1\0\0\0"));
+        buf.extend_from_slice(&msg(fe::SYNC, b""));
+        buf.extend_from_slice(&msg(fe::TERMINATE, b"")[..3]);
         let a = split_frame(&mut buf, Direction::Frontend, 1 << 20)
             .unwrap()
             .unwrap();
         let b = split_frame(&mut buf, Direction::Frontend, 1 << 20)
             .unwrap()
             .unwrap();
-        assert_eq!((a.tag(), b.tag()), (b'P', b'S'));
+        assert_eq!((a.tag(), b.tag()), (fe::PARSE, fe::SYNC));
         assert_eq!(b.body(), b"");
         assert!(split_frame(&mut buf, Direction::Frontend, 1 << 20)
             .unwrap()
@@ -200,36 +207,39 @@ mod tests {
 
     #[test]
     fn length_below_four_is_rejected() {
-        let mut buf = BytesMut::from(&[b'Q', 0, 0, 0, 3][..]);
+        let mut buf = BytesMut::from(&[fe::QUERY, 0, 0, 0, 3][..]);
         assert_eq!(
             split_frame(&mut buf, Direction::Frontend, 1 << 20),
-            Err(ProtocolError::InvalidLength { tag: b'Q', len: 3 })
+            Err(ProtocolError::InvalidLength {
+                tag: fe::QUERY,
+                len: 3
+            })
         );
     }
 
     #[test]
     fn oversized_length_is_rejected_without_waiting_for_the_body() {
-        let mut buf = BytesMut::from(&[b'Q', 0x7f, 0xff, 0xff, 0xff][..]);
+        let mut buf = BytesMut::from(&[fe::QUERY, 0x7f, 0xff, 0xff, 0xff][..]);
         let err = split_frame(&mut buf, Direction::Frontend, 1 << 30).unwrap_err();
         assert!(
-            matches!(err, ProtocolError::TooLarge { tag: b'Q', .. }),
+            matches!(err, ProtocolError::TooLarge { tag: fe::QUERY, .. }),
             "{err:?}"
         );
     }
 
     #[test]
     fn control_messages_have_a_small_limit_but_data_does_not() {
-        let mut sync = BytesMut::from(&[b'S', 0, 0x10, 0, 0][..]); // 1 MiB Sync
+        let mut sync = BytesMut::from(&[fe::SYNC, 0, 0x10, 0, 0][..]); // 1 MiB Sync
         assert!(split_frame(&mut sync, Direction::Frontend, 1 << 30).is_err());
-        let mut q = BytesMut::from(&[b'Q', 0, 0x10, 0, 0][..]);
+        let mut q = BytesMut::from(&[fe::QUERY, 0, 0x10, 0, 0][..]);
         assert_eq!(split_frame(&mut q, Direction::Frontend, 1 << 30), Ok(None));
-        let mut row = BytesMut::from(&[b'D', 0, 0x10, 0, 0][..]);
+        let mut row = BytesMut::from(&[be::DATA_ROW, 0, 0x10, 0, 0][..]);
         assert_eq!(split_frame(&mut row, Direction::Backend, 1 << 30), Ok(None));
     }
 
     #[test]
     fn missing_bytes_reports_the_rest_of_the_frame() {
-        let whole = msg(b'd', &[7u8; 100]);
+        let whole = msg(fe::COPY_DATA, &[7u8; 100]);
         assert_eq!(
             missing_bytes(&whole[..2], Direction::Frontend, 1 << 20),
             Ok(3)
@@ -287,26 +297,47 @@ impl<'a> Iterator for Frames<'a> {
 #[cfg(test)]
 mod frames_tests {
     use super::*;
+    use crate::tag::backend as be;
 
     #[test]
     fn walks_complete_frames_and_stops_at_a_partial_one() {
         let buf = [
-            b'T', 0, 0, 0, 6, 0, 0, // RowDescription, empty
-            b'D', 0, 0, 0, 4, // DataRow, empty body
-            b'Z', 0, 0, 0, 5, b'I', // ReadyForQuery
-            b'D', 0, 0, 0, 9, 1, // partial
+            be::ROW_DESCRIPTION,
+            0,
+            0,
+            0,
+            6,
+            0,
+            0, // no columns
+            be::DATA_ROW,
+            0,
+            0,
+            0,
+            4, // empty body
+            be::READY_FOR_QUERY,
+            0,
+            0,
+            0,
+            5,
+            b'I', // idle
+            be::DATA_ROW,
+            0,
+            0,
+            0,
+            9,
+            1, // partial
         ];
         let mut it = Frames::new(&buf, Direction::Backend, 1 << 20);
-        assert_eq!(it.next(), Some(Ok((b'T', &[0u8, 0][..]))));
-        assert_eq!(it.next(), Some(Ok((b'D', &[][..]))));
-        assert_eq!(it.next(), Some(Ok((b'Z', &[b'I'][..]))));
+        assert_eq!(it.next(), Some(Ok((be::ROW_DESCRIPTION, &[0u8, 0][..]))));
+        assert_eq!(it.next(), Some(Ok((be::DATA_ROW, &[][..]))));
+        assert_eq!(it.next(), Some(Ok((be::READY_FOR_QUERY, &[b'I'][..]))));
         assert_eq!(it.next(), None);
         assert_eq!(it.consumed(), 18);
     }
 
     #[test]
     fn reports_a_bad_length() {
-        let buf = [b'Z', 0, 0, 0, 1];
+        let buf = [be::READY_FOR_QUERY, 0, 0, 0, 1];
         let mut it = Frames::new(&buf, Direction::Backend, 1 << 20);
         assert!(matches!(
             it.next(),

@@ -3,6 +3,7 @@
 //! SQL text and statement names are returned as raw bytes: the client's
 //! encoding need not be UTF-8, and the proxy forwards them unchanged anyway.
 
+use crate::tag::frontend as fe;
 use crate::wire::Reader;
 use crate::{Frame, ProtocolError};
 
@@ -13,6 +14,15 @@ pub enum Target {
 }
 
 impl Target {
+    /// The byte naming the target in a Describe or Close body: `b'S'` for a
+    /// prepared statement, `b'P'` for a portal.
+    pub const fn as_byte(self) -> u8 {
+        match self {
+            Target::Statement => b'S',
+            Target::Portal => b'P',
+        }
+    }
+
     fn from_byte(b: u8, what: &'static str) -> Result<Target, ProtocolError> {
         match b {
             b'S' => Ok(Target::Statement),
@@ -68,13 +78,13 @@ pub enum FrontendMessage<'a> {
 pub fn parse(frame: &Frame) -> Result<FrontendMessage<'_>, ProtocolError> {
     let body = frame.body();
     let msg = match frame.tag() {
-        b'Q' => {
+        fe::QUERY => {
             let mut r = Reader::new(body, "Query");
             let sql = r.cstr()?;
             r.finish()?;
             FrontendMessage::Query { sql }
         }
-        b'P' => {
+        fe::PARSE => {
             let mut r = Reader::new(body, "Parse");
             let name = r.cstr()?;
             let sql = r.cstr()?;
@@ -93,7 +103,7 @@ pub fn parse(frame: &Frame) -> Result<FrontendMessage<'_>, ProtocolError> {
                 param_types: n as u16,
             }
         }
-        b'B' => {
+        fe::BIND => {
             // Only the names are needed for routing; parameter values pass
             // through untouched and PostgreSQL validates them.
             let mut r = Reader::new(body, "Bind");
@@ -101,40 +111,40 @@ pub fn parse(frame: &Frame) -> Result<FrontendMessage<'_>, ProtocolError> {
             let statement = r.cstr()?;
             FrontendMessage::Bind { portal, statement }
         }
-        b'D' => {
+        fe::DESCRIBE => {
             let mut r = Reader::new(body, "Describe");
             let target = Target::from_byte(r.u8()?, "Describe")?;
             let name = r.cstr()?;
             r.finish()?;
             FrontendMessage::Describe { target, name }
         }
-        b'E' => {
+        fe::EXECUTE => {
             let mut r = Reader::new(body, "Execute");
             let portal = r.cstr()?;
             let max_rows = r.i32()?;
             r.finish()?;
             FrontendMessage::Execute { portal, max_rows }
         }
-        b'C' => {
+        fe::CLOSE => {
             let mut r = Reader::new(body, "Close");
             let target = Target::from_byte(r.u8()?, "Close")?;
             let name = r.cstr()?;
             r.finish()?;
             FrontendMessage::Close { target, name }
         }
-        b'S' => empty(body, "Sync", FrontendMessage::Sync)?,
-        b'H' => empty(body, "Flush", FrontendMessage::Flush)?,
-        b'X' => empty(body, "Terminate", FrontendMessage::Terminate)?,
-        b'c' => empty(body, "CopyDone", FrontendMessage::CopyDone)?,
-        b'd' => FrontendMessage::CopyData(body),
-        b'f' => {
+        fe::SYNC => empty(body, "Sync", FrontendMessage::Sync)?,
+        fe::FLUSH => empty(body, "Flush", FrontendMessage::Flush)?,
+        fe::TERMINATE => empty(body, "Terminate", FrontendMessage::Terminate)?,
+        fe::COPY_DONE => empty(body, "CopyDone", FrontendMessage::CopyDone)?,
+        fe::COPY_DATA => FrontendMessage::CopyData(body),
+        fe::COPY_FAIL => {
             let mut r = Reader::new(body, "CopyFail");
             let message = r.cstr()?;
             r.finish()?;
             FrontendMessage::CopyFail { message }
         }
-        b'p' => FrontendMessage::Password(body),
-        b'F' => FrontendMessage::FunctionCall,
+        fe::PASSWORD => FrontendMessage::Password(body),
+        fe::FUNCTION_CALL => FrontendMessage::FunctionCall,
         other => FrontendMessage::Unknown(other),
     };
     Ok(msg)
@@ -147,6 +157,38 @@ fn empty<'a>(
 ) -> Result<FrontendMessage<'a>, ProtocolError> {
     Reader::new(body, what).finish()?;
     Ok(msg)
+}
+
+/// A Parse body cut after the statement name: `(name, rest)`, where `rest`
+/// (query text, NUL, parameter types) is what `encode::parse_raw` takes to
+/// write the same statement under another name.
+pub fn split_parse_body(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
+    let mut r = Reader::new(body, "Parse");
+    let name = r.cstr()?;
+    Ok((name, r.rest()))
+}
+
+/// A Bind body cut after its two names; see [`split_bind_body`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindBody<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    /// Everything after the names (parameter formats, values, result
+    /// formats), as `encode::bind_renamed` takes it.
+    pub rest: &'a [u8],
+}
+
+/// A Bind body cut after the portal and statement names, so the Bind can be
+/// re-sent from another statement name with `encode::bind_renamed`.
+pub fn split_bind_body(body: &[u8]) -> Result<BindBody<'_>, ProtocolError> {
+    let mut r = Reader::new(body, "Bind");
+    let portal = r.cstr()?;
+    let statement = r.cstr()?;
+    Ok(BindBody {
+        portal,
+        statement,
+        rest: r.rest(),
+    })
 }
 
 /// SASLInitialResponse: mechanism name and the client-first-message.
@@ -278,6 +320,79 @@ mod tests {
     }
 
     #[test]
+    fn rewritten_parse_and_bind_round_trip() {
+        let mut b = BytesMut::new();
+        // A client's Parse, cut after its name, re-encoded under another one.
+        encode::parse(&mut b, "client_s1", "select $1, $2", &[23, 25]);
+        let f = one(&mut b);
+        let (name, rest) = split_parse_body(f.body()).unwrap();
+        assert_eq!(name, b"client_s1");
+        encode::parse_raw(&mut b, b"pgsplit_00ff", rest);
+        let g = one(&mut b);
+        assert_eq!(
+            parse(&g).unwrap(),
+            FrontendMessage::Parse {
+                name: b"pgsplit_00ff",
+                sql: b"select $1, $2",
+                param_types: 2
+            }
+        );
+        assert_eq!(
+            split_parse_body(g.body()).unwrap(),
+            (&b"pgsplit_00ff"[..], rest)
+        );
+        // The unnamed statement.
+        encode::parse_raw(&mut b, b"", rest);
+        let g = one(&mut b);
+        assert_eq!(
+            parse(&g).unwrap(),
+            FrontendMessage::Parse {
+                name: b"",
+                sql: b"select $1, $2",
+                param_types: 2
+            }
+        );
+
+        encode::bind(&mut b, "p1", "client_s1", &[Some(b"42".as_slice()), None]);
+        let f = one(&mut b);
+        let original = split_bind_body(f.body()).unwrap();
+        assert_eq!(
+            (original.portal, original.statement),
+            (&b"p1"[..], &b"client_s1"[..])
+        );
+        encode::bind_renamed(&mut b, original.portal, b"pgsplit_00ff", original.rest);
+        let g = one(&mut b);
+        assert_eq!(
+            parse(&g).unwrap(),
+            FrontendMessage::Bind {
+                portal: b"p1",
+                statement: b"pgsplit_00ff"
+            }
+        );
+        assert_eq!(
+            split_bind_body(g.body()).unwrap(),
+            BindBody {
+                portal: b"p1",
+                statement: b"pgsplit_00ff",
+                rest: original.rest
+            },
+            "parameters and formats pass through unchanged"
+        );
+        assert!(g.body().ends_with(original.rest));
+    }
+
+    #[test]
+    fn split_bodies_need_their_names() {
+        assert!(split_parse_body(b"no terminator").is_err());
+        assert!(split_bind_body(b"portal\0no terminator").is_err());
+        let empty = split_bind_body(b"\0\0").unwrap();
+        assert_eq!(
+            (empty.portal, empty.statement, empty.rest),
+            (&b""[..], &b""[..], &b""[..])
+        );
+    }
+
+    #[test]
     fn unknown_tags_are_reported_not_rejected() {
         let mut b = BytesMut::from(&[b'z', 0, 0, 0, 4][..]);
         assert_eq!(parse(&one(&mut b)).unwrap(), FrontendMessage::Unknown(b'z'));
@@ -286,15 +401,15 @@ mod tests {
     #[test]
     fn malformed_bodies_are_errors() {
         let bad: &[(u8, &[u8])] = &[
-            (b'Q', b"no terminator"),
-            (b'Q', b"select 1\0extra"),
-            (b'P', b"s\0select\0"),                 // missing count
-            (b'P', b"s\0select\0\0\x05\0\0\0\x17"), // count larger than the bytes left
-            (b'P', b"s\0select\0\xff\xff"),         // negative count
-            (b'D', b"Xname\0"),
-            (b'E', b"p\0\0\0"),
-            (b'S', b"x"),
-            (b'C', b"S"),
+            (fe::QUERY, b"no terminator"),
+            (fe::QUERY, b"select 1\0extra"),
+            (fe::PARSE, b"s\0select\0"),                 // missing count
+            (fe::PARSE, b"s\0select\0\0\x05\0\0\0\x17"), // count larger than the bytes left
+            (fe::PARSE, b"s\0select\0\xff\xff"),         // negative count
+            (fe::DESCRIBE, b"Xname\0"),
+            (fe::EXECUTE, b"p\0\0\0"),
+            (fe::SYNC, b"x"),
+            (fe::CLOSE, b"S"),
         ];
         for (tag, body) in bad {
             let mut v = vec![*tag];

@@ -12,6 +12,10 @@
 //! caller-owned `BytesMut` by the functions in [`encode`], so a session can
 //! batch several and flush once.
 //!
+//! [`tag`] names every message's tag byte, by direction
+//! (`tag::frontend::PARSE`, `tag::backend::PARSE_COMPLETE`); code that writes
+//! or matches a message uses those, never a bare byte.
+//!
 //! [`auth`] holds SCRAM-SHA-256 (server side, to check clients) and MD5.
 //!
 //! This crate never does I/O and never depends on an async runtime: sockets,
@@ -25,6 +29,7 @@ pub mod frame;
 pub mod frontend;
 pub mod pipeline;
 pub mod startup;
+pub mod tag;
 mod wire;
 
 pub use error::ProtocolError;

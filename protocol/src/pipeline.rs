@@ -17,6 +17,8 @@
 
 use std::collections::VecDeque;
 
+use crate::tag::{backend as be, frontend as fe};
+
 /// The kind of reply a request waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -29,6 +31,8 @@ pub enum Request {
     UntilReady,
     /// A reply the proxy gives itself (e.g. ParseComplete for a statement
     /// the server already has), due once everything before it is answered.
+    /// The tag is a `tag::backend` acknowledgement with an empty body
+    /// (`tag::backend::has_empty_body`), written with `encode::empty_message`.
     Synthetic(u8),
     /// The client's CopyDone or CopyFail: no reply, but it marks where
     /// COPY FROM STDIN ended in the request stream (see `on_message`).
@@ -40,13 +44,13 @@ impl Request {
     /// (Flush and the COPY sub-protocol messages do not).
     pub fn for_frontend_tag(tag: u8) -> Option<Request> {
         Some(match tag {
-            b'P' => Request::Parse,
-            b'B' => Request::Bind,
-            b'C' => Request::Close,
-            b'D' => Request::Describe,
-            b'E' => Request::Execute,
-            b'Q' | b'S' | b'F' => Request::UntilReady,
-            b'c' | b'f' => Request::CopyEnd,
+            fe::PARSE => Request::Parse,
+            fe::BIND => Request::Bind,
+            fe::CLOSE => Request::Close,
+            fe::DESCRIBE => Request::Describe,
+            fe::EXECUTE => Request::Execute,
+            fe::QUERY | fe::SYNC | fe::FUNCTION_CALL => Request::UntilReady,
+            fe::COPY_DONE | fe::COPY_FAIL => Request::CopyEnd,
             _ => return None,
         })
     }
@@ -157,23 +161,23 @@ impl ResponseTracker {
             // server shutting the connection down. The client should see it.
             return Disposition {
                 forward: true,
-                ready: tag == b'Z',
+                ready: tag == be::READY_FOR_QUERY,
                 ignored_syncs: None,
             };
         };
         let mut disposition = Disposition {
             forward: front.forward,
-            ready: tag == b'Z',
+            ready: tag == be::READY_FOR_QUERY,
             ignored_syncs: None,
         };
         match tag {
             // A notification is for the client whatever request it arrived
             // behind (PostgreSQL delivers them just before ReadyForQuery).
-            b'A' => disposition.forward = true,
-            b'G' => disposition.ignored_syncs = self.copy_in_started(),
+            be::NOTIFICATION_RESPONSE => disposition.forward = true,
+            be::COPY_IN_RESPONSE => disposition.ignored_syncs = self.copy_in_started(),
             // Asynchronous messages may arrive at any time and end nothing.
-            b'N' | b'S' => {}
-            b'E' => {
+            be::NOTICE_RESPONSE | be::PARAMETER_STATUS => {}
+            be::ERROR_RESPONSE => {
                 if front.request != Request::UntilReady {
                     // A failed injected Parse or Close makes the server skip
                     // the client's own messages up to Sync: the client must
@@ -191,12 +195,16 @@ impl ResponseTracker {
             }
             _ => {
                 let ends = match front.request {
-                    Request::Parse => tag == b'1',
-                    Request::Bind => tag == b'2',
-                    Request::Close => tag == b'3',
-                    Request::Describe => matches!(tag, b'T' | b'n'),
-                    Request::Execute => matches!(tag, b'C' | b'I' | b's'),
-                    Request::UntilReady => tag == b'Z',
+                    Request::Parse => tag == be::PARSE_COMPLETE,
+                    Request::Bind => tag == be::BIND_COMPLETE,
+                    Request::Close => tag == be::CLOSE_COMPLETE,
+                    // ParameterDescription comes first and ends nothing.
+                    Request::Describe => matches!(tag, be::ROW_DESCRIPTION | be::NO_DATA),
+                    Request::Execute => matches!(
+                        tag,
+                        be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
+                    ),
+                    Request::UntilReady => tag == be::READY_FOR_QUERY,
                     // Never at the front when a server message arrives:
                     // callers drain them with take_synthetic first.
                     Request::Synthetic(_) | Request::CopyEnd => false,
@@ -215,6 +223,8 @@ impl ResponseTracker {
 mod tests {
     use super::*;
 
+    /// Feeds the server tags spelt out in `tags` (one character per
+    /// message, e.g. "12DCZ") and shows the forwarded ones, '-' for dropped.
     fn run(t: &mut ResponseTracker, tags: &str) -> String {
         tags.bytes()
             .map(|tag| {
@@ -309,20 +319,20 @@ mod tests {
     #[test]
     fn synthetic_replies_come_out_in_order_and_vanish_after_an_error() {
         let mut t = ResponseTracker::default();
-        t.push(Request::Synthetic(b'1'), true);
+        t.push(Request::Synthetic(be::PARSE_COMPLETE), true);
         assert_eq!(
             t.take_synthetic(),
-            Some(b'1'),
+            Some(be::PARSE_COMPLETE),
             "nothing owed before it: due at once"
         );
         t.push(Request::Bind, true);
-        t.push(Request::Synthetic(b'3'), true);
+        t.push(Request::Synthetic(be::CLOSE_COMPLETE), true);
         assert_eq!(t.take_synthetic(), None, "the Bind's reply comes first");
         assert_eq!(run(&mut t, "2"), "2");
-        assert_eq!(t.take_synthetic(), Some(b'3'));
+        assert_eq!(t.take_synthetic(), Some(be::CLOSE_COMPLETE));
         // After an error the server skips to Sync; so do owed synthetic replies.
         t.push(Request::Bind, true);
-        t.push(Request::Synthetic(b'1'), true);
+        t.push(Request::Synthetic(be::PARSE_COMPLETE), true);
         t.push(Request::UntilReady, true);
         assert_eq!(run(&mut t, "E"), "E");
         assert_eq!(t.take_synthetic(), None);
@@ -337,8 +347,8 @@ mod tests {
         t.push(Request::Bind, true);
         t.push(Request::Execute, true);
         t.push(Request::UntilReady, true);
-        assert_eq!(t.on_message(b'2').ignored_syncs, None);
-        let d = t.on_message(b'G');
+        assert_eq!(t.on_message(be::BIND_COMPLETE).ignored_syncs, None);
+        let d = t.on_message(be::COPY_IN_RESPONSE);
         assert_eq!(
             d.ignored_syncs,
             Some((0, 1)),
@@ -346,12 +356,12 @@ mod tests {
         );
         t.push(Request::CopyEnd, true);
         t.push(Request::UntilReady, true);
-        t.push(Request::Synthetic(b'3'), true);
+        t.push(Request::Synthetic(be::CLOSE_COMPLETE), true);
         t.push(Request::UntilReady, true);
         assert_eq!(run(&mut t, "CZ"), "CZ");
         assert_eq!(
             t.take_synthetic(),
-            Some(b'3'),
+            Some(be::CLOSE_COMPLETE),
             "CloseComplete before the last ReadyForQuery"
         );
         assert_eq!(run(&mut t, "Z"), "Z");
@@ -360,7 +370,10 @@ mod tests {
         // Simple-protocol COPY with a stray Sync before CopyDone.
         t.push(Request::UntilReady, true);
         t.push(Request::UntilReady, true);
-        assert_eq!(t.on_message(b'G').ignored_syncs, Some((1, 1)));
+        assert_eq!(
+            t.on_message(be::COPY_IN_RESPONSE).ignored_syncs,
+            Some((1, 1))
+        );
         t.push(Request::CopyEnd, true);
         assert_eq!(run(&mut t, "CZ"), "CZ");
         assert!(t.is_idle());
@@ -388,9 +401,12 @@ mod tests {
 
     #[test]
     fn request_kinds_from_frontend_tags() {
-        assert_eq!(Request::for_frontend_tag(b'P'), Some(Request::Parse));
-        assert_eq!(Request::for_frontend_tag(b'S'), Some(Request::UntilReady));
-        assert_eq!(Request::for_frontend_tag(b'H'), None);
-        assert_eq!(Request::for_frontend_tag(b'd'), None);
+        assert_eq!(Request::for_frontend_tag(fe::PARSE), Some(Request::Parse));
+        assert_eq!(
+            Request::for_frontend_tag(fe::SYNC),
+            Some(Request::UntilReady)
+        );
+        assert_eq!(Request::for_frontend_tag(fe::FLUSH), None);
+        assert_eq!(Request::for_frontend_tag(fe::COPY_DATA), None);
     }
 }
