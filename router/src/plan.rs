@@ -182,11 +182,11 @@ pub enum ReadNeed {
     Primary,
 }
 
-/// Where a read goes.
+/// Where a read goes; `Id` names a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadPlace {
+pub enum ReadPlace<Id> {
     /// This server (a replica, or the primary when it takes reads).
-    Server(usize),
+    Server(Id),
     /// Whichever server is the primary when the read is sent.
     Primary,
     /// Wait up to `routing.causal_wait` for a replica to meet the need.
@@ -199,12 +199,12 @@ pub enum ReadPlace {
 /// replayed `min_lsn` (0: any); `primary` is the elected primary.
 /// Returns the place and the replay position the read requires (`u64::MAX`:
 /// only the primary will do), which a retry elsewhere must respect too.
-pub fn place_read(
+pub fn place_read<Id: Copy + Eq>(
     need: ReadNeed,
-    primary: Option<usize>,
+    primary: Option<Id>,
     causal_wait: bool,
-    pick: impl FnOnce(u64) -> Option<usize>,
-) -> (ReadPlace, u64) {
+    pick: impl FnOnce(u64) -> Option<Id>,
+) -> (ReadPlace<Id>, u64) {
     let min_lsn = match need {
         ReadNeed::Any => 0,
         ReadNeed::AtLeast(lsn) => lsn,
