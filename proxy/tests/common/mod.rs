@@ -158,6 +158,76 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
+/// The index of the node of `cluster` listening on `port`; panics on a
+/// stranger. The one place that maps what `inet_server_port()` said to a
+/// node: every "which node served this" assertion goes through it.
+pub fn node_index(cluster: &Cluster, port: u16) -> usize {
+    cluster
+        .nodes()
+        .iter()
+        .position(|n| n.port == port)
+        .unwrap_or_else(|| panic!("port {port} is no node of this cluster"))
+}
+
+/// The shared cluster's node that listens on `port`: 0 is the primary, 1
+/// and 2 the replicas.
+pub fn node(port: u16) -> usize {
+    node_index(cluster(), port)
+}
+
+/// Whether `port` is one of the shared cluster's replicas.
+pub fn is_replica(port: u16) -> bool {
+    node(port) != 0
+}
+
+pub fn assert_replica(port: u16, what: &str) {
+    assert!(
+        is_replica(port),
+        "{what} ran on {port}, not a replica (primary is {})",
+        cluster().port(0)
+    );
+}
+
+pub fn assert_primary(port: u16, what: &str) {
+    assert_eq!(
+        node(port),
+        0,
+        "{what} ran on {port}, not the primary ({})",
+        cluster().port(0)
+    );
+}
+
+/// Runs `sql` over the simple protocol and returns its first column, which
+/// must be `inet_server_port()` (or a value of the same shape): the port
+/// of the server that ran it.
+pub async fn port_of(client: &tokio_postgres::Client, sql: &str) -> u16 {
+    let v = scalar(client, sql).await;
+    v.parse()
+        .unwrap_or_else(|_| panic!("{sql}: {v:?} is not a port"))
+}
+
+/// `SELECT inet_server_port()`, over the simple or the extended protocol.
+pub async fn read_port(
+    client: &tokio_postgres::Client,
+    simple: bool,
+) -> Result<u16, tokio_postgres::Error> {
+    const SQL: &str = "SELECT inet_server_port()";
+    if simple {
+        let messages = client.simple_query(SQL).await?;
+        let port = messages
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("a row");
+        Ok(port.parse().expect("a port number"))
+    } else {
+        let row = client.query_one(SQL, &[]).await?;
+        Ok(row.get::<_, i32>(0) as u16)
+    }
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
@@ -174,6 +244,17 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `cond` until it holds; returns how long that took, or None once
+/// `timeout` has passed. For waits whose duration is itself asserted.
+pub async fn time_until<F, Fut>(timeout: Duration, cond: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    eventually(timeout, cond).await.then(|| started.elapsed())
 }
 
 /// A hand-driven protocol client.
