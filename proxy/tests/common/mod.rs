@@ -261,6 +261,8 @@ where
 pub struct RawClient {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The (pid, secret) of BackendKeyData, once logged in.
+    pub key: Option<(i32, i32)>,
 }
 
 impl RawClient {
@@ -269,17 +271,22 @@ impl RawClient {
         RawClient {
             stream,
             buf: BytesMut::new(),
+            key: None,
         }
     }
 
     /// Connects and logs in as the trust user, up to the first ReadyForQuery.
     pub async fn login(proxy: &ProxyHandle, db: &str) -> RawClient {
+        RawClient::login_with(proxy, db, &[]).await
+    }
+
+    /// [`RawClient::login`] with more startup parameters.
+    pub async fn login_with(proxy: &ProxyHandle, db: &str, params: &[(&str, &str)]) -> RawClient {
         let mut c = RawClient::connect(proxy).await;
         let mut out = BytesMut::new();
-        encode::startup_message(
-            &mut out,
-            &[("user", pgsplit_cluster::TRUST_USER), ("database", db)],
-        );
+        let mut all = vec![("user", pgsplit_cluster::TRUST_USER), ("database", db)];
+        all.extend_from_slice(params);
+        encode::startup_message(&mut out, &all);
         c.send(&out).await;
         let frames = c.until_ready().await;
         assert!(
@@ -289,7 +296,19 @@ impl RawClient {
             )),
             "login failed: {frames:?}"
         );
+        c.key = frames.iter().find_map(|f| match backend::parse(f) {
+            Ok(BackendMessage::BackendKeyData { pid, secret }) => Some((pid, secret)),
+            _ => None,
+        });
         c
+    }
+
+    /// Sends a simple Query whose text is given as bytes in the client's
+    /// encoding, which need not be UTF-8.
+    pub async fn query_bytes(&mut self, sql: &[u8]) {
+        let mut out = BytesMut::new();
+        encode::raw_message(&mut out, b'Q', &[sql, b"\0"]);
+        self.send(&out).await;
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -350,13 +369,30 @@ pub fn first_error(frames: &[Frame]) -> Option<(String, String, String)> {
 
 /// Text values of every DataRow among `frames` (single-column results).
 pub fn data_values(frames: &[Frame]) -> Vec<String> {
+    data_rows(frames)
+        .into_iter()
+        .map(|mut r| String::from_utf8(r.swap_remove(0)).unwrap())
+        .collect()
+}
+
+/// Every DataRow among `frames`, each column's raw bytes (NULL as empty).
+pub fn data_rows(frames: &[Frame]) -> Vec<Vec<Vec<u8>>> {
     frames
         .iter()
         .filter(|f| f.tag() == b'D')
         .map(|f| {
             let body = f.body();
-            let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
-            String::from_utf8(body[6..6 + len].to_vec()).unwrap()
+            let columns = u16::from_be_bytes([body[0], body[1]]);
+            let mut at = 2;
+            (0..columns)
+                .map(|_| {
+                    let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+                    at += 4;
+                    let len = len.max(0) as usize;
+                    at += len;
+                    body[at - len..at].to_vec()
+                })
+                .collect()
         })
         .collect()
 }
