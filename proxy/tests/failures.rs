@@ -15,22 +15,12 @@ use pgsplit_protocol::encode;
 /// reaches a replica and a write reaches the primary.
 async fn still_serving(proxy: &pgsplit::ProxyHandle) {
     let client = connect(proxy, "postgres").await;
-    let port: i32 = client
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(is_replica(port), "read served by {port}");
-    let port: i32 = client
-        .query_one("/* pgsplit:primary */ SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(port, cluster().port(0) as i32);
-}
-
-fn is_replica(port: i32) -> bool {
-    [cluster().port(1), cluster().port(2)].contains(&(port as u16))
+    let port = read_port(&client, false).await.unwrap();
+    assert_replica(port, "a read from another client");
+    assert_primary(
+        port_of(&client, "/* pgsplit:primary */ SELECT inet_server_port()").await,
+        "a hinted read from another client",
+    );
 }
 
 #[tokio::test]
@@ -92,13 +82,12 @@ async fn each_client_and_server_auth_method_logs_in() {
         ] {
             let row = client.query_one(sql, &[]).await.unwrap();
             assert_eq!(row.get::<_, &str>(0), user);
-            let port = row.get::<_, i32>(1);
-            assert_eq!(
-                port == cluster().port(0) as i32,
-                on_primary,
-                "{user}: {sql} on {port}"
-            );
-            assert!(on_primary || is_replica(port));
+            let port = row.get::<_, i32>(1) as u16;
+            if on_primary {
+                assert_primary(port, &format!("{user}: {sql}"));
+            } else {
+                assert_replica(port, &format!("{user}: {sql}"));
+            }
         }
     }
     proxy.shutdown().await;
@@ -213,7 +202,7 @@ async fn encryption_requests_are_declined_and_newer_protocols_negotiated() {
     c.send(&q).await;
     let rows = data_values(&c.until_ready().await);
     assert_eq!(rows.len(), 1);
-    assert!(is_replica(rows[0].parse().unwrap()), "{rows:?}");
+    assert_replica(rows[0].parse().unwrap(), "a read after negotiation");
     proxy.shutdown().await;
 }
 

@@ -18,14 +18,31 @@ fn pooled(size: usize, f: impl FnOnce(&mut Config)) -> Config {
 
 /// Server backends of `user` in `db` on node `i`, counted by the server.
 fn server_connections(i: usize, db: &str, user: &str) -> usize {
+    server_pids(i, db, user).len()
+}
+
+/// Process ids of the server backends of `user` in `db` on node `i`.
+fn server_pids(i: usize, db: &str, user: &str) -> std::collections::BTreeSet<i32> {
     cluster()
         .psql(
             i,
             "postgres",
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND usename = '{user}'"),
+            &format!(
+                "SELECT pid FROM pg_stat_activity WHERE datname = '{db}' AND usename = '{user}'"
+            ),
         )
         .unwrap()
-        .parse()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// [`server_pids`] off the runtime's threads, which the in-process proxy
+/// needs to keep serving while a test polls.
+async fn primary_pids(db: &str) -> std::collections::BTreeSet<i32> {
+    let db = db.to_owned();
+    tokio::task::spawn_blocking(move || server_pids(0, &db, "postgres"))
+        .await
         .unwrap()
 }
 
@@ -105,14 +122,16 @@ async fn two_thousand_clients_share_ten_connections_per_backend() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_hold_while_other_clients_churn_the_pool() {
-    let db = fresh_database("pool_settings");
-    let proxy = start_proxy_with(pooled(2, |_| {})).await;
+/// A client through the proxy with its own `application_name`.
+async fn named_client(
+    proxy: &pgsplit::ProxyHandle,
+    db: &str,
+    name: &str,
+) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(
         &format!(
-            "{} application_name=keeper",
-            conn_string(&proxy, "postgres", PASSWORD, &db)
+            "{} application_name={name}",
+            conn_string(proxy, "postgres", PASSWORD, db)
         ),
         tokio_postgres::NoTls,
     )
@@ -120,19 +139,37 @@ async fn settings_hold_while_other_clients_churn_the_pool() {
     .unwrap();
     tokio::spawn(conn);
     client
-        .batch_execute("SET search_path = keeper_schema, public")
-        .await
-        .unwrap();
-    client
-        .batch_execute("SET statement_timeout = '7s'")
-        .await
-        .unwrap();
-    client
-        .batch_execute("SET TIME ZONE 'Asia/Tokyo'")
-        .await
-        .unwrap();
+}
 
-    // Other clients with their own settings share the same two connections.
+/// Pools of two with read-your-writes off, so every read goes to a replica
+/// and the replica connections are the ones the clients take turns on.
+fn shared_pools(size: usize) -> Config {
+    pooled(size, |c| {
+        c.routing.read_your_writes = pgsplit_config::ReadYourWrites::Off
+    })
+}
+
+const SETTINGS: &str =
+    "SELECT current_setting('search_path'), current_setting('statement_timeout'), \
+     current_setting('TimeZone'), current_setting('application_name'), inet_server_port()";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_hold_while_other_clients_churn_the_pool() {
+    let db = fresh_database("pool_settings");
+    let proxy = start_proxy_with(shared_pools(2)).await;
+    let client = named_client(&proxy, &db, "keeper").await;
+    // One SET per query string: a combined string would pin the session to
+    // its primary connection, and no setting would ever need replaying.
+    for set in [
+        "SET search_path = keeper_schema, public",
+        "SET statement_timeout = '7s'",
+        "SET TIME ZONE 'Asia/Tokyo'",
+    ] {
+        client.batch_execute(set).await.unwrap();
+    }
+
+    // Other clients with their own settings share the same two connections
+    // per replica, changing them between the keeper's reads.
     let churn = {
         let conn = conn_string(&proxy, "postgres", PASSWORD, &db);
         tokio::spawn(async move {
@@ -140,13 +177,27 @@ async fn settings_hold_while_other_clients_churn_the_pool() {
             for i in 0..8 {
                 let conn = format!("{conn} application_name=churn{i}");
                 handles.push(tokio::spawn(async move {
-                    let (c, k) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+                    let (c, k) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
                     tokio::spawn(k);
-                    for j in 0..40 {
-                        c.batch_execute(&format!("SET search_path = other{i}; SET statement_timeout = '{}s'; SET TIME ZONE 'UTC'", j + 1))
-                            .await
-                            .unwrap();
-                        c.simple_query("SELECT current_setting('search_path')").await.unwrap();
+                    for j in 0..20 {
+                        let timeout = format!("{}s", j + 1);
+                        for set in [
+                            format!("SET search_path = other{i}"),
+                            format!("SET statement_timeout = '{timeout}'"),
+                            "SET TIME ZONE 'UTC'".to_owned(),
+                        ] {
+                            c.batch_execute(&set).await.unwrap();
+                        }
+                        for _ in 0..2 {
+                            let r = c.query_one(SETTINGS, &[]).await.unwrap();
+                            let port = r.get::<_, i32>(4) as u16;
+                            assert_replica(port, "a churn client's read");
+                            assert_eq!(r.get::<_, &str>(0), format!("other{i}"), "on {port}");
+                            assert_eq!(r.get::<_, &str>(1), timeout, "on {port}");
+                            assert_eq!(r.get::<_, &str>(2), "UTC", "on {port}");
+                        }
                     }
                 }));
             }
@@ -155,22 +206,138 @@ async fn settings_hold_while_other_clients_churn_the_pool() {
             }
         })
     };
+    let mut ports = std::collections::HashSet::new();
     for _ in 0..50 {
-        let row = client
-            .query_one(
-                "SELECT current_setting('search_path'), current_setting('statement_timeout'), \
-                 current_setting('TimeZone'), current_setting('application_name'), inet_server_port()",
-                &[],
-            )
-            .await
-            .unwrap();
-        assert_eq!(row.get::<_, &str>(0), "keeper_schema, public");
-        assert_eq!(row.get::<_, &str>(1), "7s");
-        assert_eq!(row.get::<_, &str>(2), "Asia/Tokyo");
-        assert_eq!(row.get::<_, &str>(3), "keeper");
+        let row = client.query_one(SETTINGS, &[]).await.unwrap();
+        let port = row.get::<_, i32>(4) as u16;
+        assert_replica(port, "the keeper's read");
+        ports.insert(port);
+        assert_eq!(row.get::<_, &str>(0), "keeper_schema, public", "on {port}");
+        assert_eq!(row.get::<_, &str>(1), "7s", "on {port}");
+        assert_eq!(row.get::<_, &str>(2), "Asia/Tokyo", "on {port}");
+        assert_eq!(row.get::<_, &str>(3), "keeper", "on {port}");
         assert_eq!(scalar(&client, "SHOW statement_timeout").await, "7s");
     }
+    assert_eq!(ports.len(), 2, "the keeper read from both replicas");
     churn.await.unwrap();
+    proxy.shutdown().await;
+}
+
+/// `(port, pid, search_path, statement_timeout)` of the server that ran a
+/// read, over the extended protocol.
+async fn where_and_what(
+    c: &tokio_postgres::Client,
+    sql_prefix: &str,
+) -> (u16, i32, String, String) {
+    let r = c
+        .query_one(
+            &format!(
+                "{sql_prefix} SELECT inet_server_port(), pg_backend_pid(), \
+                 current_setting('search_path'), current_setting('statement_timeout')"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (
+        r.get::<_, i32>(0) as u16,
+        r.get(1),
+        r.get::<_, String>(2),
+        r.get::<_, String>(3),
+    )
+}
+
+/// With one server connection per backend, two clients take turns on the
+/// very same connections: each sees only its own settings on every one of
+/// them, and a SET counts once its transaction commits, not before and not
+/// after a rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_replayed_onto_connections_shared_between_clients() {
+    let db = fresh_database("pool_replay");
+    let proxy = start_proxy_with(shared_pools(1)).await;
+    let a = connect(&proxy, &db).await;
+    let b = connect(&proxy, &db).await;
+    const DEFAULT_PATH: &str = "\"$user\", public";
+    a.batch_execute("SET search_path = a_schema").await.unwrap();
+    // B on the primary connection A's SET ran on: none of A's setting.
+    let (port, a_primary_pid, _, _) = where_and_what(&a, "/* pgsplit:primary */").await;
+    assert_primary(port, "a hinted read");
+    let (port, pid, path, _) = where_and_what(&b, "/* pgsplit:primary */").await;
+    assert_primary(port, "a hinted read");
+    assert_eq!(pid, a_primary_pid, "one primary connection, shared");
+    assert_eq!(path, DEFAULT_PATH, "B inherited A's search_path");
+
+    // B changes its own statement_timeout and uses both replica connections.
+    b.batch_execute("SET statement_timeout = '3s'")
+        .await
+        .unwrap();
+    let mut b_pids = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let (port, pid, path, timeout) = where_and_what(&b, "").await;
+        assert_replica(port, "B's read");
+        assert_eq!(
+            (path.as_str(), timeout.as_str()),
+            (DEFAULT_PATH, "3s"),
+            "B on {port}"
+        );
+        b_pids.insert(port, pid);
+    }
+    assert_eq!(b_pids.len(), 2, "B read from both replicas: {b_pids:?}");
+    // A follows onto the connections B just used: its own settings only.
+    for _ in 0..4 {
+        let (port, pid, path, timeout) = where_and_what(&a, "").await;
+        assert_eq!(
+            b_pids.get(&port),
+            Some(&pid),
+            "A on another connection than B's"
+        );
+        assert_eq!(
+            (path.as_str(), timeout.as_str()),
+            ("a_schema", "0"),
+            "A on {port}"
+        );
+    }
+    // And B gets its own back on them.
+    for _ in 0..2 {
+        let (port, _, path, timeout) = where_and_what(&b, "").await;
+        assert_eq!(
+            (path.as_str(), timeout.as_str()),
+            (DEFAULT_PATH, "3s"),
+            "B on {port}"
+        );
+    }
+
+    // A SET in a transaction that commits is kept; one rolled back is not.
+    // Separate requests, as a driver sends them.
+    for sql in ["BEGIN", "SET statement_timeout = '5s'", "COMMIT"] {
+        a.batch_execute(sql).await.unwrap();
+    }
+    for sql in [
+        "BEGIN",
+        "SET statement_timeout = '9s'",
+        "SET search_path = gone",
+        "ROLLBACK",
+    ] {
+        a.batch_execute(sql).await.unwrap();
+    }
+    for (prefix, b_reads) in [("/* pgsplit:primary */", 1), ("", 2), ("", 2), ("", 2)] {
+        // B runs between A's reads (on both replicas, whichever the
+        // balancer picks next), so A's reads find connections B changed.
+        for _ in 0..b_reads {
+            let (_, _, path, timeout) = where_and_what(&b, prefix).await;
+            assert_eq!(
+                (path.as_str(), timeout.as_str()),
+                (DEFAULT_PATH, "3s"),
+                "B {prefix}"
+            );
+        }
+        let (port, _, path, timeout) = where_and_what(&a, prefix).await;
+        assert_eq!(
+            (path.as_str(), timeout.as_str()),
+            ("a_schema", "5s"),
+            "A on {port} after a committed and a rolled-back SET"
+        );
+    }
     proxy.shutdown().await;
 }
 
@@ -216,11 +383,10 @@ async fn killed_clients_leave_nothing_behind() {
         "SET search_path = pg_catalog; BEGIN; INSERT INTO public.k VALUES (1)",
     )
     .await;
-    let ok = eventually(Duration::from_secs(10), || async {
-        next().await.1 == clean
-    })
-    .await;
-    assert!(ok, "after a kill mid-transaction: {}", next().await.1);
+    // No "not yet" to wait for: a connection is settled before anyone else
+    // can take it, so the very next client must find it clean (a retry
+    // would pass once that client's own disconnect had cleaned it).
+    assert_eq!(next().await.1, clean, "after a kill mid-transaction");
 
     // Holding a temporary table and a session advisory lock (pins the session).
     let pid = killed_after(
@@ -229,13 +395,9 @@ async fn killed_clients_leave_nothing_behind() {
         "CREATE TEMP TABLE t (a int); SELECT pg_advisory_lock(5)",
     )
     .await;
-    let ok = eventually(Duration::from_secs(10), || async {
-        next().await.1 == clean
-    })
-    .await;
-    assert!(ok, "after a kill with a temp table: {}", next().await.1);
+    let (c, state) = next().await;
+    assert_eq!(state, clean, "after a kill with a temp table");
     // The pinned connection was reset and reused, not thrown away.
-    let (c, _) = next().await;
     assert_eq!(
         scalar(&c, "/* pgsplit:primary */ SELECT pg_backend_pid()").await,
         pid
@@ -260,11 +422,7 @@ async fn killed_clients_leave_nothing_behind() {
         .unwrap();
     futures::SinkExt::flush(&mut sink).await.unwrap();
     task.abort();
-    let ok = eventually(Duration::from_secs(10), || async {
-        next().await.1 == clean
-    })
-    .await;
-    assert!(ok, "after a kill mid-COPY: {}", next().await.1);
+    assert_eq!(next().await.1, clean, "after a kill mid-COPY");
     proxy.shutdown().await;
 }
 
@@ -289,9 +447,16 @@ async fn an_exhausted_pool_answers_53300_and_others_go_on() {
         .batch_execute("INSERT INTO f VALUES (2)")
         .await
         .unwrap_err();
+    // Not before checkout_timeout, and not much after it either (a proxy
+    // ignoring the setting would wait its default 10 s).
+    let waited = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(450),
-        "failed before the timeout"
+        waited >= Duration::from_millis(450),
+        "failed after {waited:?}, before the 500 ms timeout"
+    );
+    assert!(
+        waited <= Duration::from_millis(500 + 1500),
+        "failed after {waited:?}, long after the 500 ms timeout"
     );
     assert_eq!(sqlstate(&e), "53300");
     let db_error = e.as_db_error().unwrap();
@@ -324,23 +489,28 @@ async fn an_exhausted_pool_answers_53300_and_others_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_one_connection_per_client_and_resets_it() {
     let db = fresh_database("pool_session");
-    let proxy = start_proxy_with(pooled(1, |c| {
+    let proxy = start_proxy_with(pooled(2, |c| {
         c.pool.mode = pgsplit_config::PoolMode::Session
     }))
     .await;
+    const PID: &str = "/* pgsplit:primary */ SELECT pg_backend_pid()";
     let a = connect(&proxy, &db).await;
+    let b = connect(&proxy, &db).await;
     a.batch_execute("SET search_path = pg_catalog")
         .await
         .unwrap();
-    let pid = scalar(&a, "/* pgsplit:primary */ SELECT pg_backend_pid()").await;
+    // Taking turns, idle in between: in transaction mode both would run on
+    // the connection returned last; in session mode each keeps its own.
+    let pid_a = scalar(&a, PID).await;
+    let pid_b = scalar(&b, PID).await;
+    assert_ne!(pid_a, pid_b, "two sessions shared one server connection");
     for _ in 0..3 {
-        assert_eq!(
-            scalar(&a, "/* pgsplit:primary */ SELECT pg_backend_pid()").await,
-            pid
-        );
+        assert_eq!(scalar(&a, PID).await, pid_a);
+        assert_eq!(scalar(&b, PID).await, pid_b);
     }
-    // A second client waits for the only connection, then finds it reset.
-    let b = {
+    // A third client waits for a connection the others hold, then gets the
+    // one A leaves, reset.
+    let mut c = {
         let conn = conn_string(&proxy, "postgres", PASSWORD, &db);
         tokio::spawn(async move {
             let (c, k) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
@@ -350,13 +520,14 @@ async fn session_mode_keeps_one_connection_per_client_and_resets_it() {
             scalar(&c, "/* pgsplit:primary */ SELECT pg_backend_pid() || ',' || current_setting('search_path')").await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut c).await;
     assert!(
-        !b.is_finished(),
-        "the second client got a connection the first one holds"
+        early.is_err(),
+        "the third client got a connection the first two hold: {early:?}"
     );
     drop(a);
-    assert_eq!(b.await.unwrap(), format!("{pid},\"$user\", public"));
+    assert_eq!(c.await.unwrap(), format!("{pid_a},\"$user\", public"));
+    assert_eq!(scalar(&b, PID).await, pid_b);
     proxy.shutdown().await;
 }
 
@@ -487,4 +658,164 @@ fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> String {
             _ => None,
         })
         .expect("a row")
+}
+
+const PRIMARY_PID: &str = "/* pgsplit:primary */ SELECT pg_backend_pid()";
+
+/// Idle connections are closed once idle for `pool.server_idle_timeout`,
+/// and not before: the server sees them go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_server_connections_are_closed_after_the_idle_timeout() {
+    let db = fresh_database("pool_idle");
+    let idle_timeout = Duration::from_secs(1);
+    let proxy = start_proxy_with(pooled(5, |c| c.pool.server_idle_timeout = idle_timeout)).await;
+    // Three transactions open at once take three primary connections.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let c = connect(&proxy, &db).await;
+        c.batch_execute("BEGIN; SELECT pg_backend_pid()")
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    let used = primary_pids(&db).await;
+    for c in &clients {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    let returned = Instant::now();
+    assert!(used.len() >= 3, "three transactions, connections {used:?}");
+    assert!(
+        primary_pids(&db).await.is_superset(&used),
+        "a connection returned to the pool was closed at once"
+    );
+    let closed = time_until(Duration::from_secs(15), || async {
+        primary_pids(&db).await.is_disjoint(&used)
+    })
+    .await;
+    let closed = closed.map(|_| returned.elapsed());
+    println!("idle connections closed {closed:?} after their return");
+    let closed = closed.expect("idle connections still open 15 s after their return");
+    assert!(
+        closed >= idle_timeout,
+        "closed after {closed:?}, before the idle timeout"
+    );
+    // The maintenance pass runs every few seconds; 10 s is a regression.
+    assert!(
+        closed <= Duration::from_secs(10),
+        "closed only after {closed:?}"
+    );
+    // The clients go on, on a new connection.
+    assert!(!used.contains(&scalar(&clients[0], PRIMARY_PID).await.parse().unwrap()));
+    proxy.shutdown().await;
+}
+
+/// A connection in constant use is still replaced once it is older than
+/// `pool.server_lifetime`, and its server process ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_are_replaced_after_their_lifetime() {
+    let db = fresh_database("pool_lifetime");
+    let proxy = start_proxy_with(pooled(2, |c| {
+        c.pool.server_lifetime = Duration::from_millis(1500)
+    }))
+    .await;
+    let c = connect(&proxy, &db).await;
+    let first = scalar(&c, PRIMARY_PID).await;
+    for _ in 0..3 {
+        assert_eq!(scalar(&c, PRIMARY_PID).await, first, "replaced while young");
+    }
+    let replaced = time_until(Duration::from_secs(10), || async {
+        scalar(&c, PRIMARY_PID).await != first
+    })
+    .await;
+    println!("a busy connection was replaced after {replaced:?} of polling");
+    assert!(
+        replaced.is_some(),
+        "the connection outlived pool.server_lifetime by 10 s"
+    );
+    let first: i32 = first.parse().unwrap();
+    let gone = eventually(Duration::from_secs(10), || async {
+        !primary_pids(&db).await.contains(&first)
+    })
+    .await;
+    assert!(
+        gone,
+        "the retired connection's server process is still there"
+    );
+    proxy.shutdown().await;
+}
+
+/// `pool.min_idle` connections are opened without any demand for them and
+/// stay open, the same ones, while nobody uses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_idle_connections_are_opened_and_kept() {
+    let db = fresh_database("pool_min_idle");
+    let proxy = start_proxy_with(pooled(5, |c| c.pool.min_idle = 3)).await;
+    let c = connect(&proxy, &db).await;
+    // Pools are made on first use: one statement makes the primary's.
+    scalar(&c, PRIMARY_PID).await;
+    let opened = eventually(Duration::from_secs(15), || async {
+        primary_pids(&db).await.len() >= 3
+    })
+    .await;
+    assert!(
+        opened,
+        "min_idle connections never opened: {:?}",
+        primary_pids(&db).await
+    );
+    let pids = primary_pids(&db).await;
+    assert_eq!(pids.len(), 3, "min_idle = 3 with nobody busy: {pids:?}");
+    // The point is time passing with nothing to do: over a maintenance
+    // pass (every 5 s) the idle connections are neither closed nor
+    // replaced nor added to.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        primary_pids(&db).await,
+        pids,
+        "the idle connections changed"
+    );
+    proxy.shutdown().await;
+}
+
+/// More distinct prepared statements than `pool.max_prepared_statements`
+/// on one server connection: the least recently used are closed on the
+/// server, and every statement still runs, prepared again when needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_beyond_the_cap_are_evicted_and_still_run() {
+    let db = fresh_database("pool_evict");
+    let cap = 3;
+    let proxy = start_proxy_with(pooled(1, |c| c.pool.max_prepared_statements = cap)).await;
+    let c = connect(&proxy, &db).await;
+    let mut statements = Vec::new();
+    for k in 0..8 {
+        let sql = format!("/* pgsplit:primary */ SELECT $1::int + {k}, inet_server_port()");
+        statements.push(c.prepare(&sql).await.unwrap());
+    }
+    // On the primary's only connection, the one this simple query runs on.
+    let on_server = || async {
+        scalar(
+            &c,
+            "/* pgsplit:primary */ SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'pgsplit%'",
+        )
+        .await
+        .parse::<usize>()
+        .unwrap()
+    };
+    let mut most = 0;
+    let order: Vec<usize> = (0..8).chain((0..8).rev()).chain([0, 7, 0, 7, 3]).collect();
+    for (i, &k) in order.iter().enumerate() {
+        let row = c.query_one(&statements[k], &[&(i as i32)]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i as i32 + k as i32, "statement {k}");
+        assert_primary(row.get::<_, i32>(1) as u16, "a hinted prepared read");
+        let n = on_server().await;
+        assert!(
+            n <= cap,
+            "{n} pgsplit statements on a connection capped at {cap}"
+        );
+        most = most.max(n);
+    }
+    assert_eq!(
+        most, cap,
+        "the statements were never prepared under pgsplit's names"
+    );
+    proxy.shutdown().await;
 }

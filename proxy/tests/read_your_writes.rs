@@ -30,10 +30,6 @@ fn proxy_config(mode: Mode) -> pgsplit_config::Config {
     c
 }
 
-fn is_replica(port: u16) -> bool {
-    port == cluster().port(1) || port == cluster().port(2)
-}
-
 /// INSERT then SELECT the same row `n` times over the simple protocol.
 /// Returns (misses, reads served by a replica).
 async fn simple_loop(c: &Client, table: &str, n: usize) -> (usize, usize) {
@@ -185,20 +181,14 @@ async fn lagging_replicas_never_hide_a_sessions_own_writes() {
             );
             // Once the replicas have replayed, the writer's reads go back to them.
             let back = eventually(Duration::from_secs(5), || async {
-                is_replica(
-                    row(&writer, "SELECT inet_server_port()").await[0]
-                        .parse()
-                        .unwrap(),
-                )
+                is_replica(port_of(&writer, "SELECT inet_server_port()").await)
             })
             .await;
             assert!(back, "the writing session never returned to the replicas");
             let mut on_replicas = 0;
             for _ in 0..20 {
                 on_replicas += usize::from(is_replica(
-                    row(&writer, "SELECT inet_server_port()").await[0]
-                        .parse()
-                        .unwrap(),
+                    port_of(&writer, "SELECT inet_server_port()").await,
                 ));
             }
             println!(
@@ -238,11 +228,7 @@ async fn global_mode_covers_writes_made_by_other_sessions() {
             // Not by sending everything to the primary: once the replicas
             // have replayed, reads go back to them.
             let on_replica = eventually(Duration::from_secs(5), || async {
-                is_replica(
-                    row(&reader, "SELECT inet_server_port()").await[0]
-                        .parse()
-                        .unwrap(),
-                )
+                is_replica(port_of(&reader, "SELECT inet_server_port()").await)
             })
             .await;
             assert!(on_replica, "global mode never read from a replica");
@@ -300,20 +286,11 @@ async fn session_sticky_transaction_modes_and_the_per_session_setting() {
     cfg.routing.sticky_duration = Duration::from_millis(300);
     let proxy = start_proxy_with(cfg).await;
     let c = connect(&proxy, &db).await;
-    assert!(is_replica(
-        row(&c, "SELECT inet_server_port()").await[0]
-            .parse()
-            .unwrap()
-    ));
+    assert!(is_replica(port_of(&c, "SELECT inet_server_port()").await));
     c.simple_query("INSERT INTO m VALUES (1)").await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..5 {
-        assert_eq!(
-            row(&c, "SELECT inet_server_port()").await[0]
-                .parse::<u16>()
-                .unwrap(),
-            primary
-        );
+        assert_eq!(port_of(&c, "SELECT inet_server_port()").await, primary);
     }
     // The per-session setting switches to sticky, answered by pgsplit itself.
     c.simple_query("SET pgsplit.read_your_writes = 'sticky'")
@@ -322,19 +299,13 @@ async fn session_sticky_transaction_modes_and_the_per_session_setting() {
     assert_eq!(row(&c, "SHOW pgsplit.read_your_writes").await[0], "sticky");
     c.simple_query("INSERT INTO m VALUES (2)").await.unwrap();
     assert_eq!(
-        row(&c, "SELECT inet_server_port()").await[0]
-            .parse::<u16>()
-            .unwrap(),
+        port_of(&c, "SELECT inet_server_port()").await,
         primary,
         "within sticky_duration"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
-        is_replica(
-            row(&c, "SELECT inet_server_port()").await[0]
-                .parse()
-                .unwrap()
-        ),
+        is_replica(port_of(&c, "SELECT inet_server_port()").await),
         "after sticky_duration"
     );
     // transaction: only reads inside the writing transaction stay on the primary.
@@ -343,19 +314,10 @@ async fn session_sticky_transaction_modes_and_the_per_session_setting() {
         .unwrap();
     c.simple_query("BEGIN").await.unwrap();
     c.simple_query("INSERT INTO m VALUES (3)").await.unwrap();
-    assert_eq!(
-        row(&c, "SELECT inet_server_port()").await[0]
-            .parse::<u16>()
-            .unwrap(),
-        primary
-    );
+    assert_eq!(port_of(&c, "SELECT inet_server_port()").await, primary);
     c.simple_query("COMMIT").await.unwrap();
     assert!(
-        is_replica(
-            row(&c, "SELECT inet_server_port()").await[0]
-                .parse()
-                .unwrap()
-        ),
+        is_replica(port_of(&c, "SELECT inet_server_port()").await),
         "after the transaction"
     );
     // A bad value is refused; RESET returns to the configured mode.

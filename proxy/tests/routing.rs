@@ -9,26 +9,10 @@ use std::time::Duration;
 
 use common::*;
 use pgsplit_config::Config;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 fn primary() -> u16 {
     cluster().port(0)
-}
-
-fn replicas() -> [u16; 2] {
-    [cluster().port(1), cluster().port(2)]
-}
-
-async fn port_of(client: &Client, sql: &str) -> u16 {
-    scalar(client, sql).await.parse().unwrap()
-}
-
-fn assert_replica(port: u16, what: &str) {
-    assert!(
-        replicas().contains(&port),
-        "{what} ran on {port}, not a replica (primary is {})",
-        primary()
-    );
 }
 
 /// Creates a database with a table `items`, replicated to both replicas.
@@ -441,7 +425,7 @@ async fn user_functions_route_by_volatility() {
         let on_replica = eventually(Duration::from_secs(10), || async {
             let v = scalar(&c, sql).await;
             let port: u16 = v.trim_end_matches("label").parse().unwrap();
-            replicas().contains(&port)
+            is_replica(port)
         })
         .await;
         assert!(on_replica, "{sql} never moved to a replica");
@@ -475,7 +459,7 @@ async fn load_balancing_follows_the_weights() {
             None,
             "no read on the primary: {counts:?}"
         );
-        let share = *counts.get(&replicas()[0]).unwrap_or(&0) as f64 / 300.0;
+        let share = *counts.get(&cluster().port(1)).unwrap_or(&0) as f64 / 300.0;
         assert!(
             (low..=high).contains(&share),
             "weights {weights:?}: replica 1 got {share} ({counts:?})"
@@ -522,7 +506,7 @@ async fn primary_reads_and_strategies() {
                 .or_default() += 1;
         }
         assert!(
-            counts.keys().all(|p| replicas().contains(p)),
+            counts.keys().all(|&p| is_replica(p)),
             "{strategy:?}: {counts:?}"
         );
         assert_eq!(

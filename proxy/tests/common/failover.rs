@@ -19,7 +19,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::common::{conn_string, start_proxy_with, PASSWORD};
+pub use crate::common::read_port;
+use crate::common::{conn_string, node_index, start_proxy_with, PASSWORD};
 
 /// The test database every scenario writes to, with table `writes`.
 pub const DB: &str = "failover";
@@ -138,11 +139,7 @@ impl Scenario {
 
     /// Which node listens on `port` (panics on a stranger).
     pub fn node_of(&self, port: u16) -> usize {
-        self.cluster
-            .nodes()
-            .iter()
-            .position(|n| n.port == port)
-            .unwrap_or_else(|| panic!("port {port} is no node of this cluster"))
+        node_index(&self.cluster, port)
     }
 
     pub fn conn_string(&self) -> String {
@@ -266,25 +263,6 @@ pub fn field<'a>(rows: &'a [NodeRow], node_id: usize, column: &str) -> &'a str {
 
 pub fn role(rows: &[NodeRow], node_id: usize) -> &str {
     field(rows, node_id, "role")
-}
-
-/// `SELECT inet_server_port()`, over the simple or the extended protocol.
-pub async fn read_port(client: &Client, simple: bool) -> Result<u16, tokio_postgres::Error> {
-    const SQL: &str = "SELECT inet_server_port()";
-    if simple {
-        let messages = client.simple_query(SQL).await?;
-        let port = messages
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .expect("a row");
-        Ok(port.parse().expect("a port number"))
-    } else {
-        let row = client.query_one(SQL, &[]).await?;
-        Ok(row.get::<_, i32>(0) as u16)
-    }
 }
 
 /// Reads through `client` until one is served by `port`; returns how long

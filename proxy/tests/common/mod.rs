@@ -158,6 +158,76 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
+/// The index of the node of `cluster` listening on `port`; panics on a
+/// stranger. The one place that maps what `inet_server_port()` said to a
+/// node: every "which node served this" assertion goes through it.
+pub fn node_index(cluster: &Cluster, port: u16) -> usize {
+    cluster
+        .nodes()
+        .iter()
+        .position(|n| n.port == port)
+        .unwrap_or_else(|| panic!("port {port} is no node of this cluster"))
+}
+
+/// The shared cluster's node that listens on `port`: 0 is the primary, 1
+/// and 2 the replicas.
+pub fn node(port: u16) -> usize {
+    node_index(cluster(), port)
+}
+
+/// Whether `port` is one of the shared cluster's replicas.
+pub fn is_replica(port: u16) -> bool {
+    node(port) != 0
+}
+
+pub fn assert_replica(port: u16, what: &str) {
+    assert!(
+        is_replica(port),
+        "{what} ran on {port}, not a replica (primary is {})",
+        cluster().port(0)
+    );
+}
+
+pub fn assert_primary(port: u16, what: &str) {
+    assert_eq!(
+        node(port),
+        0,
+        "{what} ran on {port}, not the primary ({})",
+        cluster().port(0)
+    );
+}
+
+/// Runs `sql` over the simple protocol and returns its first column, which
+/// must be `inet_server_port()` (or a value of the same shape): the port
+/// of the server that ran it.
+pub async fn port_of(client: &tokio_postgres::Client, sql: &str) -> u16 {
+    let v = scalar(client, sql).await;
+    v.parse()
+        .unwrap_or_else(|_| panic!("{sql}: {v:?} is not a port"))
+}
+
+/// `SELECT inet_server_port()`, over the simple or the extended protocol.
+pub async fn read_port(
+    client: &tokio_postgres::Client,
+    simple: bool,
+) -> Result<u16, tokio_postgres::Error> {
+    const SQL: &str = "SELECT inet_server_port()";
+    if simple {
+        let messages = client.simple_query(SQL).await?;
+        let port = messages
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("a row");
+        Ok(port.parse().expect("a port number"))
+    } else {
+        let row = client.query_one(SQL, &[]).await?;
+        Ok(row.get::<_, i32>(0) as u16)
+    }
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
@@ -176,10 +246,23 @@ where
     }
 }
 
+/// Polls `cond` until it holds; returns how long that took, or None once
+/// `timeout` has passed. For waits whose duration is itself asserted.
+pub async fn time_until<F, Fut>(timeout: Duration, cond: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    eventually(timeout, cond).await.then(|| started.elapsed())
+}
+
 /// A hand-driven protocol client.
 pub struct RawClient {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The (pid, secret) of BackendKeyData, once logged in.
+    pub key: Option<(i32, i32)>,
 }
 
 impl RawClient {
@@ -188,17 +271,22 @@ impl RawClient {
         RawClient {
             stream,
             buf: BytesMut::new(),
+            key: None,
         }
     }
 
     /// Connects and logs in as the trust user, up to the first ReadyForQuery.
     pub async fn login(proxy: &ProxyHandle, db: &str) -> RawClient {
+        RawClient::login_with(proxy, db, &[]).await
+    }
+
+    /// [`RawClient::login`] with more startup parameters.
+    pub async fn login_with(proxy: &ProxyHandle, db: &str, params: &[(&str, &str)]) -> RawClient {
         let mut c = RawClient::connect(proxy).await;
         let mut out = BytesMut::new();
-        encode::startup_message(
-            &mut out,
-            &[("user", pgsplit_cluster::TRUST_USER), ("database", db)],
-        );
+        let mut all = vec![("user", pgsplit_cluster::TRUST_USER), ("database", db)];
+        all.extend_from_slice(params);
+        encode::startup_message(&mut out, &all);
         c.send(&out).await;
         let frames = c.until_ready().await;
         assert!(
@@ -208,7 +296,19 @@ impl RawClient {
             )),
             "login failed: {frames:?}"
         );
+        c.key = frames.iter().find_map(|f| match backend::parse(f) {
+            Ok(BackendMessage::BackendKeyData { pid, secret }) => Some((pid, secret)),
+            _ => None,
+        });
         c
+    }
+
+    /// Sends a simple Query whose text is given as bytes in the client's
+    /// encoding, which need not be UTF-8.
+    pub async fn query_bytes(&mut self, sql: &[u8]) {
+        let mut out = BytesMut::new();
+        encode::raw_message(&mut out, b'Q', &[sql, b"\0"]);
+        self.send(&out).await;
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -269,13 +369,30 @@ pub fn first_error(frames: &[Frame]) -> Option<(String, String, String)> {
 
 /// Text values of every DataRow among `frames` (single-column results).
 pub fn data_values(frames: &[Frame]) -> Vec<String> {
+    data_rows(frames)
+        .into_iter()
+        .map(|mut r| String::from_utf8(r.swap_remove(0)).unwrap())
+        .collect()
+}
+
+/// Every DataRow among `frames`, each column's raw bytes (NULL as empty).
+pub fn data_rows(frames: &[Frame]) -> Vec<Vec<Vec<u8>>> {
     frames
         .iter()
         .filter(|f| f.tag() == b'D')
         .map(|f| {
             let body = f.body();
-            let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
-            String::from_utf8(body[6..6 + len].to_vec()).unwrap()
+            let columns = u16::from_be_bytes([body[0], body[1]]);
+            let mut at = 2;
+            (0..columns)
+                .map(|_| {
+                    let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+                    at += 4;
+                    let len = len.max(0) as usize;
+                    at += len;
+                    body[at - len..at].to_vec()
+                })
+                .collect()
         })
         .collect()
 }
