@@ -62,13 +62,12 @@ impl RequestShape {
         functions: impl FnOnce(&[String]) -> Functions,
     ) {
         let fx = &a.effects;
-        if fx.begin_read_only || (fx.begin && default_read_only) || fx.set_transaction_read_only
-        {
+        if fx.begin_read_only || (fx.begin && default_read_only) || fx.set_transaction_read_only {
             self.read_only_transaction = true;
-        } else if a.route == Route::Primary || fx.pins_session {
-            self.writes = true;
-        } else if !a.unknown_functions.is_empty()
-            && functions(&a.unknown_functions) != Functions::ReadOnly
+        } else if a.route == Route::Primary
+            || fx.pins_session
+            || (!a.unknown_functions.is_empty()
+                && functions(&a.unknown_functions) != Functions::ReadOnly)
         {
             self.writes = true;
         } else {
@@ -266,7 +265,8 @@ mod tests {
         for sql in sqls {
             let a = c.classify(sql);
             if sqls.len() == 1 {
-                s.bare_begin = a.statement_count == 1 && a.effects.begin && !a.effects.begin_read_only;
+                s.bare_begin =
+                    a.statement_count == 1 && a.effects.begin && !a.effects.begin_read_only;
             }
             s.add_statement(&a, default_read_only, |_| Functions::NotKnownYet);
         }
@@ -295,7 +295,12 @@ mod tests {
 
     #[test]
     fn plain_reads_are_load_balanced() {
-        for sql in ["SELECT 1", "SELECT * FROM t", "VALUES (1)", "SHOW search_path"] {
+        for sql in [
+            "SELECT 1",
+            "SELECT * FROM t",
+            "VALUES (1)",
+            "SHOW search_path",
+        ] {
             assert_eq!(route(sql), Plan::Read(Weight::Runs), "{sql}");
         }
     }
@@ -303,13 +308,19 @@ mod tests {
     #[test]
     fn a_query_string_with_a_write_goes_to_the_primary() {
         let s = shape_of(&["SELECT 1; INSERT INTO t VALUES (1)"], false);
-        assert_eq!(plan(&s, SessionFacts::default()), Plan::Primary(PrimaryWhy::Writes));
+        assert_eq!(
+            plan(&s, SessionFacts::default()),
+            Plan::Primary(PrimaryWhy::Writes)
+        );
     }
 
     #[test]
     fn a_batch_that_reads_then_writes_goes_to_the_primary() {
         let s = shape_of(&["SELECT 1", "INSERT INTO t VALUES (1)"], false);
-        assert_eq!(plan(&s, SessionFacts::default()), Plan::Primary(PrimaryWhy::Writes));
+        assert_eq!(
+            plan(&s, SessionFacts::default()),
+            Plan::Primary(PrimaryWhy::Writes)
+        );
     }
 
     #[test]
@@ -323,7 +334,10 @@ mod tests {
     fn a_write_is_decided_before_its_request_is_complete() {
         let mut s = shape_of(&["INSERT INTO t VALUES (1)"], false);
         s.complete = false;
-        assert_eq!(plan(&s, SessionFacts::default()), Plan::Primary(PrimaryWhy::Writes));
+        assert_eq!(
+            plan(&s, SessionFacts::default()),
+            Plan::Primary(PrimaryWhy::Writes)
+        );
     }
 
     #[test]
@@ -373,7 +387,9 @@ mod tests {
         });
         assert_eq!(plan(&s, SessionFacts::default()), Plan::Read(Weight::Runs));
         let mut v = RequestShape::default();
-        v.add_statement(&c.classify("SELECT my_func()"), false, |_| Functions::MayWrite);
+        v.add_statement(&c.classify("SELECT my_func()"), false, |_| {
+            Functions::MayWrite
+        });
         assert!(v.writes);
     }
 
@@ -457,7 +473,10 @@ mod tests {
     fn a_prepare_only_read_takes_no_turn() {
         let mut s = shape_of(&["SELECT 1"], false);
         s.runs = false;
-        assert_eq!(plan(&s, SessionFacts::default()), Plan::Read(Weight::PrepareOnly));
+        assert_eq!(
+            plan(&s, SessionFacts::default()),
+            Plan::Read(Weight::PrepareOnly)
+        );
     }
 
     #[test]
@@ -466,7 +485,10 @@ mod tests {
             complete: true,
             ..RequestShape::default()
         };
-        assert_eq!(plan(&s, SessionFacts::default()), Plan::Primary(PrimaryWhy::Unclassified));
+        assert_eq!(
+            plan(&s, SessionFacts::default()),
+            Plan::Primary(PrimaryWhy::Unclassified)
+        );
     }
 
     #[test]
@@ -559,7 +581,10 @@ mod tests {
     fn pipelined_read_joins_a_replica_that_meets_its_need() {
         let p = Plan::Read(Weight::Runs);
         assert_eq!(join(p, || ReadNeed::Any, false, |_| true), Join::AsRead);
-        assert_eq!(join(p, || ReadNeed::AtLeast(9), false, |n| n == ReadNeed::Any), Join::Wait);
+        assert_eq!(
+            join(p, || ReadNeed::AtLeast(9), false, |n| n == ReadNeed::Any),
+            Join::Wait
+        );
     }
 
     #[test]

@@ -160,7 +160,13 @@ mod tests {
     #[test]
     fn a_session_that_never_wrote_reads_anywhere() {
         let env = Fixed::default();
-        for mode in [Mode::Off, Mode::Transaction, Mode::Session, Mode::Sticky, Mode::Causal] {
+        for mode in [
+            Mode::Off,
+            Mode::Transaction,
+            Mode::Session,
+            Mode::Sticky,
+            Mode::Causal,
+        ] {
             assert_eq!(Ryw::default().need(mode, &env), ReadNeed::Any, "{mode:?}");
         }
     }
