@@ -9,6 +9,7 @@ use pgsplit_router::admin::AdminCommand;
 use pgsplit_router::topology::{PgRole, Role};
 
 use crate::shared::{LagLimit, Shared};
+use crate::topology::BackendId;
 
 /// pgpool-II's columns first, in its order, so scripts written for
 /// `SHOW pool_nodes` keep working; pgsplit's own after them.
@@ -61,13 +62,7 @@ pub fn columns(cmd: &AdminCommand) -> &'static [&'static str] {
 /// Runs `cmd` for a user who `is_admin` or not.
 pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Outcome {
     if cmd.needs_admin() && !is_admin {
-        return Outcome::Error(
-            ErrorInfo::error(
-                "42501",
-                format!("pgsplit: permission denied for {}", cmd.tag()),
-            )
-            .hint("Only users with admin = true in their [[users]] entry may change the cluster; SHOW pool_nodes is open to everyone."),
-        );
+        return Outcome::Error(crate::errors::admin_only(cmd.tag()));
     }
     let node = |name: &str| resolve(shared, name);
     match cmd {
@@ -82,19 +77,19 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
         AdminCommand::Detach(ref name) => match node(name) {
             Ok(i) => Outcome::Done {
                 tag: cmd.tag(),
-                note: crate::health::detach(shared, i),
+                note: crate::health::detach(&shared.topology, i),
             },
             Err(e) => Outcome::Error(e),
         },
         AdminCommand::Attach(ref name) => match node(name) {
             Ok(i) => Outcome::Done {
                 tag: cmd.tag(),
-                note: crate::health::attach(shared, i),
+                note: crate::health::attach(&shared.topology, i),
             },
             Err(e) => Outcome::Error(e),
         },
         AdminCommand::Promote(ref name) => match node(name) {
-            Ok(i) => match crate::health::promote(shared, i).await {
+            Ok(i) => match crate::health::promote(&shared.topology, i).await {
                 Ok(note) => Outcome::Done {
                     tag: cmd.tag(),
                     note: Some(note),
@@ -107,32 +102,34 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
 }
 
 /// A node by its configured name or its node_id.
-fn resolve(shared: &Shared, name: &str) -> Result<usize, ErrorInfo> {
-    shared
-        .backend_index(name)
+fn resolve(shared: &Shared, name: &str) -> Result<BackendId, ErrorInfo> {
+    let backends = &shared.topology.backends;
+    backends
+        .by_name(name)
         .or_else(|| {
             name.parse()
                 .ok()
-                .filter(|&i: &usize| i < shared.backends.len())
+                .filter(|&i: &usize| i < backends.len())
+                .map(BackendId::nth)
         })
         .ok_or_else(|| {
-            let names: Vec<&str> = shared.backends.iter().map(|b| b.name.as_str()).collect();
-            ErrorInfo::error("42704", format!("pgsplit: no backend named {name:?}")).hint(format!(
-                "Name a backend ({}) or give its node_id from SHOW pool_nodes.",
-                names.join(", ")
-            ))
+            let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+            crate::errors::no_such_backend(name, &names)
         })
 }
 
 fn pool_nodes(s: &Shared) -> Vec<Vec<Option<String>>> {
     let total_weight: u64 = s.config.backends.iter().map(|b| u64::from(b.weight)).sum();
     let limit = LagLimit::from_config(&s.config.health);
-    let any_standby_readable = (0..s.nodes.len()).any(|i| s.standby_readable(i, 0, limit));
+    let backends = &s.topology.backends;
+    let any_standby_readable = backends.ids().any(|i| s.standby_readable(i, 0, limit));
     let primary = s.primary();
-    (0..s.nodes.len())
-        .map(|i| {
-            let n = s.nodes[i].snapshot();
-            let b = &s.config.backends[i];
+    backends
+        .iter()
+        .map(|backend| {
+            let i = backend.id;
+            let n = backend.node.snapshot();
+            let b = &s.config.backends[i.index()];
             let standby = n.role == Role::Standby;
             let takes_reads = if Some(i) == primary {
                 match s.config.routing.primary_reads {
@@ -161,7 +158,7 @@ fn pool_nodes(s: &Shared) -> Vec<Vec<Option<String>>> {
                     PgRole::Standby => "standby",
                     PgRole::Unknown => "unknown",
                 }),
-                text(&s.stats[i].reads.load(Ordering::Relaxed)),
+                text(&backend.stats.reads.load(Ordering::Relaxed)),
                 text(&takes_reads),
                 text(&if standby { n.lag.bytes } else { 0 }),
                 text(&if standby {

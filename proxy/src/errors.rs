@@ -46,14 +46,10 @@ pub enum SessionError {
         size: usize,
         waited: std::time::Duration,
     },
-    /// The active server went away (or refused a write as a demoted
+    /// The attached server went away (or refused a write as a demoted
     /// primary): handled by the session, which stays open.
-    #[error("lost backend {backend}: {why}")]
-    ServerLost {
-        backend: usize,
-        why: String,
-        read_only: bool,
-    },
+    #[error("lost the server: {why}")]
+    ServerLost { why: String, read_only: bool },
 }
 
 impl From<ReadError> for SessionError {
@@ -170,6 +166,26 @@ pub fn pool_error(e: &SessionError) -> ErrorInfo {
 
 /// No primary appeared within `health.failover_timeout`: the write was not
 /// run. 57P03 (cannot connect now) tells drivers and poolers to retry later.
+/// No server may take a read. `primary_reads` says whether the primary
+/// could have (it is down or fenced) or is not allowed to.
+pub fn no_reader(primary_reads: pgsplit_config::PrimaryReads) -> ErrorInfo {
+    let (why, hint) = match primary_reads {
+        pgsplit_config::PrimaryReads::Off => (
+            "no replica is usable and routing.primary_reads is \"off\"",
+            "Bring a replica back, or set routing.primary_reads = \"fallback\" to let the primary serve reads meanwhile.",
+        ),
+        _ => (
+            "no replica is usable and the primary cannot take it either",
+            "Retry shortly; SHOW pool_nodes shows which servers are up.",
+        ),
+    };
+    ErrorInfo::error(
+        "57P03",
+        format!("pgsplit: no server can take this read: {why}"),
+    )
+    .hint(hint)
+}
+
 pub fn no_primary(waited: std::time::Duration, last_error: Option<&str>) -> ErrorInfo {
     let info = ErrorInfo::error(
         "57P03",
@@ -199,4 +215,103 @@ pub fn server_lost(backend: &str, why: &str, in_transaction: bool) -> ErrorInfo 
         info.detail("If the statement wrote, it may or may not have committed; reads are retried by pgsplit when nothing had been returned yet.")
             .hint("Check whether a write took effect before retrying it; this connection stays usable.")
     }
+}
+
+/// A `SET pgsplit.*` whose value pgsplit does not take.
+pub fn invalid_own_setting(sql: &str, hint: &str) -> ErrorInfo {
+    ErrorInfo::error("22023", format!("pgsplit: invalid value in {sql:?}")).hint(hint)
+}
+
+/// The request arrived in the aborted transaction of a lost server.
+pub fn aborted_transaction() -> ErrorInfo {
+    ErrorInfo::error(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+    .detail("pgsplit lost the server this transaction ran on; the server rolled it back.")
+    .hint("Send ROLLBACK, then run the transaction again.")
+}
+
+/// `ROLLBACK TO SAVEPOINT` after the transaction's server was lost.
+pub fn savepoint_lost() -> ErrorInfo {
+    ErrorInfo::error(
+        "3B001",
+        "pgsplit: the savepoint is gone with the lost server's transaction",
+    )
+    .hint("End the transaction with ROLLBACK and run it again.")
+}
+
+/// An admin command sent together with other statements.
+pub fn admin_not_alone() -> ErrorInfo {
+    ErrorInfo::error(
+        "0A000",
+        "pgsplit: an admin command cannot share a request with other statements",
+    )
+    .hint("Send SHOW pool_* and PGSPLIT commands on their own.")
+}
+
+/// `PGSPLIT PROMOTE` inside a transaction or a pinned session.
+pub fn promote_in_transaction() -> ErrorInfo {
+    ErrorInfo::error(
+        "25001",
+        "pgsplit: PGSPLIT PROMOTE cannot run inside a transaction block or a pinned session",
+    )
+    .hint("Run it on a connection of its own, outside a transaction.")
+}
+
+/// A Bind, Describe or Execute of something the client never prepared
+/// (`what` is PostgreSQL's wording of it).
+pub fn undefined(code: &'static str, what: String) -> ErrorInfo {
+    ErrorInfo::error(code, what)
+}
+
+/// An admin command that does not parse (`message` says why).
+pub fn admin_syntax(message: String) -> ErrorInfo {
+    ErrorInfo::error("42601", message)
+}
+
+/// A cluster-changing admin command from a user who is not an admin.
+pub fn admin_only(command: &str) -> ErrorInfo {
+    ErrorInfo::error("42501", format!("pgsplit: permission denied for {command}"))
+        .hint("Only users with admin = true in their [[users]] entry may change the cluster; SHOW pool_nodes is open to everyone.")
+}
+
+/// An admin command naming a backend that is not configured.
+pub fn no_such_backend(name: &str, names: &[&str]) -> ErrorInfo {
+    ErrorInfo::error("42704", format!("pgsplit: no backend named {name:?}")).hint(format!(
+        "Name a backend ({}) or give its node_id from SHOW pool_nodes.",
+        names.join(", ")
+    ))
+}
+
+/// `PGSPLIT PROMOTE` of a node that is not a healthy standby.
+pub fn not_promotable(name: &str) -> ErrorInfo {
+    ErrorInfo::error(
+        "55000",
+        format!("pgsplit: cannot promote {name}: it is not a standby that answers health checks"),
+    )
+    .hint("SHOW pool_nodes lists each node's pg_status and pg_role.")
+}
+
+pub fn promotion_in_progress() -> ErrorInfo {
+    ErrorInfo::error("55006", "pgsplit: a promotion is already in progress")
+        .hint("Wait for it to finish (SHOW pool_nodes), then retry if still needed.")
+}
+
+/// A switchover given up before anything was promoted.
+pub fn switchover_abandoned(name: &str, why: &str) -> ErrorInfo {
+    ErrorInfo::error("55006", format!("pgsplit: switchover to {name} abandoned: {why}"))
+        .hint("Nothing was promoted and writes go to the old primary again; retry when the cluster is quieter.")
+}
+
+pub fn promotion_failed(name: &str, why: &str) -> ErrorInfo {
+    ErrorInfo::error("58000", format!("pgsplit: promoting {name} failed: {why}"))
+}
+
+/// `pg_promote()` succeeded but the health checks have not seen it.
+pub fn promotion_unconfirmed(name: &str, waited: std::time::Duration) -> ErrorInfo {
+    ErrorInfo::error(
+        "58000",
+        format!("pgsplit: {name} was promoted but has not reported as primary within {waited:?}"),
+    )
 }

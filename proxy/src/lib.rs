@@ -17,5 +17,6 @@ pub mod health;
 mod io;
 pub mod metrics;
 pub mod shared;
+pub mod topology;
 
 pub use app::{listen, start, start_with_listener, ProxyHandle};

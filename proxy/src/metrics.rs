@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::shared::Shared;
+use crate::topology::Backend;
 
 pub async fn serve(listener: TcpListener, shared: Weak<Shared>) {
     loop {
@@ -39,10 +40,10 @@ pub async fn serve(listener: TcpListener, shared: Weak<Shared>) {
 pub fn render(s: &Arc<Shared>) -> String {
     let mut out = String::new();
     let per_backend =
-        |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(usize) -> u64| {
+        |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&Backend) -> u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (i, b) in s.backends.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", b.name, value(i));
+            for b in s.topology.backends.iter() {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", b.name(), value(b));
             }
         };
     per_backend(
@@ -50,80 +51,85 @@ pub fn render(s: &Arc<Shared>) -> String {
         "pgsplit_requests_total",
         "counter",
         "Requests routed to the backend.",
-        &|i| s.stats(i).routed,
+        &|b| b.stats().routed,
     );
     per_backend(
         &mut out,
         "pgsplit_reads_total",
         "counter",
         "Requests routed to the backend as reads.",
-        &|i| s.stats(i).reads,
+        &|b| b.stats().reads,
     );
-    per_backend(&mut out, "pgsplit_writes_total", "counter", "Requests routed to the backend because they write, lock, or run in a transaction or pinned session.", &|i| s.stats(i).writes);
+    per_backend(&mut out, "pgsplit_writes_total", "counter", "Requests routed to the backend because they write, lock, or run in a transaction or pinned session.", &|b| b.stats().writes);
     per_backend(
         &mut out,
         "pgsplit_active_sessions",
         "gauge",
         "Client sessions using a connection to the backend now.",
-        &|i| s.stats(i).active,
+        &|b| b.stats().active,
     );
     per_backend(
         &mut out,
         "pgsplit_server_connections",
         "gauge",
         "Pooled server connections open to the backend.",
-        &|i| s.pools.open_connections(i) as u64,
+        &|b| s.pools.open_connections(b.id) as u64,
     );
     per_backend(
         &mut out,
         "pgsplit_wal_position_bytes",
         "gauge",
         "Replay position (replicas) or write position (primary); 0 when unknown.",
-        &|i| s.nodes[i].lsn(),
+        &|b| b.node.lsn(),
     );
-    let nodes: Vec<_> = s.nodes.iter().map(|n| n.snapshot()).collect();
+    let nodes: Vec<_> = s
+        .topology
+        .backends
+        .iter()
+        .map(|b| b.node.snapshot())
+        .collect();
     per_backend(
         &mut out,
         "pgsplit_backend_up",
         "gauge",
         "1 when the backend answers health checks.",
-        &|i| u64::from(nodes[i].up),
+        &|b| u64::from(nodes[b.id.index()].up),
     );
     per_backend(
         &mut out,
         "pgsplit_backend_detached",
         "gauge",
         "1 when an admin detached the backend (PGSPLIT DETACH).",
-        &|i| u64::from(nodes[i].detached),
+        &|b| u64::from(nodes[b.id.index()].detached),
     );
     per_backend(
         &mut out,
         "pgsplit_backend_primary",
         "gauge",
         "1 for the backend writes go to.",
-        &|i| u64::from(nodes[i].role == pgsplit_router::topology::Role::Primary),
+        &|b| u64::from(nodes[b.id.index()].role == pgsplit_router::topology::Role::Primary),
     );
     per_backend(
         &mut out,
         "pgsplit_backend_fenced",
         "gauge",
         "1 when the backend claims to be primary but is fenced (split-brain guard).",
-        &|i| u64::from(nodes[i].role == pgsplit_router::topology::Role::StalePrimary),
+        &|b| u64::from(nodes[b.id.index()].role == pgsplit_router::topology::Role::StalePrimary),
     );
     per_backend(
         &mut out,
         "pgsplit_backend_lag_bytes",
         "gauge",
         "WAL bytes the standby has not replayed yet.",
-        &|i| nodes[i].lag.bytes,
+        &|b| nodes[b.id.index()].lag.bytes,
     );
     let _ = writeln!(out, "# HELP pgsplit_backend_lag_seconds Age of the standby's last replayed transaction while it has WAL left to replay.\n# TYPE pgsplit_backend_lag_seconds gauge");
-    for (i, b) in s.backends.iter().enumerate() {
+    for b in s.topology.backends.iter() {
         let _ = writeln!(
             out,
             "pgsplit_backend_lag_seconds{{backend=\"{}\"}} {:.3}",
-            b.name,
-            nodes[i].lag.millis as f64 / 1000.0
+            b.name(),
+            nodes[b.id.index()].lag.millis as f64 / 1000.0
         );
     }
     per_backend(
@@ -131,7 +137,7 @@ pub fn render(s: &Arc<Shared>) -> String {
         "pgsplit_backend_status_changes_total",
         "counter",
         "Times the backend went up, down, detached or attached.",
-        &|i| nodes[i].state_changes,
+        &|b| nodes[b.id.index()].state_changes,
     );
     for (name, help, value) in [
         (
@@ -152,12 +158,12 @@ pub fn render(s: &Arc<Shared>) -> String {
         (
             "pgsplit_primary_changes_total",
             "Times the primary changed, including to none while the primary is down.",
-            &s.control.primary_changes,
+            &s.topology.control.primary_changes,
         ),
         (
             "pgsplit_promotions_total",
             "Standbys pgsplit promoted (auto_promote or PGSPLIT PROMOTE).",
-            &s.control.promotions,
+            &s.topology.control.promotions,
         ),
     ] {
         let value = value.load(Ordering::Relaxed);

@@ -5,19 +5,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use pgsplit_config::{AuthMethod, Config, PasswordKind, RoleHint};
+use pgsplit_config::{AuthMethod, Config, PasswordKind};
 use pgsplit_protocol::auth::ScramSecret;
 use pgsplit_router::balance::{Balancer, Candidate, PrimaryReads, Strategy};
 use pgsplit_router::{Classifier, ClassifierConfig};
 use tokio::sync::Semaphore;
 
 use crate::backend::pool::Pools;
-use crate::backend::BackendAddr;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
-use crate::health::{Control, Node};
+use crate::topology::{BackendId, StatsSnapshot, Topology};
 
 /// How one configured user logs in, prepared once at startup so that no
 /// session pays for PBKDF2.
@@ -28,32 +26,6 @@ pub struct UserAuth {
     pub md5_source: Option<String>,
     pub server_user: String,
     pub server_password: Option<String>,
-}
-
-/// Counters per backend, readable by tests and (later) `SHOW pool_nodes`.
-#[derive(Default, Debug)]
-pub struct BackendStats {
-    /// Requests routed here (a simple Query, or an extended batch up to Sync).
-    pub routed: AtomicU64,
-    /// Of those, routed as reads (load-balanced).
-    pub reads: AtomicU64,
-    /// Of those, routed to the primary because they write, lock, or run in a
-    /// transaction or a pinned session.
-    pub writes: AtomicU64,
-    /// Sessions using a connection to this backend right now.
-    pub active: AtomicU64,
-    /// Until when (ms since start) the backend is skipped after a failed
-    /// connection attempt; a stand-in until the health loop exists.
-    down_until_ms: AtomicU64,
-}
-
-/// A plain copy of one backend's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatsSnapshot {
-    pub routed: u64,
-    pub reads: u64,
-    pub writes: u64,
-    pub active: u64,
 }
 
 /// What read-your-writes did, for operators (and tests).
@@ -88,24 +60,17 @@ impl LagLimit {
 /// ParameterStatus values as a server reports them, in order.
 pub type Reported = Arc<Vec<(String, String)>>;
 
-/// How long a backend that refused a connection is left alone.
-const RETRY_AFTER: Duration = Duration::from_secs(2);
-
 pub struct Shared {
     pub config: Arc<Config>,
     pub users: HashMap<String, UserAuth>,
-    pub backends: Vec<BackendAddr>,
-    pub stats: Vec<BackendStats>,
-    /// Which backend takes writes, elected from health reports.
-    pub control: Control,
+    /// The backends and what is known of each, shared with the health loop.
+    pub topology: Arc<Topology>,
     pub classifier: Classifier,
     pub balancer: Balancer,
     pub functions: Arc<FunctionCatalog>,
     pub pools: Pools,
-    /// Each backend's health, role, WAL position and lag.
-    pub nodes: Vec<Node>,
     /// When the last write made through this proxy committed
-    /// ([`Shared::now_us`]; 0: none yet): what `read_your_writes = global`
+    /// ([`Topology::now_us`]; 0: none yet): what `read_your_writes = global`
     /// waits for.
     pub last_write_us: AtomicU64,
     pub ryw: RywCounters,
@@ -121,7 +86,6 @@ pub struct Shared {
     startup_params: Mutex<HashMap<(String, String, u64), Reported>>,
     pub cancel: Arc<CancelRegistry>,
     pub client_slots: Arc<Semaphore>,
-    started: Instant,
 }
 
 impl Shared {
@@ -131,19 +95,6 @@ impl Shared {
             .iter()
             .map(|u| (u.name.clone(), prepare_user(u)))
             .collect();
-        let backends: Vec<BackendAddr> = config
-            .backends
-            .iter()
-            .map(|b| BackendAddr {
-                name: b.name.clone(),
-                host: b.host.clone(),
-                port: b.port,
-            })
-            .collect();
-        let hint = config
-            .backends
-            .iter()
-            .position(|b| b.role == RoleHint::Primary);
         let r = &config.routing;
         let classifier = Classifier::new(ClassifierConfig {
             write_functions: r.write_functions.clone(),
@@ -164,41 +115,22 @@ impl Shared {
         );
         let client_slots = Arc::new(Semaphore::new(config.limits.max_client_connections));
         let config = Arc::new(config);
+        let topology = Arc::new(Topology::new(Arc::clone(&config)));
         Shared {
-            pools: Pools::new(Arc::clone(&config), backends.clone()),
-            stats: config
-                .backends
-                .iter()
-                .map(|_| BackendStats::default())
-                .collect(),
+            pools: Pools::new(Arc::clone(&config), topology.backends.addrs()),
+            topology,
             users,
-            backends,
-            control: Control::new(hint),
             classifier,
             balancer,
             functions: Arc::default(),
             cancel: Arc::new(CancelRegistry::default()),
             client_slots,
             pins: Default::default(),
-            nodes: (0..config.backends.len())
-                .map(|i| Node::with_hint(Some(i) == hint))
-                .collect(),
             last_write_us: AtomicU64::new(0),
             ryw: RywCounters::default(),
             known_statements: Mutex::default(),
             startup_params: Mutex::default(),
             config,
-            started: Instant::now(),
-        }
-    }
-
-    pub fn stats(&self, backend: usize) -> StatsSnapshot {
-        let s = &self.stats[backend];
-        StatsSnapshot {
-            routed: s.routed.load(Ordering::Relaxed),
-            reads: s.reads.load(Ordering::Relaxed),
-            writes: s.writes.load(Ordering::Relaxed),
-            active: s.active.load(Ordering::Relaxed),
         }
     }
 
@@ -236,104 +168,26 @@ impl Shared {
         self.known_statements.lock().unwrap().contains(&hash)
     }
 
-    pub fn backend_index(&self, name: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.name == name)
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// The proxy's monotonic clock, for ordering commits against position
-    /// samples.
-    pub fn now_us(&self) -> u64 {
-        self.us_at(Instant::now())
-    }
-
-    /// `t` on the clock of [`Shared::now_us`].
-    pub fn us_at(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.started).as_micros() as u64
-    }
-
-    /// The primary's write position as read by a health check sent after
-    /// `t_us`: at least the position of anything committed before then.
-    /// `None` until such a check has come back.
-    pub fn primary_position_after(&self, t_us: u64) -> Option<u64> {
-        let node = &self.nodes[self.primary()?];
-        // A primary just seen demoted reports a replay position, until
-        // the election catches up.
-        if node.pg_role() != pgsplit_router::topology::PgRole::Primary {
-            return None;
-        }
-        node.position_sampled_after(t_us)
-    }
-
-    pub fn mark_unreachable(&self, backend: usize) {
-        let until = self.now_ms() + RETRY_AFTER.as_millis() as u64;
-        self.stats[backend]
-            .down_until_ms
-            .store(until, Ordering::Relaxed);
-    }
-
-    /// A health check succeeded: the node is worth trying again at once.
-    pub fn clear_unreachable(&self, backend: usize) {
-        self.stats[backend]
-            .down_until_ms
-            .store(0, Ordering::Relaxed);
-    }
-
-    pub fn is_usable(&self, backend: usize) -> bool {
-        // Asked for every candidate of every read: the clock is read only
-        // for a server that failed recently.
-        let until = self.stats[backend].down_until_ms.load(Ordering::Relaxed);
-        until == 0 || until <= self.now_ms()
+    /// Counters of the backend with `node_id` (as `SHOW pool_nodes`
+    /// numbers them).
+    pub fn stats(&self, node_id: usize) -> StatsSnapshot {
+        self.topology.backends[BackendId::nth(node_id)].stats()
     }
 
     /// The server writes go to now, if any.
-    pub fn primary(&self) -> Option<usize> {
-        self.control.primary()
-    }
-
-    /// Tells `backend`'s health check to run now: a session saw it fail.
-    pub fn suspect(&self, backend: usize) {
-        self.nodes[backend].wake.notify_one();
-    }
-
-    /// Waits (up to `timeout`) for two more checks of `backend` to finish,
-    /// so at least one of them started after this call.
-    pub async fn await_check(&self, backend: usize, timeout: Duration) {
-        let node = &self.nodes[backend];
-        let target = node.checks() + 2;
-        let deadline = tokio::time::Instant::now() + timeout;
-        while node.checks() < target && tokio::time::Instant::now() < deadline {
-            self.suspect(backend);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    /// Waits until there is a primary that is not known to be unreachable,
-    /// up to `deadline`.
-    pub async fn wait_for_primary(&self, deadline: tokio::time::Instant) -> Option<usize> {
-        let mut changes = self.control.subscribe();
-        loop {
-            if let Some(p) = self.primary().filter(|&p| self.is_usable(p)) {
-                return Some(p);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            // A change of primary wakes us at once; polling covers an
-            // unreachable primary whose retry delay runs out.
-            let nap = (deadline - now).min(Duration::from_millis(50));
-            let _ = tokio::time::timeout(nap, changes.changed()).await;
-        }
+    pub fn primary(&self) -> Option<BackendId> {
+        self.topology.primary()
     }
 
     /// The server for the next read, skipping `exclude` (servers this
     /// request already failed to reach) and replicas that have not replayed
     /// up to `min_lsn` (0: no requirement).
-    pub fn pick_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
+    pub fn pick_reader(
+        &self,
+        exclude: &[BackendId],
+        min_lsn: u64,
+        lag: LagLimit,
+    ) -> Option<BackendId> {
         self.with_candidates(exclude, min_lsn, lag, |c| {
             self.balancer.pick(c, self.random_for_balancer())
         })
@@ -350,7 +204,12 @@ impl Shared {
     }
 
     /// Where the next read would go, without taking its turn.
-    pub fn peek_reader(&self, exclude: &[usize], min_lsn: u64, lag: LagLimit) -> Option<usize> {
+    pub fn peek_reader(
+        &self,
+        exclude: &[BackendId],
+        min_lsn: u64,
+        lag: LagLimit,
+    ) -> Option<BackendId> {
         self.with_candidates(exclude, min_lsn, lag, |c| {
             self.balancer.peek(c, self.random_for_balancer())
         })
@@ -358,45 +217,45 @@ impl Shared {
 
     /// Whether standby `i` may take a read now: up, attached, not fenced,
     /// within the lag limit, and (for read-your-writes) replayed to `min_lsn`.
-    pub fn standby_readable(&self, i: usize, min_lsn: u64, lag: LagLimit) -> bool {
-        let n = &self.nodes[i];
+    pub fn standby_readable(&self, i: BackendId, min_lsn: u64, lag: LagLimit) -> bool {
+        let n = &self.topology.backends[i].node;
         n.serves_as_standby()
-            && self.is_usable(i)
+            && self.topology.is_usable(i)
             && n.lag().within(lag.bytes, lag.millis)
             && (min_lsn == 0 || n.lsn() >= min_lsn)
     }
 
     /// Runs `f` over every backend as a read candidate now. The list is
     /// built in a per-thread buffer, so a read allocates nothing.
-    fn with_candidates<R>(
+    fn with_candidates(
         &self,
-        exclude: &[usize],
+        exclude: &[BackendId],
         min_lsn: u64,
         lag: LagLimit,
-        f: impl FnOnce(&[Candidate]) -> R,
-    ) -> R {
+        f: impl FnOnce(&[Candidate]) -> Option<usize>,
+    ) -> Option<BackendId> {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<Candidate>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let primary = self.primary();
         SCRATCH.with_borrow_mut(|list| {
             list.clear();
-            list.extend(self.config.backends.iter().enumerate().map(|(i, b)| {
-                let is_primary = Some(i) == primary;
+            list.extend(self.topology.backends.iter().map(|b| {
+                let is_primary = Some(b.id) == primary;
                 Candidate {
-                    index: i,
+                    index: b.id.index(),
                     is_primary,
-                    usable: !exclude.contains(&i)
+                    usable: !exclude.contains(&b.id)
                         && if is_primary {
-                            self.is_usable(i) && !self.nodes[i].is_detached()
+                            self.topology.is_usable(b.id) && !b.node.is_detached()
                         } else {
-                            self.standby_readable(i, min_lsn, lag)
+                            self.standby_readable(b.id, min_lsn, lag)
                         },
                     weight: b.weight,
-                    active: self.stats[i].active.load(Ordering::Relaxed),
+                    active: b.stats.active.load(Ordering::Relaxed),
                 }
             }));
-            f(list)
+            f(list).map(BackendId::nth)
         })
     }
 }

@@ -69,7 +69,14 @@ async fn a_hundred_concurrent_tasks_per_driver_over_a_pool_of_five() {
         "python pool test failed:\n{stdout}\n{stderr}"
     );
     for i in 0..3 {
-        assert!(proxy.shared().pools.open_connections(i) <= 5, "node {i}");
+        assert!(
+            proxy
+                .shared()
+                .pools
+                .open_connections(pgsplit::topology::BackendId::nth(i))
+                <= 5,
+            "node {i}"
+        );
     }
     proxy.shutdown().await;
 }

@@ -16,6 +16,8 @@ use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use pgsplit_protocol::tag::backend as be;
+
 use super::{BackendAddr, BackendError};
 use crate::io::{read_frame, ReadError};
 
@@ -170,8 +172,15 @@ impl ServerConn {
         }
         // Anything an idle server says unprompted other than notices and
         // parameter changes is a FATAL goodbye.
-        pgsplit_protocol::frame::Frames::new(&self.rbuf, Direction::Backend, 1 << 20)
-            .all(|f| matches!(f, Ok((b'N' | b'S' | b'A', _))))
+        pgsplit_protocol::frame::Frames::new(&self.rbuf, Direction::Backend, 1 << 20).all(|f| {
+            matches!(
+                f,
+                Ok((
+                    be::NOTICE_RESPONSE | be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE,
+                    _
+                ))
+            )
+        })
     }
 
     fn protocol_err(&self, what: &'static str) -> BackendError {
@@ -366,7 +375,7 @@ impl ServerConn {
             }
             let f = self.recv(usize::MAX >> 1).await?;
             self.tracker.on_message(f.tag());
-            if f.tag() == b'Z' {
+            if f.tag() == be::READY_FOR_QUERY {
                 self.tx =
                     backend::ready_status(f.body()).map_err(|source| BackendError::Protocol {
                         backend: self.backend.name.clone(),

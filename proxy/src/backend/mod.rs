@@ -5,8 +5,6 @@ pub mod pool;
 
 pub use connect::{ConnectParams, ServerConn};
 
-use std::net::SocketAddr;
-
 use pgsplit_protocol::Frame;
 
 /// Why a server connection could not be used. Whether a retry elsewhere is
@@ -67,19 +65,4 @@ impl BackendError {
     }
 }
 
-/// A backend as the session layer knows it: its name and where it is.
-#[derive(Debug, Clone)]
-pub struct BackendAddr {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-}
-
-impl BackendAddr {
-    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
-        tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::other("host name resolved to no address"))
-    }
-}
+pub use crate::topology::BackendAddr;

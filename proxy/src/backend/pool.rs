@@ -17,6 +17,7 @@ use pgsplit_config::Config;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::{BackendAddr, BackendError, ConnectParams, ServerConn};
+use crate::topology::BackendId;
 
 struct ConnManager {
     backend: BackendAddr,
@@ -283,7 +284,7 @@ impl Drop for PooledConn {
 pub struct Pools {
     config: Arc<Config>,
     backends: Vec<BackendAddr>,
-    map: Mutex<HashMap<(usize, String, String), ConnPool>>,
+    map: Mutex<HashMap<(BackendId, String, String), ConnPool>>,
 }
 
 impl Pools {
@@ -299,7 +300,7 @@ impl Pools {
     /// the handle, so this lock is taken once per session and backend.
     pub fn pool(
         &self,
-        backend: usize,
+        backend: BackendId,
         database: &str,
         user: &str,
         password: Option<&str>,
@@ -310,7 +311,7 @@ impl Pools {
             .or_insert_with(|| {
                 let c = &self.config;
                 let manager = ConnManager {
-                    backend: self.backends[backend].clone(),
+                    backend: self.backends[backend.index()].clone(),
                     user: user.to_owned(),
                     password: password.map(str::to_owned),
                     database: database.to_owned(),
@@ -354,7 +355,7 @@ impl Pools {
 
     /// Server connections open to `backend` (idle and in use), over all its
     /// pools.
-    pub fn open_connections(&self, backend: usize) -> usize {
+    pub fn open_connections(&self, backend: BackendId) -> usize {
         self.map
             .lock()
             .unwrap()

@@ -1,7 +1,8 @@
 //! Requests pgsplit answers without a server, over both protocols: admin
-//! commands, and everything a client sends inside a transaction whose
-//! server was lost (answered as PostgreSQL answers an aborted transaction,
-//! so the client ends it with ROLLBACK and carries on).
+//! commands, pgsplit's own `SET`/`RESET`/`SHOW pgsplit.*`, and everything a
+//! client sends while its transaction's server is lost (answered as
+//! PostgreSQL answers an aborted transaction, so the client ends it with
+//! ROLLBACK and carries on).
 
 use std::sync::Arc;
 
@@ -9,28 +10,50 @@ use bytes::Bytes;
 use pgsplit_protocol::encode::{self, ErrorInfo};
 use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::frontend::{self, FrontendMessage, Target};
+use pgsplit_protocol::tag::frontend as fe;
 use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
-use pgsplit_router::admin::parse_admin;
+use pgsplit_router::admin::{parse_admin, AdminCommand};
 
-use super::session::Session;
+use super::own::{own_command, Verb};
+use super::phase::Phase;
+use super::session::{Client, Session};
 use super::state::Statement;
+use super::text::{is_admin, until_nul};
 use crate::admin::Outcome;
-use crate::errors::SessionError;
+use crate::errors::{self, SessionError};
 
-impl Session {
+/// An extended-protocol request being answered locally.
+#[derive(Default)]
+struct Local {
+    /// An error was sent: the rest is skipped up to the Sync.
+    skipping: bool,
+    portals: Vec<(Bytes, Arc<Statement>)>,
+}
+
+impl Local {
+    fn portal(&self, name: &[u8]) -> Option<Arc<Statement>> {
+        self.portals
+            .iter()
+            .find(|(p, _)| p[..] == *name)
+            .map(|(_, st)| Arc::clone(st))
+    }
+}
+
+impl Client {
     /// Whether the request starting with the frame `tag`/`body` (the front
     /// of the buffer) is pgsplit's to answer.
-    pub(super) fn front_is_local(&self, tag: u8, body: &[u8]) -> bool {
-        if self.failed_tx {
+    pub(super) fn front_is_local(&self, tag: u8, body: &[u8], aborted: bool) -> bool {
+        if aborted {
             return true;
         }
+        let ours = |text: &[u8]| is_admin(text) || own_command(text).is_some();
         match tag {
-            b'Q' => is_admin(body),
-            b'P' => {
+            fe::QUERY => ours(body),
+            fe::PARSE => {
                 let name_end = memchr::memchr(0, body).map_or(body.len(), |i| i + 1);
-                is_admin(&body[name_end..])
+                ours(&body[name_end..])
             }
-            b'B' => {
+            fe::BIND => {
                 let portal_end = memchr::memchr(0, body).map_or(body.len(), |i| i + 1);
                 self.state
                     .statements
@@ -40,15 +63,17 @@ impl Session {
             _ => false,
         }
     }
+}
 
+impl Session {
     /// Answers the request at the front of the buffer (a Query, or
     /// extended messages through Sync). Returns false until it is complete.
     pub(super) async fn answer_locally(&mut self) -> Result<bool, SessionError> {
-        let max = self.shared.config.limits.max_message_size;
+        let max = self.c.shared.config.limits.max_message_size;
         let mut complete = false;
-        for item in Frames::new(&self.rbuf, Direction::Frontend, max) {
+        for item in Frames::new(&self.c.rbuf, Direction::Frontend, max) {
             let (tag, _) = item?;
-            if matches!(tag, b'Q' | b'S' | b'F' | b'H') {
+            if matches!(tag, fe::QUERY | fe::SYNC | fe::FUNCTION_CALL | fe::FLUSH) {
                 complete = true;
                 break;
             }
@@ -56,106 +81,56 @@ impl Session {
         if !complete {
             return Ok(false);
         }
-        let mut skipping = false;
-        let mut portals: Vec<(Bytes, Arc<Statement>)> = Vec::new();
-        while let Some(frame) = split_frame(&mut self.rbuf, Direction::Frontend, max)? {
-            let tag = frame.tag();
-            if skipping && tag != b'S' {
+        let mut local = Local::default();
+        while let Some(frame) = split_frame(&mut self.c.rbuf, Direction::Frontend, max)? {
+            if local.skipping && frame.tag() != fe::SYNC {
                 continue;
             }
             match frontend::parse(&frame)? {
                 FrontendMessage::Query { sql } => {
                     let sql = sql.to_vec();
-                    if !sql.iter().all(u8::is_ascii_whitespace) {
-                        let outcome = self.local_outcome(&sql).await;
-                        self.emit(outcome, true);
+                    if sql.iter().all(u8::is_ascii_whitespace) {
+                        encode::empty_query_response(&mut self.c.wbuf);
                     } else {
-                        encode::empty_query_response(&mut self.wbuf);
+                        let outcome = self.local_outcome(&sql).await;
+                        self.c.emit(outcome, true);
                     }
                     self.local_ready();
                     return Ok(true);
                 }
-                FrontendMessage::Parse { name, sql, .. } => {
-                    let st = self.register(name, frame.body(), sql);
-                    if st.local || self.failed_tx {
-                        encode::raw_message(&mut self.wbuf, b'1', &[]);
-                    } else {
-                        skipping = self.emit_error(ErrorInfo::error(
-                            "0A000",
-                            "pgsplit: an admin command cannot share a request with other statements",
-                        )
-                        .hint("Send SHOW pool_* and PGSPLIT commands on their own."));
-                    }
+                FrontendMessage::Parse { name, .. } => {
+                    let aborted = self.phase.is_aborted();
+                    self.c.local_parse(&mut local, name, frame.body(), aborted);
                 }
                 FrontendMessage::Bind { portal, statement } => {
-                    match self.state.statements.get(statement).cloned() {
-                        Some(st) => {
-                            portals.retain(|(p, _)| p[..] != *portal);
-                            portals.push((Bytes::copy_from_slice(portal), st));
-                            encode::raw_message(&mut self.wbuf, b'2', &[]);
-                        }
-                        None => {
-                            skipping = self.emit_error(ErrorInfo::error(
-                                "26000",
-                                format!(
-                                    "prepared statement \"{}\" does not exist",
-                                    String::from_utf8_lossy(statement)
-                                ),
-                            ));
-                        }
-                    }
+                    self.c.local_bind(&mut local, portal, statement)
                 }
                 FrontendMessage::Describe { target, name } => {
-                    let st = match target {
-                        Target::Statement => self.state.statements.get(name).cloned(),
-                        Target::Portal => portals
-                            .iter()
-                            .find(|(p, _)| p[..] == *name)
-                            .map(|(_, st)| Arc::clone(st)),
-                    };
-                    let Some(st) = st else {
-                        skipping = self.emit_error(ErrorInfo::error(
-                            "26000",
-                            "pgsplit: Describe of a statement or portal that does not exist",
-                        ));
-                        continue;
-                    };
-                    if target == Target::Statement {
-                        // No parameters.
-                        encode::raw_message(&mut self.wbuf, b't', &[&[0, 0]]);
-                    }
-                    let columns = self.local_columns(&st);
-                    if columns.is_empty() {
-                        encode::raw_message(&mut self.wbuf, b'n', &[]);
-                    } else {
-                        encode::row_description(&mut self.wbuf, columns);
-                    }
+                    let aborted = self.phase.is_aborted();
+                    self.c.local_describe(&mut local, target, name, aborted);
                 }
                 FrontendMessage::Execute { portal, .. } => {
-                    let st = portals
-                        .iter()
-                        .find(|(p, _)| p[..] == *portal)
-                        .map(|(_, st)| Arc::clone(st));
-                    let Some(st) = st else {
-                        skipping =
-                            self.emit_error(ErrorInfo::error("34000", "portal does not exist"));
+                    let Some(st) = local.portal(portal) else {
+                        local.skipping = self
+                            .c
+                            .emit_error(errors::undefined("34000", "portal does not exist".into()));
                         continue;
                     };
                     let outcome = self.local_outcome(st.sql()).await;
-                    skipping = self.emit(outcome, false);
+                    local.skipping = self.c.emit(outcome, false);
                 }
                 FrontendMessage::Close { target, name } => {
                     if target == Target::Statement && !name.is_empty() {
-                        self.state.statements.remove(name);
+                        self.c.state.statements.remove(name);
                     }
-                    encode::raw_message(&mut self.wbuf, b'3', &[]);
+                    encode::close_complete(&mut self.c.wbuf);
                 }
                 FrontendMessage::Sync => {
                     self.local_ready();
                     return Ok(true);
                 }
                 FrontendMessage::FunctionCall => {
-                    self.emit_error(aborted());
+                    self.c.emit_error(errors::aborted_transaction());
                     self.local_ready();
                     return Ok(true);
                 }
@@ -165,23 +140,104 @@ impl Session {
                 _ => {}
             }
         }
-        unreachable!("the request was checked to be complete")
+        Ok(true)
     }
 
     fn local_ready(&mut self) {
-        if self.failed_tx {
-            self.tx = TransactionStatus::Failed;
+        if self.phase.is_aborted() {
+            self.c.tx = TransactionStatus::Failed;
         }
-        encode::ready_for_query(&mut self.wbuf, self.tx);
+        encode::ready_for_query(&mut self.c.wbuf, self.c.tx);
     }
 
-    fn local_columns(&self, st: &Statement) -> &'static [&'static str] {
-        if self.failed_tx {
-            return &[];
+    async fn local_outcome(&mut self, sql: &[u8]) -> Outcome {
+        let text = String::from_utf8_lossy(sql);
+        if let Phase::Aborted { reason } = &mut self.phase {
+            // The client has not heard of the loss yet: whatever it sends,
+            // COMMIT included, fails with the reason.
+            if let Some(reason) = reason.take() {
+                return Outcome::Error(reason);
+            }
+            let a = self.c.shared.classifier.classify(&text);
+            if !(a.effects.commit_or_rollback && a.statement_count == 1) {
+                return Outcome::Error(errors::aborted_transaction());
+            }
+            if rolls_back_to_savepoint(&text) {
+                return Outcome::Error(errors::savepoint_lost());
+            }
+            self.phase = Phase::IDLE;
+            self.c.tx = TransactionStatus::Idle;
+            return Outcome::Done {
+                tag: "ROLLBACK",
+                note: None,
+            };
         }
-        match std::str::from_utf8(st.sql()).ok().and_then(parse_admin) {
-            Some(Ok(cmd)) => crate::admin::columns(&cmd),
-            _ => &[],
+        if let Some((verb, which)) = own_command(sql) {
+            return self.c.own_outcome(verb, which, &text);
+        }
+        match parse_admin(&text) {
+            // Its own transaction would hold the switchover up.
+            Some(Ok(AdminCommand::Promote(_))) if matches!(self.phase, Phase::Attached(_)) => {
+                Outcome::Error(errors::promote_in_transaction())
+            }
+            Some(Ok(cmd)) => {
+                let c = &self.c;
+                let is_admin = c.shared.config.user(&c.user).is_some_and(|u| u.admin);
+                crate::admin::run(&c.shared, cmd, is_admin).await
+            }
+            Some(Err(message)) => Outcome::Error(errors::admin_syntax(message)),
+            None => Outcome::Error(errors::admin_not_alone()),
+        }
+    }
+}
+
+impl Client {
+    fn local_parse(&mut self, local: &mut Local, name: &[u8], body: &[u8], aborted: bool) {
+        let st = self.register(name, body);
+        if st.local || aborted {
+            encode::parse_complete(&mut self.wbuf);
+        } else {
+            local.skipping = self.emit_error(errors::admin_not_alone());
+        }
+    }
+
+    fn local_bind(&mut self, local: &mut Local, portal: &[u8], statement: &[u8]) {
+        match self.state.statements.get(statement).cloned() {
+            Some(st) => {
+                local.portals.retain(|(p, _)| p[..] != *portal);
+                local.portals.push((Bytes::copy_from_slice(portal), st));
+                encode::bind_complete(&mut self.wbuf);
+            }
+            None => {
+                let name = String::from_utf8_lossy(statement);
+                local.skipping = self.emit_error(errors::undefined(
+                    "26000",
+                    format!("prepared statement \"{name}\" does not exist"),
+                ));
+            }
+        }
+    }
+
+    fn local_describe(&mut self, local: &mut Local, target: Target, name: &[u8], aborted: bool) {
+        let st = match target {
+            Target::Statement => self.state.statements.get(name).cloned(),
+            Target::Portal => local.portal(name),
+        };
+        let Some(st) = st else {
+            local.skipping = self.emit_error(errors::undefined(
+                "26000",
+                "pgsplit: Describe of a statement or portal that does not exist".into(),
+            ));
+            return;
+        };
+        if target == Target::Statement {
+            encode::parameter_description(&mut self.wbuf, &[]);
+        }
+        let columns = if aborted { &[][..] } else { local_columns(&st) };
+        if columns.is_empty() {
+            encode::no_data(&mut self.wbuf);
+        } else {
+            encode::row_description(&mut self.wbuf, columns);
         }
     }
 
@@ -197,7 +253,13 @@ impl Session {
                     let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
                     encode::data_row(&mut self.wbuf, &values);
                 }
-                encode::command_complete(&mut self.wbuf, &format!("SELECT {}", rows.len()));
+                // `SHOW pgsplit.*` answers as `SHOW` does.
+                let tag = if columns.len() == 1 && columns[0].starts_with("pgsplit.") {
+                    "SHOW".to_owned()
+                } else {
+                    format!("SELECT {}", rows.len())
+                };
+                encode::command_complete(&mut self.wbuf, &tag);
                 false
             }
             Outcome::Done { tag, note } => {
@@ -215,65 +277,19 @@ impl Session {
         encode::error_response(&mut self.wbuf, &info);
         true
     }
-
-    async fn local_outcome(&mut self, sql: &[u8]) -> Outcome {
-        let text = String::from_utf8_lossy(sql);
-        if self.failed_tx {
-            // The client has not heard of the loss yet: whatever it sends,
-            // COMMIT included, fails with the reason.
-            if let Some(reason) = self.lost_reason.take() {
-                return Outcome::Error(reason);
-            }
-            let a = self.shared.classifier.classify(&text);
-            if !(a.effects.commit_or_rollback && a.statement_count == 1) {
-                return Outcome::Error(aborted());
-            }
-            if rolls_back_to_savepoint(&text) {
-                return Outcome::Error(
-                    ErrorInfo::error(
-                        "3B001",
-                        "pgsplit: the savepoint is gone with the lost server's transaction",
-                    )
-                    .hint("End the transaction with ROLLBACK and run it again."),
-                );
-            }
-            self.failed_tx = false;
-            self.lost_reason = None;
-            self.tx = TransactionStatus::Idle;
-            return Outcome::Done {
-                tag: "ROLLBACK",
-                note: None,
-            };
-        }
-        match parse_admin(&text) {
-            Some(Ok(pgsplit_router::admin::AdminCommand::Promote(_))) if self.active.is_some() => {
-                // Its own transaction would hold the switchover up.
-                Outcome::Error(ErrorInfo::error(
-                    "25001",
-                    "pgsplit: PGSPLIT PROMOTE cannot run inside a transaction block or a pinned session",
-                )
-                .hint("Run it on a connection of its own, outside a transaction."))
-            }
-            Some(Ok(cmd)) => {
-                let is_admin = self.shared.config.user(&self.user).is_some_and(|u| u.admin);
-                crate::admin::run(&self.shared, cmd, is_admin).await
-            }
-            Some(Err(message)) => Outcome::Error(ErrorInfo::error("42601", message)),
-            None => Outcome::Error(ErrorInfo::error(
-                "0A000",
-                "pgsplit: an admin command cannot share a request with other statements",
-            )),
-        }
-    }
 }
 
-fn aborted() -> ErrorInfo {
-    ErrorInfo::error(
-        "25P02",
-        "current transaction is aborted, commands ignored until end of transaction block",
-    )
-    .detail("pgsplit lost the server this transaction ran on; the server rolled it back.")
-    .hint("Send ROLLBACK, then run the transaction again.")
+/// The columns a local statement's Describe reports.
+fn local_columns(st: &Statement) -> &'static [&'static str] {
+    match own_command(st.sql()) {
+        Some((Verb::Show, which)) => return which.columns(),
+        Some(_) => return &[],
+        None => {}
+    }
+    match std::str::from_utf8(st.sql()).ok().and_then(parse_admin) {
+        Some(Ok(cmd)) => crate::admin::columns(&cmd),
+        _ => &[],
+    }
 }
 
 fn rolls_back_to_savepoint(sql: &str) -> bool {
@@ -282,43 +298,9 @@ fn rolls_back_to_savepoint(sql: &str) -> bool {
     words.next() == Some("rollback") && words.any(|w| w == "to")
 }
 
-pub(super) fn until_nul(b: &[u8]) -> &[u8] {
-    &b[..memchr::memchr(0, b).unwrap_or(b.len())]
-}
-
-/// Compares the first word's bytes first: almost every statement fails
-/// there, before the end of the text is looked for, any UTF-8 check, or
-/// parsing. `text` may run on past a NUL that ends the statement.
-pub(super) fn is_admin(text: &[u8]) -> bool {
-    let start = text
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(text.len());
-    let rest = &text[start..];
-    let word_len = rest
-        .iter()
-        .position(|&b| b.is_ascii_whitespace() || b == 0)
-        .unwrap_or(rest.len());
-    let word = &rest[..word_len];
-    (word.eq_ignore_ascii_case(b"show") || word.eq_ignore_ascii_case(b"pgsplit"))
-        && std::str::from_utf8(until_nul(text)).is_ok_and(|s| parse_admin(s).is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn admin_text_is_recognised_cheaply() {
-        assert!(is_admin(b"SHOW pool_nodes"));
-        assert!(is_admin(b"  pgsplit promote 1"));
-        assert!(!is_admin(b"SELECT 1"));
-        assert!(!is_admin(b"SHOW search_path"));
-        assert!(!is_admin(b""));
-        // A Query's body: the text ends at its NUL.
-        assert!(is_admin(b"SHOW pool_nodes\0"));
-        assert!(!is_admin(b"SHOW\0pool_nodes\0"));
-    }
 
     #[test]
     fn savepoint_rollbacks_are_told_apart() {

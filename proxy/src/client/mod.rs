@@ -1,15 +1,28 @@
 //! Client side: one task per client connection, from startup to Terminate.
+//!
+//! `session` holds the [`Session`](session::Session): its `Phase`
+//! (`phase`) and what outlives phases (`Client`). Each other module is one
+//! job: `route` (phase changes per request), `decide` (what a request is),
+//! `attach` (getting a server), `relay` (frames to it), `response`
+//! (replies back), `failover` (losing it), `local` (answered by pgsplit),
+//! `reads` and `own` (read-your-writes needs, pgsplit's own settings).
 
 mod attach;
 mod auth;
+mod decide;
 mod failover;
+mod ledger;
 mod local;
+mod own;
+mod phase;
 mod reads;
 mod relay;
 mod response;
 mod route;
+mod serve;
 mod session;
 mod startup;
 mod state;
+mod text;
 
-pub use session::serve_client;
+pub use serve::serve_client;

@@ -4,201 +4,150 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use pgsplit_protocol::backend::ready_status;
 use pgsplit_protocol::encode;
 use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::pipeline::ResponseTracker;
+use pgsplit_protocol::tag::backend as be;
 use pgsplit_protocol::{Direction, TransactionStatus};
 use pgsplit_router::session_cmd::SessionCommand;
 use tokio::io::AsyncWriteExt;
 
-use super::relay::SegmentMeta;
-use super::session::Session;
+use super::ledger::{Event, SegmentMeta};
+use super::phase::{Attachment, Phase, Purpose};
+use super::session::{Client, Session};
+use crate::backend::ServerConn;
 use crate::errors::SessionError;
 
+/// A batch of replies taken off the attached connection.
+struct Replies {
+    /// The batch as it came, to write unchanged; `None`: it was copied
+    /// into the client's write buffer, with changes.
+    batch: Option<BytesMut>,
+    /// The server ended the connection with this FATAL (not relayed).
+    lost: Option<String>,
+}
+
 impl Session {
-    /// Forwards what the active server has sent, dropping replies to
-    /// injected requests, and notes what ReadyForQuery says.
-    pub(super) async fn forward_server(&mut self) -> Result<(), SessionError> {
-        let i = self.active.expect("forwarding needs an active backend");
-        let max = self.shared.config.limits.max_message_size;
-        // Reused across batches: the response path allocates nothing.
-        let mut events = std::mem::take(&mut self.events);
-        let conn = &mut **self.conns[i].as_mut().expect("active connection");
-        let backend = &conn.backend.name;
-        let protocol = |source| crate::backend::BackendError::Protocol {
-            backend: backend.clone(),
-            source,
+    /// Forwards what the attached server has sent, and lets go of the
+    /// server if that finished the session's work on it.
+    pub(super) async fn on_server_data(&mut self) -> Result<(), SessionError> {
+        let Phase::Attached(a) = &mut self.phase else {
+            return Ok(());
         };
-        // Fast path: every message goes to the client as it came, in one
-        // write of the whole batch. Once a reply must be dropped or one of
-        // pgsplit's own inserted, the batch is copied message by message.
-        let mut copying = false;
-        if self.replayable {
+        let Some(replies) = self.c.take_replies(a)? else {
+            return Ok(());
+        };
+        // Back to the pool before the client is written to: once a client
+        // has its ReadyForQuery the connection is free for the next request,
+        // whoever sends it, and a slow client does not hold it meanwhile.
+        if replies.lost.is_none() {
+            self.release_if_done();
+        }
+        match replies.batch {
+            None => {
+                self.c.stream.write_all(&self.c.wbuf).await?;
+                self.c.wbuf.clear();
+            }
+            Some(batch) if !batch.is_empty() => self.c.stream.write_all(&batch).await?,
+            Some(_) => {}
+        }
+        match replies.lost {
+            Some(why) => Err(SessionError::ServerLost {
+                why,
+                read_only: false,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Client {
+    /// Takes the replies the attached server has sent, dropping those to
+    /// injected requests and noting what ReadyForQuery says. `None`: they
+    /// are held back for now (see [`first_replies`]).
+    fn take_replies(&mut self, a: &mut Attachment) -> Result<Option<Replies>, SessionError> {
+        let max = self.shared.config.limits.max_message_size;
+        if a.retry.possible() {
             // Nothing of this attachment has reached the client yet.
-            match first_replies(&conn.rbuf, max, &conn.tracker, self.attached_write) {
+            let write = a.purpose == Purpose::Write;
+            match first_replies(&a.conn.rbuf, max, &a.conn.tracker, write) {
                 FirstReplies::Failed { why, read_only } => {
-                    self.events = events;
-                    return Err(SessionError::ServerLost {
-                        backend: i,
-                        why,
-                        read_only,
-                    });
+                    return Err(SessionError::ServerLost { why, read_only })
                 }
                 // ParseComplete, BindComplete and the like came ahead of
                 // the results: hold them until results (or a failure)
                 // follow, so a server dying in between leaves the request
                 // retriable without the client seeing them twice. A request
                 // that ends with a Sync has the rest on its way.
-                FirstReplies::OnlyAcknowledgements if !self.open_segment => {
-                    self.events = events;
-                    return Ok(());
-                }
+                FirstReplies::OnlyAcknowledgements if !a.open_request => return Ok(None),
                 _ => {}
             }
         }
-        let mut lost = None;
-        let mut replied = false;
-        let wbuf = &mut self.wbuf;
-        let mut frames = Frames::new(&conn.rbuf, Direction::Backend, max);
-        let mut start = 0;
-        for item in frames.by_ref() {
-            let (tag, body) = item.map_err(protocol)?;
-            let end = start + 5 + body.len();
-            if tag == b'E' {
-                if let Some(why) = fatal(body) {
-                    // Never relayed: the client's connection to pgsplit
-                    // lives on, and a FATAL would make it think otherwise.
-                    lost = Some(why);
-                    break;
-                }
+        // Reused across batches: the response path allocates nothing.
+        let mut events = std::mem::take(&mut self.events);
+        let scanned = scan(
+            &mut a.conn,
+            &mut self.wbuf,
+            &mut events,
+            !self.tx_meta.is_empty(),
+            max,
+        );
+        let scanned = match scanned {
+            Ok(s) => s,
+            Err(e) => {
+                self.events = events;
+                return Err(e.into());
             }
-            let d = conn.tracker.on_message(tag);
-            replied |= d.forward && !matches!(tag, b'N' | b'A' | b'S');
-            if let Some((skip, count)) = d.ignored_syncs {
-                events.push(Event::IgnoredSyncs(skip, count));
-            }
-            match tag {
-                b'Z' => {
-                    let status = ready_status(body).map_err(protocol)?;
-                    conn.tx = status;
-                    if d.forward {
-                        events.push(Event::Ready(status));
-                    }
-                }
-                b'S' => {
-                    if let Some((name, value)) = parameter(body) {
-                        if d.forward && name == "default_transaction_read_only" {
-                            events.push(Event::DefaultReadOnly(value == "on"));
-                        }
-                        match conn.params.iter_mut().find(|(n, _)| n == name) {
-                            Some((_, v)) => value.clone_into(v),
-                            None => conn.params.push((name.to_owned(), value.to_owned())),
-                        }
-                    }
-                }
-                b'E' => {
-                    // Which Parse failed or was skipped is not known here:
-                    // forget them all; they are prepared again when used
-                    // (after a Close, so one the server kept is no problem).
-                    conn.prepared.clear();
-                    conn.unnamed = None;
-                    if d.forward {
-                        events.push(Event::Error);
-                    }
-                }
-                b'C' if d.forward && !self.tx_meta.is_empty() => events.push(Event::Tag(
-                    String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
-                )),
-                _ => {}
-            }
-            if d.forward {
-                if copying {
-                    wbuf.extend_from_slice(&conn.rbuf[start..end]);
-                }
-            } else if !copying {
-                copying = true;
-                wbuf.extend_from_slice(&conn.rbuf[..start]);
-            }
-            while let Some(reply) = conn.tracker.take_synthetic() {
-                replied = true;
-                if !copying {
-                    copying = true;
-                    wbuf.extend_from_slice(&conn.rbuf[..end]);
-                }
-                encode::raw_message(wbuf, reply, &[]);
-            }
-            start = end;
-        }
-        let consumed = if lost.is_some() {
-            start
-        } else {
-            frames.consumed()
         };
-        if replied {
-            self.replayable = false;
-            self.replay.clear();
+        if scanned.replied {
+            a.retry.give_up();
         }
-        // On any server not known to be a standby: the primary, or one
-        // being fenced in a switchover. Not on a replica: a write refused
-        // before it ran (a full pool) leaves `wrote` set, and the session's
-        // next read must not count as its commit.
-        let write_done = self.wrote
-            && self.shared.nodes[i].pg_role() != pgsplit_router::topology::PgRole::Standby
+        self.note_commit(a, &events);
+        let conn = &mut a.conn;
+        let batch = if scanned.copying {
+            conn.rbuf.advance(scanned.consumed);
+            None
+        } else {
+            Some(conn.rbuf.split_to(scanned.consumed))
+        };
+        for e in events.drain(..) {
+            self.on_event(e, conn);
+        }
+        self.events = events;
+        Ok(Some(Replies {
+            batch,
+            lost: scanned.lost,
+        }))
+    }
+
+    /// A write committed in this batch, on any server not known to be a
+    /// standby: the primary, or one being fenced in a switchover. Not on a
+    /// replica: a write refused before it ran (a full pool) leaves the
+    /// write pending, and the session's next read must not count as its
+    /// commit.
+    fn note_commit(&mut self, a: &Attachment, events: &[Event]) {
+        let committed = self.ryw.pending()
+            && self.shared.topology.backends[a.backend].node.pg_role()
+                != pgsplit_router::topology::PgRole::Standby
             && events
                 .iter()
                 .any(|e| matches!(e, Event::Ready(TransactionStatus::Idle)));
-        if write_done {
+        if committed {
             // Noted before the client hears of the commit, so no read
             // anywhere can overtake it unnoticed. Its position is not asked
             // for here: the primary's next health check reads a position
-            // at least as new, costing this connection no round trip.
-            let now = std::time::Instant::now();
-            let at_us = self.shared.us_at(now).max(1);
-            self.last_write = Some(now);
-            self.ever_wrote = true;
-            self.write_at_us = at_us;
+            // at least as new, costing this connection no round trip. A
+            // write pipelined behind this reply has not committed yet: its
+            // own ReadyForQuery is timed again.
+            let at_us = self.shared.topology.now_us().max(1);
+            self.ryw.committed(at_us, !a.conn.tracker.is_idle());
             self.shared.last_write_us.fetch_max(at_us, Ordering::AcqRel);
-            // A write pipelined behind this reply has not committed yet:
-            // its own ReadyForQuery is timed again.
-            self.wrote = !conn.tracker.is_idle();
         }
-        let batch = if copying {
-            conn.rbuf.advance(consumed);
-            None
-        } else {
-            Some(conn.rbuf.split_to(consumed))
-        };
-        for e in events.drain(..) {
-            self.on_event(e);
-        }
-        self.events = events;
-        // Back to the pool before the client is written to: once a client
-        // has its ReadyForQuery the connection is free for the next request,
-        // whoever sends it, and a slow client does not hold it meanwhile.
-        if lost.is_none() {
-            self.maybe_release();
-        }
-        match batch {
-            None => {
-                self.client.write_all(&self.wbuf).await?;
-                self.wbuf.clear();
-            }
-            Some(batch) if !batch.is_empty() => self.client.write_all(&batch).await?,
-            Some(_) => {}
-        }
-        if let Some(why) = lost {
-            return Err(SessionError::ServerLost {
-                backend: i,
-                why,
-                read_only: false,
-            });
-        }
-        Ok(())
     }
 
-    fn on_event(&mut self, e: Event) {
+    fn on_event(&mut self, e: Event, conn: &mut ServerConn) {
         match e {
             Event::Error => self.segment_failed = true,
             Event::DefaultReadOnly(on) => self.state.default_read_only = on,
@@ -207,38 +156,42 @@ impl Session {
                 let end = (skip + count).min(self.segments.len());
                 self.segments.drain(skip.min(end)..end);
             }
-            Event::Ready(status) => {
-                let was = self.tx;
-                self.tx = status;
-                let meta = self.segments.pop_front().flatten();
-                let failed = std::mem::take(&mut self.segment_failed);
-                if let Some(meta) = meta {
-                    if !failed && !meta.parsed.is_empty() {
-                        self.shared.statements_known_good(&meta.parsed);
-                    }
-                    if !failed {
-                        if status == TransactionStatus::Idle {
-                            self.apply_meta(*meta);
-                        } else {
-                            self.tx_meta.push(*meta);
-                        }
-                    }
-                }
-                if was != TransactionStatus::Idle && status == TransactionStatus::Idle {
-                    // Settings made inside the transaction stand only if it committed.
-                    let committed = self.last_command_tag.as_deref() == Some("COMMIT");
-                    for meta in std::mem::take(&mut self.tx_meta) {
-                        if committed {
-                            self.apply_meta(meta);
-                        }
-                    }
-                    self.last_command_tag = None;
-                }
-            }
+            Event::Ready(status) => self.on_ready(status, conn),
         }
     }
 
-    fn apply_meta(&mut self, meta: SegmentMeta) {
+    /// A request ended: what it changed stands if it succeeded (and, in a
+    /// transaction, once the transaction commits).
+    fn on_ready(&mut self, status: TransactionStatus, conn: &mut ServerConn) {
+        let was = self.tx;
+        self.tx = status;
+        let meta = self.segments.pop_front().flatten();
+        let failed = std::mem::take(&mut self.segment_failed);
+        if let Some(meta) = meta {
+            if !failed && !meta.parsed.is_empty() {
+                self.shared.statements_known_good(&meta.parsed);
+            }
+            if !failed {
+                if status == TransactionStatus::Idle {
+                    self.apply_meta(*meta, conn);
+                } else {
+                    self.tx_meta.push(*meta);
+                }
+            }
+        }
+        if was != TransactionStatus::Idle && status == TransactionStatus::Idle {
+            // Settings made inside the transaction stand only if it committed.
+            let committed = self.last_command_tag.as_deref() == Some("COMMIT");
+            for meta in std::mem::take(&mut self.tx_meta) {
+                if committed {
+                    self.apply_meta(meta, conn);
+                }
+            }
+            self.last_command_tag = None;
+        }
+    }
+
+    fn apply_meta(&mut self, meta: SegmentMeta, conn: &mut ServerConn) {
         let mut resets = false;
         for (cmd, sql) in &meta.commands {
             self.state.apply(cmd, sql);
@@ -247,24 +200,127 @@ impl Session {
         // The connection that ran them already has them, except that a
         // RESET there went to the server's defaults, not to this client's
         // startup parameters: then mark it for a full replay.
-        let settings = if resets && self.state.has_baseline() {
+        conn.settings = if resets && self.state.has_baseline() {
             super::state::UNKNOWN_SETTINGS
         } else {
             self.state.fingerprint
         };
-        if let Some(c) = self.active.and_then(|i| self.conns[i].as_mut()) {
-            c.settings = settings;
-        }
     }
 }
 
-pub(super) enum Event {
-    Ready(TransactionStatus),
-    Error,
-    DefaultReadOnly(bool),
-    Tag(String),
-    /// Client Syncs the server swallowed during COPY FROM STDIN.
-    IgnoredSyncs(usize, usize),
+/// What one pass over a batch found.
+struct Scanned {
+    consumed: usize,
+    /// The batch was copied into the write buffer (something dropped or
+    /// inserted); else it goes out as it came.
+    copying: bool,
+    /// A reply the client sees was among them.
+    replied: bool,
+    lost: Option<String>,
+}
+
+/// One pass over the replies in `conn.rbuf`, up to a FATAL if any.
+/// Fast path: every message goes to the client as it came, in one write of
+/// the whole batch. Once a reply must be dropped or one of pgsplit's own
+/// inserted, the batch is copied message by message into `wbuf`.
+fn scan(
+    conn: &mut ServerConn,
+    wbuf: &mut BytesMut,
+    events: &mut Vec<Event>,
+    want_tags: bool,
+    max: usize,
+) -> Result<Scanned, crate::backend::BackendError> {
+    let backend = conn.backend.name.clone();
+    let protocol = |source| crate::backend::BackendError::Protocol {
+        backend: backend.clone(),
+        source,
+    };
+    let mut out = Scanned {
+        consumed: 0,
+        copying: false,
+        replied: false,
+        lost: None,
+    };
+    let mut frames = Frames::new(&conn.rbuf, Direction::Backend, max);
+    let mut start = 0;
+    for item in frames.by_ref() {
+        let (tag, body) = item.map_err(protocol)?;
+        let end = start + 5 + body.len();
+        if tag == be::ERROR_RESPONSE {
+            if let Some(why) = fatal(body) {
+                // Never relayed: the client's connection to pgsplit
+                // lives on, and a FATAL would make it think otherwise.
+                out.lost = Some(why);
+                break;
+            }
+        }
+        let d = conn.tracker.on_message(tag);
+        out.replied |= d.forward
+            && !matches!(
+                tag,
+                be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE | be::PARAMETER_STATUS
+            );
+        if let Some((skip, count)) = d.ignored_syncs {
+            events.push(Event::IgnoredSyncs(skip, count));
+        }
+        match tag {
+            be::READY_FOR_QUERY => {
+                let status = ready_status(body).map_err(protocol)?;
+                conn.tx = status;
+                if d.forward {
+                    events.push(Event::Ready(status));
+                }
+            }
+            be::PARAMETER_STATUS => {
+                if let Some((name, value)) = parameter(body) {
+                    if d.forward && name == "default_transaction_read_only" {
+                        events.push(Event::DefaultReadOnly(value == "on"));
+                    }
+                    match conn.params.iter_mut().find(|(n, _)| n == name) {
+                        Some((_, v)) => value.clone_into(v),
+                        None => conn.params.push((name.to_owned(), value.to_owned())),
+                    }
+                }
+            }
+            be::ERROR_RESPONSE => {
+                // Which Parse failed or was skipped is not known here:
+                // forget them all; they are prepared again when used
+                // (after a Close, so one the server kept is no problem).
+                conn.prepared.clear();
+                conn.unnamed = None;
+                if d.forward {
+                    events.push(Event::Error);
+                }
+            }
+            be::COMMAND_COMPLETE if d.forward && want_tags => events.push(Event::Tag(
+                String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
+            )),
+            _ => {}
+        }
+        if d.forward {
+            if out.copying {
+                wbuf.extend_from_slice(&conn.rbuf[start..end]);
+            }
+        } else if !out.copying {
+            out.copying = true;
+            wbuf.extend_from_slice(&conn.rbuf[..start]);
+        }
+        while let Some(reply) = conn.tracker.take_synthetic() {
+            out.replied = true;
+            if !out.copying {
+                out.copying = true;
+                wbuf.extend_from_slice(&conn.rbuf[..end]);
+            }
+            encode::empty_message(wbuf, reply);
+        }
+        start = end;
+    }
+    out.consumed = if out.lost.is_some() {
+        start
+    } else {
+        frames.consumed()
+    };
+    Ok(out)
 }
 
 /// The message of a FATAL or PANIC ErrorResponse: the server is ending
@@ -309,8 +365,16 @@ fn first_replies(
             return FirstReplies::Forward;
         };
         match tag {
-            b'1' | b'2' | b'3' | b't' | b'n' | b'T' | b'N' | b'S' | b'A' => {}
-            b'E' => {
+            be::PARSE_COMPLETE
+            | be::BIND_COMPLETE
+            | be::CLOSE_COMPLETE
+            | be::PARAMETER_DESCRIPTION
+            | be::NO_DATA
+            | be::ROW_DESCRIPTION
+            | be::NOTICE_RESPONSE
+            | be::PARAMETER_STATUS
+            | be::NOTIFICATION_RESPONSE => {}
+            be::ERROR_RESPONSE => {
                 let failure = match fatal(body) {
                     Some(why) => Some((why, false)),
                     None => pgsplit_protocol::backend::error_fields(body)
@@ -343,10 +407,10 @@ fn completes_before_error(rbuf: &[u8], max: usize, tracker: &ResponseTracker) ->
     for item in Frames::new(rbuf, Direction::Backend, max) {
         let Ok((tag, _)) = item else { return true };
         let d = tracker.on_message(tag);
-        if tag == b'E' {
+        if tag == be::ERROR_RESPONSE {
             return false;
         }
-        if d.forward && tag == b'Z' {
+        if d.forward && tag == be::READY_FOR_QUERY {
             return true;
         }
     }

@@ -11,14 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::attach::checkout;
 use super::auth::authenticate;
-use super::session::checkout;
 use super::state::SessionState;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::cancel::{send_cancel, CancelKey};
 use crate::errors::SessionError;
 use crate::shared::Shared;
+use crate::topology::BackendId;
 
 pub enum Opening {
     Startup(StartupMessage),
@@ -159,7 +160,7 @@ pub(super) struct Established {
     /// The connection startup used, if it needed one.
     pub conn: Option<PooledConn>,
     /// The backend and pool startup used, if it needed a connection.
-    pub pool: Option<(usize, ConnPool)>,
+    pub pool: Option<(BackendId, ConnPool)>,
     pub state: SessionState,
     pub cancel_key: CancelKey,
     pub permit: OwnedSemaphorePermit,
@@ -275,22 +276,25 @@ pub(super) async fn establish(
 /// The server a new client's first connection goes to: the primary, once
 /// there is one (waiting a little for it during a failover), else any
 /// standby, else the primary anyway, so the client gets the real error.
-async fn startup_backend(shared: &Shared) -> usize {
+async fn startup_backend(shared: &Shared) -> BackendId {
     let patience = shared
         .config
         .health
         .failover_timeout
         .min(std::time::Duration::from_secs(2));
-    if let Some(p) = shared
+    let t = &shared.topology;
+    if let Some(p) = t
         .wait_for_primary(tokio::time::Instant::now() + patience)
         .await
     {
         return p;
     }
-    (0..shared.nodes.len())
-        .find(|&i| shared.nodes[i].serves_as_standby() && shared.is_usable(i))
-        .or(shared.primary())
-        .unwrap_or(0)
+    t.backends
+        .iter()
+        .find(|b| b.node.serves_as_standby() && t.is_usable(b.id))
+        .map(|b| b.id)
+        .or(t.primary())
+        .unwrap_or(BackendId::nth(0))
 }
 
 #[cfg(test)]

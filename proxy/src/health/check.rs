@@ -12,23 +12,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::shared::Shared;
-
-/// One successful check.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub in_recovery: bool,
-    /// Write position (primary) or replay position (standby).
-    pub lsn: u64,
-    pub receive_lsn: u64,
-    pub timeline: u32,
-    /// Milliseconds since the last replayed transaction's commit.
-    pub replay_age_millis: Option<u64>,
-    /// The WAL receiver's status ("streaming", ...); empty on a primary.
-    pub receiver_status: String,
-    /// When the check was sent ([`Shared::now_us`]).
-    pub sent_at_us: u64,
-}
+use crate::topology::{BackendId, Report, Topology};
 
 /// `X/Y` as PostgreSQL prints a pg_lsn.
 pub fn parse_lsn(text: &str) -> Option<u64> {
@@ -37,8 +21,8 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 }
 
 /// One loop per backend; each ends when the proxy is gone.
-pub fn spawn(shared: &Arc<Shared>) {
-    for backend in 0..shared.backends.len() {
+pub fn spawn(shared: &Arc<Topology>) {
+    for backend in shared.backends.ids() {
         tokio::spawn(watch(Arc::downgrade(shared), backend));
     }
 }
@@ -54,7 +38,7 @@ const CHECK: &str = "SELECT pg_is_in_recovery(), \
      (extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000)::bigint::text, \
      (SELECT status FROM pg_stat_wal_receiver)";
 
-async fn watch(shared: Weak<Shared>, backend: usize) {
+async fn watch(shared: Weak<Topology>, backend: BackendId) {
     let mut client: Option<tokio_postgres::Client> = None;
     let mut failures = 0u32;
     loop {
@@ -85,7 +69,7 @@ async fn watch(shared: Weak<Shared>, backend: usize) {
         } else {
             s.config.health.health_check_period
         };
-        let wake = Arc::clone(&s.nodes[backend].wake);
+        let wake = Arc::clone(&s.backends[backend].node.wake);
         drop(s);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -117,7 +101,7 @@ async fn check(c: &tokio_postgres::Client, sent_at_us: u64) -> Result<Report, St
 
 /// The health credentials: `[health]`'s own, else the first user's server
 /// login.
-pub(super) fn login(s: &Shared) -> (String, Option<String>) {
+pub(super) fn login(s: &Topology) -> (String, Option<String>) {
     let h = &s.config.health;
     match &h.health_check_user {
         Some(user) => (
@@ -136,9 +120,12 @@ pub(super) fn login(s: &Shared) -> (String, Option<String>) {
     }
 }
 
-pub(super) async fn connect(s: &Shared, backend: usize) -> Result<tokio_postgres::Client, String> {
+pub(super) async fn connect(
+    s: &Topology,
+    backend: BackendId,
+) -> Result<tokio_postgres::Client, String> {
     let (user, password) = login(s);
-    let b = &s.backends[backend];
+    let b = &s.backends[backend].addr;
     let mut config = tokio_postgres::Config::new();
     config
         .host(&b.host)

@@ -1,84 +1,32 @@
 //! Applying health reports: the election of the primary, fencing, and the
 //! actions that change the cluster (detach, attach, promote).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgsplit_protocol::encode::ErrorInfo;
-use pgsplit_router::topology::{self, Lag, Memory, PgRole, Role};
-use tokio::sync::watch;
+use pgsplit_router::topology::{self, Lag, PgRole, Role};
 
-use super::check::{self, Report};
-use crate::shared::Shared;
-
-const NO_PRIMARY: usize = usize::MAX;
-
-/// The elected primary and what the election remembers.
-pub struct Control {
-    primary: AtomicUsize,
-    state: Mutex<State>,
-    /// Bumped on every change of primary: writers waiting for one watch it.
-    topology: watch::Sender<u64>,
-    /// Times the primary changed (including to "none").
-    pub primary_changes: AtomicU64,
-    /// Promotions pgsplit itself carried out (auto_promote or PGSPLIT PROMOTE).
-    pub promotions: AtomicU64,
-}
-
-struct State {
-    memory: Memory,
-    /// Since when no server has been the primary (for auto_promote).
-    no_primary_since: Option<Instant>,
-    /// A promotion pgsplit started has not been seen to finish.
-    promoting: bool,
-}
+use super::check;
+use crate::errors;
+use crate::topology::control::NO_PRIMARY;
+use crate::topology::{BackendId, Control, Report, Topology};
 
 impl Control {
-    /// Starts with no primary: the first election waits for every server's
-    /// first check, so a stale primary is never trusted for lack of news
-    /// from a newer one. `hint` (the configured primary) wins ties.
-    pub fn new(hint: Option<usize>) -> Control {
-        Control {
-            primary: AtomicUsize::new(NO_PRIMARY),
-            state: Mutex::new(State {
-                memory: Memory {
-                    trusted: hint,
-                    ..Memory::default()
-                },
-                no_primary_since: None,
-                promoting: false,
-            }),
-            topology: watch::channel(0).0,
-            primary_changes: AtomicU64::new(0),
-            promotions: AtomicU64::new(0),
-        }
-    }
-
-    pub fn primary(&self) -> Option<usize> {
-        match self.primary.load(Ordering::SeqCst) {
-            NO_PRIMARY => None,
-            p => Some(p),
-        }
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.topology.subscribe()
-    }
-
-    pub(super) fn checked(&self, s: &Arc<Shared>, i: usize, r: &Report) {
+    pub(super) fn checked(&self, s: &Arc<Topology>, i: BackendId, r: &Report) {
         let lag = if r.in_recovery {
             let primary_lsn = self
                 .primary()
                 .filter(|&p| p != i)
-                .map(|p| s.nodes[p].lsn())
+                .map(|p| s.backends[p].node.lsn())
                 .filter(|&lsn| lsn > 0);
             topology::standby_lag(primary_lsn, r.lsn, r.receive_lsn, r.replay_age_millis)
         } else {
             Lag::default()
         };
-        if s.nodes[i].checked(r, lag) {
-            tracing::info!(backend = %s.backends[i].name, "backend is up again: health check succeeded");
+        if s.backends[i].node.checked(r, lag) {
+            tracing::info!(backend = %s.backends[i].name(), "backend is up again: health check succeeded");
             // Back from down: sessions may try it again at once. (Not on
             // every success: a check on a connection that outlived a
             // failure would undo the retry delay sessions just set.)
@@ -87,36 +35,39 @@ impl Control {
         self.reelect(s);
     }
 
-    pub(super) fn failed(&self, s: &Arc<Shared>, i: usize, failures: u32, error: &str) {
-        let name = &s.backends[i].name;
+    pub(super) fn failed(&self, s: &Arc<Topology>, i: BackendId, failures: u32, error: &str) {
+        let name = &s.backends[i].name();
         // Sessions stop picking it at once; `down` waits for the retries.
         s.mark_unreachable(i);
         let limit = s.config.health.health_check_max_retries;
         if failures == 1 {
             tracing::warn!(backend = %name, %error, "health check failed");
         }
-        if s.nodes[i].failed(failures >= limit) {
+        if s.backends[i].node.failed(failures >= limit) {
             tracing::error!(backend = %name, %error, failures, "backend is down: {failures} health checks failed in a row");
         }
         self.reelect(s);
     }
 
     /// Runs the election on the latest reports and applies it.
-    pub(super) fn reelect(&self, s: &Arc<Shared>) {
-        if s.nodes.iter().any(|n| n.checks() == 0) {
+    pub(super) fn reelect(&self, s: &Arc<Topology>) {
+        if s.backends.iter().any(|b| b.node.checks() == 0) {
             return;
         }
         let mut st = self.state.lock().unwrap();
-        let reports: Vec<_> = s.nodes.iter().map(|n| n.report()).collect();
+        let reports: Vec<_> = s.backends.iter().map(|b| b.node.report()).collect();
         let e = topology::elect(&reports, &mut st.memory);
         for (i, &role) in e.roles.iter().enumerate() {
-            let was = s.nodes[i].set_role(role);
+            let b = &s.backends[BackendId::nth(i)];
+            let was = b.node.set_role(role);
             if was == role {
                 continue;
             }
-            let name = &s.backends[i].name;
+            let name = b.name();
             if role == Role::StalePrimary && reports[i].up {
-                let winner = e.primary.map_or("none", |p| s.backends[p].name.as_str());
+                let winner = e
+                    .primary
+                    .map_or("none", |p| s.backends[BackendId::nth(p)].name());
                 tracing::error!(
                     backend = %name,
                     timeline = reports[i].timeline,
@@ -133,7 +84,7 @@ impl Control {
             self.primary_changes.fetch_add(1, Ordering::Relaxed);
             match e.primary {
                 Some(p) => {
-                    tracing::warn!(backend = %s.backends[p].name, timeline = reports[p].timeline, "primary is now this backend; writes go here");
+                    tracing::warn!(backend = %s.backends[BackendId::nth(p)].name(), timeline = reports[p].timeline, "primary is now this backend; writes go here");
                     st.promoting = false;
                 }
                 None => tracing::error!(
@@ -156,11 +107,11 @@ impl Control {
                 {
                     if let Some(target) = best_standby(s) {
                         st.promoting = true;
-                        tracing::warn!(backend = %s.backends[target].name, down_for = ?since.elapsed(), "auto_promote: the primary has been down for promote_after; promoting the standby with the most WAL replayed");
+                        tracing::warn!(backend = %s.backends[target].name(), down_for = ?since.elapsed(), "auto_promote: the primary has been down for promote_after; promoting the standby with the most WAL replayed");
                         let s = Arc::clone(s);
                         tokio::spawn(async move {
                             if let Err(e) = pg_promote(&s, target).await {
-                                tracing::error!(backend = %s.backends[target].name, error = %e, "auto_promote failed; will retry");
+                                tracing::error!(backend = %s.backends[target].name(), error = %e, "auto_promote failed; will retry");
                                 s.control.state.lock().unwrap().promoting = false;
                             }
                         });
@@ -170,25 +121,27 @@ impl Control {
         }
     }
 
-    fn set_excluded(&self, s: &Arc<Shared>, node: Option<usize>) {
-        self.state.lock().unwrap().memory.excluded = node;
+    fn set_excluded(&self, s: &Arc<Topology>, node: Option<BackendId>) {
+        self.state.lock().unwrap().memory.excluded = node.map(BackendId::index);
         self.reelect(s);
     }
 }
 
 /// The up, attached standby that has replayed the most WAL.
-fn best_standby(s: &Shared) -> Option<usize> {
-    (0..s.nodes.len())
-        .filter(|&i| {
-            let n = &s.nodes[i];
+fn best_standby(s: &Topology) -> Option<BackendId> {
+    s.backends
+        .iter()
+        .filter(|b| {
+            let n = &b.node;
             n.is_up() && !n.is_detached() && n.pg_role() == PgRole::Standby
         })
-        .max_by_key(|&i| (s.nodes[i].lsn(), std::cmp::Reverse(i)))
+        .max_by_key(|b| (b.node.lsn(), std::cmp::Reverse(b.id)))
+        .map(|b| b.id)
 }
 
 /// Runs `pg_promote()` on `target` and wakes its check so the new role is
 /// seen at once.
-async fn pg_promote(s: &Arc<Shared>, target: usize) -> Result<(), String> {
+async fn pg_promote(s: &Arc<Topology>, target: BackendId) -> Result<(), String> {
     let client = check::connect(s, target).await?;
     let rows = client
         .simple_query("SELECT pg_promote(true, 60)")
@@ -201,18 +154,18 @@ async fn pg_promote(s: &Arc<Shared>, target: usize) -> Result<(), String> {
         return Err("pg_promote() returned false: the promotion did not finish within 60 s".into());
     }
     s.control.promotions.fetch_add(1, Ordering::Relaxed);
-    s.nodes[target].wake.notify_one();
+    s.backends[target].node.wake.notify_one();
     Ok(())
 }
 
 /// `PGSPLIT DETACH`: the node gets no traffic until attached.
-pub fn detach(s: &Arc<Shared>, i: usize) -> Option<String> {
-    let was = s.nodes[i].set_detached(true);
-    tracing::warn!(backend = %s.backends[i].name, "detached by an admin: no traffic until PGSPLIT ATTACH");
+pub fn detach(s: &Arc<Topology>, i: BackendId) -> Option<String> {
+    let was = s.backends[i].node.set_detached(true);
+    tracing::warn!(backend = %s.backends[i].name(), "detached by an admin: no traffic until PGSPLIT ATTACH");
     s.control.reelect(s);
     if was {
         Some("the node was already detached".to_owned())
-    } else if s.nodes[i].pg_role() == PgRole::Primary && s.control.primary().is_none() {
+    } else if s.backends[i].node.pg_role() == PgRole::Primary && s.control.primary().is_none() {
         Some("that was the primary: writes now wait for health.failover_timeout; attach it again or PGSPLIT PROMOTE a standby".to_owned())
     } else {
         None
@@ -220,9 +173,9 @@ pub fn detach(s: &Arc<Shared>, i: usize) -> Option<String> {
 }
 
 /// `PGSPLIT ATTACH`: back in service as soon as it is healthy.
-pub fn attach(s: &Arc<Shared>, i: usize) -> Option<String> {
-    let was = s.nodes[i].set_detached(false);
-    tracing::info!(backend = %s.backends[i].name, "attached by an admin");
+pub fn attach(s: &Arc<Topology>, i: BackendId) -> Option<String> {
+    let was = s.backends[i].node.set_detached(false);
+    tracing::info!(backend = %s.backends[i].name(), "attached by an admin");
     s.control.reelect(s);
     (!was).then(|| "the node was not detached".to_owned())
 }
@@ -231,23 +184,14 @@ pub fn attach(s: &Arc<Shared>, i: usize) -> Option<String> {
 /// primary up this is a switchover that loses nothing: writes are held,
 /// sessions using the old primary finish, the target replays everything
 /// the old primary wrote, and only then is it promoted.
-pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo> {
-    let name = s.backends[target].name.clone();
-    let n = &s.nodes[target];
+pub async fn promote(s: &Arc<Topology>, target: BackendId) -> Result<String, ErrorInfo> {
+    let name = s.backends[target].name().to_owned();
+    let n = &s.backends[target].node;
     if !(n.is_up() && n.pg_role() == PgRole::Standby) {
-        return Err(ErrorInfo::error(
-            "55000",
-            format!(
-                "pgsplit: cannot promote {name}: it is not a standby that answers health checks"
-            ),
-        )
-        .hint("SHOW pool_nodes lists each node's pg_status and pg_role."));
+        return Err(errors::not_promotable(&name));
     }
     if std::mem::replace(&mut s.control.state.lock().unwrap().promoting, true) {
-        return Err(
-            ErrorInfo::error("55006", "pgsplit: a promotion is already in progress")
-                .hint("Wait for it to finish (SHOW pool_nodes), then retry if still needed."),
-        );
+        return Err(errors::promotion_in_progress());
     }
     let result = switch_to(s, target).await;
     if result.is_err() {
@@ -260,20 +204,17 @@ pub async fn promote(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo
     result
 }
 
-async fn switch_to(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo> {
-    let name = s.backends[target].name.clone();
+async fn switch_to(s: &Arc<Topology>, target: BackendId) -> Result<String, ErrorInfo> {
+    let name = s.backends[target].name().to_owned();
     let timeout = s.config.health.failover_timeout;
     let deadline = Instant::now() + timeout;
     let old = s.control.primary();
     if let Some(old) = old {
         s.control.set_excluded(s, Some(old));
-        let undo = |why: String| {
-            ErrorInfo::error("55006", format!("pgsplit: switchover to {name} abandoned: {why}"))
-                .hint("Nothing was promoted and writes go to the old primary again; retry when the cluster is quieter.")
-        };
+        let undo = |why: String| errors::switchover_abandoned(&name, &why);
         // Sessions that picked the old primary before the fence finish
         // their work there; none can start after it (they re-check).
-        while s.stats[old].active.load(Ordering::SeqCst) > 0 {
+        while s.backends[old].stats.active.load(Ordering::SeqCst) > 0 {
             if Instant::now() >= deadline {
                 return Err(undo(format!(
                     "sessions still use the old primary after {timeout:?} (health.failover_timeout)"
@@ -289,13 +230,13 @@ async fn switch_to(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo> 
                 )))
             }
         };
-        while s.nodes[target].lsn() < lsn {
+        while s.backends[target].node.lsn() < lsn {
             if Instant::now() >= deadline {
                 return Err(undo(format!(
                     "{name} did not replay the old primary's WAL within {timeout:?}"
                 )));
             }
-            s.nodes[target].wake.notify_one();
+            s.backends[target].node.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -303,36 +244,30 @@ async fn switch_to(s: &Arc<Shared>, target: usize) -> Result<String, ErrorInfo> 
     if let Err(e) = pg_promote(s, target).await {
         s.control.state.lock().unwrap().promoting = false;
         s.control.set_excluded(s, None);
-        return Err(ErrorInfo::error(
-            "58000",
-            format!("pgsplit: promoting {name} failed: {e}"),
-        ));
+        return Err(errors::promotion_failed(&name, &e));
     }
     let mut topology = s.control.subscribe();
     while s.control.primary() != Some(target) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(ErrorInfo::error(
-                "58000",
-                format!("pgsplit: {name} was promoted but has not reported as primary within {timeout:?}"),
-            ));
+            return Err(errors::promotion_unconfirmed(&name, timeout));
         }
         let _ =
             tokio::time::timeout(left.min(Duration::from_millis(100)), topology.changed()).await;
     }
     // The old primary stays fenced by its older timeline.
     s.control.state.lock().unwrap().memory.excluded = None;
-    tracing::warn!(backend = %name, old = ?old.map(|o| &s.backends[o].name), "promoted by PGSPLIT PROMOTE");
+    tracing::warn!(backend = %name, old = ?old.map(|o| s.backends[o].name()), "promoted by PGSPLIT PROMOTE");
     Ok(match old {
         Some(o) => format!(
             "{name} is the primary; {} is fenced until it rejoins as a standby",
-            s.backends[o].name
+            s.backends[o].name()
         ),
         None => format!("{name} is the primary"),
     })
 }
 
-async fn current_lsn(s: &Shared, i: usize) -> Result<u64, String> {
+async fn current_lsn(s: &Topology, i: BackendId) -> Result<u64, String> {
     let client = check::connect(s, i).await?;
     let rows = client
         .simple_query("SELECT pg_current_wal_lsn()::text")

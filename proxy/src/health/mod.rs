@@ -4,13 +4,12 @@
 //! connection outside the client pools: it reads the server's role,
 //! timeline, WAL positions and replication state. Every report feeds the
 //! election (`control.rs`, rules in `pgsplit_router::topology`), which
-//! decides where writes go and which servers may take reads. Sessions only
-//! read atomics here; nothing on the request path takes a lock.
+//! decides where writes go and which servers may take reads, and is kept
+//! in [`crate::topology`]. Sessions only read atomics there; nothing on
+//! the request path takes a lock.
 
 mod check;
 mod control;
-mod node;
 
 pub use check::{parse_lsn, spawn};
-pub use control::{attach, detach, promote, Control};
-pub use node::{Node, NodeSnapshot};
+pub use control::{attach, detach, promote};

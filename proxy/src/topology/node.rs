@@ -199,7 +199,7 @@ impl Node {
     }
 
     /// Records a successful check; returns whether the node was down.
-    pub(crate) fn checked(&self, r: &super::check::Report, lag: Lag) -> bool {
+    pub(crate) fn checked(&self, r: &Report, lag: Lag) -> bool {
         self.pg_role.store(
             pg_role_code(if r.in_recovery {
                 PgRole::Standby
@@ -262,4 +262,20 @@ impl Node {
             state_changes: d.state_changes,
         }
     }
+}
+
+/// One successful check.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub in_recovery: bool,
+    /// Write position (primary) or replay position (standby).
+    pub lsn: u64,
+    pub receive_lsn: u64,
+    pub timeline: u32,
+    /// Milliseconds since the last replayed transaction's commit.
+    pub replay_age_millis: Option<u64>,
+    /// The WAL receiver's status ("streaming", ...); empty on a primary.
+    pub receiver_status: String,
+    /// When the check was sent ([`super::Topology::now_us`]).
+    pub sent_at_us: u64,
 }

@@ -1,0 +1,108 @@
+//! Serving one client connection: startup, then the session until the
+//! client leaves, then giving its server connections back.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgsplit_protocol::{encode, TransactionStatus};
+use pgsplit_router::ryw::Ryw;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::phase::Phase;
+use super::session::{Client, Session};
+use super::startup::establish;
+use crate::errors::{Reply, SessionError};
+use crate::shared::{LagLimit, Shared};
+
+/// Serves one client connection to the end. Never panics on client input;
+/// every failure ends with an ErrorResponse where the client can still read it.
+pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let opened = tokio::time::timeout(
+        shared.config.timeouts.client_startup,
+        establish(&mut stream, &mut rbuf, &shared),
+    )
+    .await
+    .unwrap_or(Err(SessionError::StartupTimeout));
+    let e = match opened {
+        Ok(Some(e)) => e,
+        Ok(None) => return,
+        Err(e) => {
+            log_end(&e);
+            report(&mut stream, &e).await;
+            return;
+        }
+    };
+    let backends = shared.topology.backends.len();
+    let mode = super::own::mode_of(e.ryw);
+    let mut c = Client {
+        lag_limit: LagLimit::from_config(&shared.config.health),
+        recheck: None,
+        conns: (0..backends).map(|_| None).collect(),
+        pools: (0..backends).map(|_| None).collect(),
+        session_pooling: shared.config.pool.mode == pgsplit_config::PoolMode::Session,
+        shared,
+        stream,
+        rbuf,
+        wbuf: BytesMut::new(),
+        tx: TransactionStatus::Idle,
+        state: e.state,
+        segments: VecDeque::new(),
+        current_meta: None,
+        tx_meta: Vec::new(),
+        segment_failed: false,
+        last_command_tag: None,
+        events: Vec::new(),
+        decided_query: None,
+        ryw_mode: mode,
+        default_ryw_mode: mode,
+        ryw: Ryw::default(),
+        user: e.user,
+        database: e.database,
+        cancel_key: e.cancel_key,
+        _permit: e.permit,
+    };
+    // In transaction pooling an idle client holds nothing: the startup
+    // connection goes back to the pool now, not when the session ends.
+    let mut startup_conn = e.conn;
+    if let Some((backend, pool)) = e.pool {
+        c.pools[backend.index()] = Some(pool);
+        if c.session_pooling {
+            c.conns[backend.index()] = startup_conn.take();
+        }
+    }
+    drop(startup_conn);
+    let mut session = Session {
+        phase: Phase::IDLE,
+        c,
+    };
+    let result = session.run().await;
+    if let Err(e) = &result {
+        log_end(e);
+        report(&mut session.c.stream, e).await;
+    }
+    session.close().await;
+}
+
+async fn report(client: &mut TcpStream, e: &SessionError) {
+    let mut out = BytesMut::new();
+    match e.reply() {
+        Reply::None => return,
+        Reply::Error(info) => encode::error_response(&mut out, &info),
+        Reply::Raw(frame) => out.extend_from_slice(frame.as_bytes()),
+    }
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+}
+
+fn log_end(e: &SessionError) {
+    match e {
+        SessionError::ClientIo(_) | SessionError::ClientTruncated => {
+            tracing::debug!(error = %e, "client connection ended")
+        }
+        _ => tracing::warn!(error = %e, "session ended with an error"),
+    }
+}
