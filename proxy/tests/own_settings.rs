@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use pgsplit::ProxyHandle;
 use pgsplit_config::ReadYourWrites as Mode;
 
 /// The first column of an extended-protocol query, as text.
@@ -17,15 +18,22 @@ async fn extended_text(c: &tokio_postgres::Client, sql: &str) -> String {
     row.get::<_, String>(0)
 }
 
-#[tokio::test]
-async fn set_show_and_reset_of_pgsplit_settings_work_over_the_extended_protocol() {
-    let db = fresh_database("own_extended");
-    let primary = cluster().port(0);
+/// A proxy configured with read-your-writes off, and a session on a
+/// fresh database with a table `t`.
+async fn session_with_table(name: &str) -> (ProxyHandle, tokio_postgres::Client) {
+    let db = fresh_database(name);
     let mut cfg = config();
     cfg.routing.read_your_writes = Mode::Off;
     let proxy = start_proxy_with(cfg).await;
     let c = connect(&proxy, &db).await;
     c.simple_query("CREATE TABLE t (id int)").await.unwrap();
+    (proxy, c)
+}
+
+#[tokio::test]
+async fn set_show_and_reset_of_pgsplit_settings_work_over_the_extended_protocol() {
+    let (proxy, c) = session_with_table("own_extended").await;
+    let primary = cluster().port(0);
 
     assert_eq!(
         extended_text(&c, "SHOW pgsplit.read_your_writes").await,
@@ -89,13 +97,8 @@ async fn set_show_and_reset_of_pgsplit_settings_work_over_the_extended_protocol(
 
 #[tokio::test]
 async fn pgsplit_settings_inside_a_transaction_are_answered_by_pgsplit() {
-    let db = fresh_database("own_in_tx");
+    let (proxy, c) = session_with_table("own_in_tx").await;
     let primary = cluster().port(0);
-    let mut cfg = config();
-    cfg.routing.read_your_writes = Mode::Off;
-    let proxy = start_proxy_with(cfg).await;
-    let c = connect(&proxy, &db).await;
-    c.simple_query("CREATE TABLE t (id int)").await.unwrap();
     c.simple_query("BEGIN; INSERT INTO t VALUES (1)")
         .await
         .unwrap();

@@ -47,18 +47,12 @@ pub struct ServerConn {
     /// Replies still owed for requests sent, and which of them the client
     /// asked for (the rest answer statements pgsplit injected).
     pub tracker: ResponseTracker,
-    /// Named prepared statements on this server (server-side names derive
-    /// from the statement's content hash), with when each was last used, for
-    /// least-recently-used eviction.
-    pub prepared: HashMap<u64, u64>,
-    /// Content hash of the statement in the unnamed slot, if known.
-    pub unnamed: Option<u64>,
+    /// pgsplit's prepared statements on this server.
+    pub prepared: super::Prepared,
     /// Fingerprint of the session settings applied here; 0 = server defaults.
     pub settings: u64,
     /// Transaction status from the last ReadyForQuery.
     pub tx: pgsplit_protocol::TransactionStatus,
-    /// Ticks for `prepared`'s use times.
-    pub uses: u64,
     /// Bytes queued for this server, written once per batch.
     pub out: BytesMut,
 }
@@ -99,11 +93,9 @@ impl ServerConn {
             pid: 0,
             secret: 0,
             tracker: ResponseTracker::default(),
-            prepared: HashMap::new(),
-            unnamed: None,
+            prepared: super::Prepared::default(),
             settings: 0,
             tx: pgsplit_protocol::TransactionStatus::Idle,
-            uses: 0,
             out: BytesMut::new(),
         };
         let mut out = BytesMut::with_capacity(256);
@@ -318,8 +310,7 @@ impl ServerConn {
 
     /// After `DISCARD ALL`: no settings, no prepared statements.
     pub fn forget_session_state(&mut self) {
-        self.prepared.clear();
-        self.unnamed = None;
+        self.prepared.forget();
         self.settings = 0;
     }
 

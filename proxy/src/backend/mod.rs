@@ -2,6 +2,9 @@
 
 mod connect;
 pub mod pool;
+mod prepared;
+
+pub use prepared::{Prepare, Prepared};
 
 pub use connect::{ConnectParams, ServerConn};
 

@@ -17,7 +17,7 @@ use super::phase::Attachment;
 use super::session::{Client, Flow};
 use super::state::{Pin, Statement};
 use super::text::{is_admin, statement_hash, until_nul};
-use crate::backend::ServerConn;
+use crate::backend::{Prepare, ServerConn};
 use crate::errors::SessionError;
 
 /// How a client frame reaches the server.
@@ -46,7 +46,7 @@ impl Client {
                 self.note_statement(a, sql);
                 self.end_segment(a);
                 // A simple query replaces the unnamed statement.
-                a.conn.unnamed = None;
+                a.conn.prepared.set_unnamed(None);
                 Send::Forward
             }
             FrontendMessage::Parse { name, .. } => {
@@ -147,7 +147,7 @@ impl Client {
     fn parse_on(&mut self, conn: &mut ServerConn, unnamed: bool, st: &Arc<Statement>) -> Send {
         let max = self.shared.config.pool.max_prepared_statements;
         if unnamed {
-            conn.unnamed = Some(st.hash);
+            conn.prepared.set_unnamed(Some(st.hash));
             return Send::Forward;
         }
         if !queue_parse(conn, st, max) {
@@ -209,10 +209,10 @@ impl Client {
     fn ensure_prepared(&mut self, conn: &mut ServerConn, st: &Statement) {
         let max = self.shared.config.pool.max_prepared_statements;
         if st.server_name.is_empty() {
-            if conn.unnamed != Some(st.hash) {
+            if !conn.prepared.has_unnamed(st.hash) {
                 encode::parse_raw(&mut conn.out, b"", &st.body);
                 conn.tracker.push(Request::Parse, false);
-                conn.unnamed = Some(st.hash);
+                conn.prepared.set_unnamed(Some(st.hash));
             }
             return;
         }
@@ -260,8 +260,7 @@ impl Client {
         }
         if fx.deallocate_all || fx.discard_all {
             // Takes pgsplit's statements on this connection with it.
-            a.conn.prepared.clear();
-            a.conn.unnamed = None;
+            a.conn.prepared.forget();
         }
         // A role change is not undone by RESET ALL: never replay it onto a
         // pooled connection; keep the session on its own (reset by DISCARD
@@ -292,38 +291,25 @@ impl Client {
 }
 
 /// Queues a Parse of `st` under its server name unless the connection has
-/// it already (then only its use time is refreshed); returns whether a
-/// Parse was queued, for the caller to account for its reply.
+/// it already; returns whether a Parse was queued, for the caller to
+/// account for its reply.
 fn queue_parse(conn: &mut ServerConn, st: &Statement, max: usize) -> bool {
-    conn.uses += 1;
-    if let Some(used) = conn.prepared.get_mut(&st.hash) {
-        *used = conn.uses;
+    let Prepare::Needed { evict } = conn.prepared.use_named(st.hash, max) else {
         return false;
+    };
+    if let Some(victim) = evict {
+        // Its reply is not forwarded.
+        close_statement(conn, &format!("pgsplit_{victim:016x}"));
     }
-    evict_if_full(conn, max);
     // Closed first: the server may still have it (pgsplit forgets
     // statements conservatively after errors), and closing a statement
     // that does not exist is not an error.
-    encode::close(&mut conn.out, Target::Statement, &st.server_name);
-    conn.tracker.push(Request::Close, false);
+    close_statement(conn, &st.server_name);
     encode::parse_raw(&mut conn.out, st.server_name.as_bytes(), &st.body);
-    conn.prepared.insert(st.hash, conn.uses);
     true
 }
 
-/// Makes room for one more prepared statement by closing the least
-/// recently used one (its reply is not forwarded).
-fn evict_if_full(conn: &mut ServerConn, max: usize) {
-    if conn.prepared.len() < max {
-        return;
-    }
-    if let Some((&victim, _)) = conn.prepared.iter().min_by_key(|(_, used)| **used) {
-        conn.prepared.remove(&victim);
-        encode::close(
-            &mut conn.out,
-            Target::Statement,
-            &format!("pgsplit_{victim:016x}"),
-        );
-        conn.tracker.push(Request::Close, false);
-    }
+fn close_statement(conn: &mut ServerConn, name: &str) {
+    encode::close(&mut conn.out, Target::Statement, name);
+    conn.tracker.push(Request::Close, false);
 }

@@ -230,6 +230,21 @@ fn scan(
     want_tags: bool,
     max: usize,
 ) -> Result<Scanned, crate::backend::BackendError> {
+    // Read in place while the connection's other state is updated.
+    let rbuf = std::mem::take(&mut conn.rbuf);
+    let scanned = scan_batch(conn, &rbuf, wbuf, events, want_tags, max);
+    conn.rbuf = rbuf;
+    scanned
+}
+
+fn scan_batch(
+    conn: &mut ServerConn,
+    rbuf: &[u8],
+    wbuf: &mut BytesMut,
+    events: &mut Vec<Event>,
+    want_tags: bool,
+    max: usize,
+) -> Result<Scanned, crate::backend::BackendError> {
     let backend = conn.backend.name.clone();
     let protocol = |source| crate::backend::BackendError::Protocol {
         backend: backend.clone(),
@@ -241,7 +256,7 @@ fn scan(
         replied: false,
         lost: None,
     };
-    let mut frames = Frames::new(&conn.rbuf, Direction::Backend, max);
+    let mut frames = Frames::new(rbuf, Direction::Backend, max);
     let mut start = 0;
     for item in frames.by_ref() {
         let (tag, body) = item.map_err(protocol)?;
@@ -263,53 +278,20 @@ fn scan(
         if let Some((skip, count)) = d.ignored_syncs {
             events.push(Event::IgnoredSyncs(skip, count));
         }
-        match tag {
-            be::READY_FOR_QUERY => {
-                let status = ready_status(body).map_err(protocol)?;
-                conn.tx = status;
-                if d.forward {
-                    events.push(Event::Ready(status));
-                }
-            }
-            be::PARAMETER_STATUS => {
-                if let Some((name, value)) = parameter(body) {
-                    if d.forward && name == "default_transaction_read_only" {
-                        events.push(Event::DefaultReadOnly(value == "on"));
-                    }
-                    match conn.params.iter_mut().find(|(n, _)| n == name) {
-                        Some((_, v)) => value.clone_into(v),
-                        None => conn.params.push((name.to_owned(), value.to_owned())),
-                    }
-                }
-            }
-            be::ERROR_RESPONSE => {
-                // Which Parse failed or was skipped is not known here:
-                // forget them all; they are prepared again when used
-                // (after a Close, so one the server kept is no problem).
-                conn.prepared.clear();
-                conn.unnamed = None;
-                if d.forward {
-                    events.push(Event::Error);
-                }
-            }
-            be::COMMAND_COMPLETE if d.forward && want_tags => events.push(Event::Tag(
-                String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
-            )),
-            _ => {}
-        }
+        note_reply(conn, tag, body, d.forward, events, want_tags).map_err(protocol)?;
         if d.forward {
             if out.copying {
-                wbuf.extend_from_slice(&conn.rbuf[start..end]);
+                wbuf.extend_from_slice(&rbuf[start..end]);
             }
         } else if !out.copying {
             out.copying = true;
-            wbuf.extend_from_slice(&conn.rbuf[..start]);
+            wbuf.extend_from_slice(&rbuf[..start]);
         }
         while let Some(reply) = conn.tracker.take_synthetic() {
             out.replied = true;
             if !out.copying {
                 out.copying = true;
-                wbuf.extend_from_slice(&conn.rbuf[..end]);
+                wbuf.extend_from_slice(&rbuf[..end]);
             }
             encode::empty_message(wbuf, reply);
         }
@@ -321,6 +303,52 @@ fn scan(
         frames.consumed()
     };
     Ok(out)
+}
+
+/// What one forwarded-or-dropped reply tells the session (as `events`)
+/// and its connection: transaction status, server parameters, errors.
+fn note_reply(
+    conn: &mut ServerConn,
+    tag: u8,
+    body: &[u8],
+    forward: bool,
+    events: &mut Vec<Event>,
+    want_tags: bool,
+) -> Result<(), pgsplit_protocol::ProtocolError> {
+    match tag {
+        be::READY_FOR_QUERY => {
+            let status = ready_status(body)?;
+            conn.tx = status;
+            if forward {
+                events.push(Event::Ready(status));
+            }
+        }
+        be::PARAMETER_STATUS => {
+            if let Some((name, value)) = parameter(body) {
+                if forward && name == "default_transaction_read_only" {
+                    events.push(Event::DefaultReadOnly(value == "on"));
+                }
+                match conn.params.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, v)) => value.clone_into(v),
+                    None => conn.params.push((name.to_owned(), value.to_owned())),
+                }
+            }
+        }
+        be::ERROR_RESPONSE => {
+            // Which Parse failed or was skipped is not known here:
+            // forget them all; they are prepared again when used
+            // (after a Close, so one the server kept is no problem).
+            conn.prepared.forget();
+            if forward {
+                events.push(Event::Error);
+            }
+        }
+        be::COMMAND_COMPLETE if forward && want_tags => events.push(Event::Tag(
+            String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]).into_owned(),
+        )),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The message of a FATAL or PANIC ErrorResponse: the server is ending

@@ -208,34 +208,11 @@ pub(super) async fn establish(
     let reported = match shared.cached_startup(&database, &user.server_user, state.fingerprint) {
         Some(cached) => cached,
         None => {
-            let backend = startup_backend(shared).await;
-            let pool = shared.pools.pool(
-                backend,
-                &database,
-                &user.server_user,
-                user.server_password.as_deref(),
-            );
-            let mut c = checkout(shared, &pool, backend, &database, &user.server_user).await?;
-            if let Some(sql) = state.replay_sql(c.settings) {
-                match c.exchange(&sql).await? {
-                    Ok(changed) => {
-                        for (name, value) in changed {
-                            c.set_param(name, value);
-                        }
-                        c.settings = state.fingerprint;
-                    }
-                    Err(error) => {
-                        return Err(BackendError::Refused {
-                            backend: c.backend.name.clone(),
-                            error,
-                        }
-                        .into())
-                    }
-                }
-            }
-            let params = c.params.clone();
-            conn = Some(c);
-            used_pool = Some((backend, pool));
+            let first = first_connection(shared, &database, user, &state).await?;
+            let params = first.conn.params.clone();
+            let backend = first.backend;
+            conn = Some(first.conn);
+            used_pool = Some((backend, first.pool));
             if Some(backend) == shared.primary() {
                 shared.cache_startup(&database, &user.server_user, state.fingerprint, params)
             } else {
@@ -271,6 +248,49 @@ pub(super) async fn establish(
         user: user_name,
         database,
     }))
+}
+
+/// The connection the first client of a database, user and settings
+/// logs in with, carrying the client's startup parameters.
+struct FirstConnection {
+    backend: BackendId,
+    pool: ConnPool,
+    conn: PooledConn,
+}
+
+async fn first_connection(
+    shared: &Arc<Shared>,
+    database: &str,
+    user: &crate::shared::UserAuth,
+    state: &SessionState,
+) -> Result<FirstConnection, SessionError> {
+    let backend = startup_backend(shared).await;
+    let pool = shared.pools.pool(
+        backend,
+        database,
+        &user.server_user,
+        user.server_password.as_deref(),
+    );
+    let mut c = checkout(shared, &pool, backend, database, &user.server_user).await?;
+    if let Some(sql) = state.replay_sql(c.settings) {
+        match c.exchange(&sql).await? {
+            Ok(changed) => {
+                for (name, value) in changed {
+                    c.set_param(name, value);
+                }
+                c.settings = state.fingerprint;
+            }
+            Err(error) => {
+                let backend = c.backend.name.clone();
+                return Err(BackendError::Refused { backend, error }.into());
+            }
+        }
+    }
+    Ok(FirstConnection {
+        backend,
+        pool,
+        conn: c,
+    })
 }
 
 /// The server a new client's first connection goes to: the primary, once

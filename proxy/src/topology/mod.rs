@@ -9,7 +9,9 @@ mod node;
 use std::ops::Index;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use pgsplit_config::{Config, RoleHint};
 
@@ -191,7 +193,7 @@ impl Topology {
     }
 
     /// The proxy's monotonic clock, for ordering commits against position
-    /// samples.
+    /// samples. Tokio's, so unit tests can pause it.
     pub fn now_us(&self) -> u64 {
         Instant::now()
             .saturating_duration_since(self.started)
@@ -306,5 +308,75 @@ impl Drop for Claim {
             .stats
             .active
             .fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_backends() -> Arc<Topology> {
+        let config = Config {
+            backends: ["primary", "replica1", "replica2"]
+                .iter()
+                .map(|name| pgsplit_config::Backend {
+                    name: (*name).into(),
+                    ..pgsplit_config::Backend::default()
+                })
+                .collect(),
+            ..Config::default()
+        };
+        Arc::new(Topology::new(Arc::new(config)))
+    }
+
+    #[test]
+    fn a_claim_counts_while_it_is_held() {
+        let t = three_backends();
+        let id = t.backends.by_name("replica1").unwrap();
+        let active = |t: &Topology| t.backends[id].stats().active;
+        let a = t.claim(id);
+        let b = t.claim(id);
+        assert_eq!(active(&t), 2);
+        drop(a);
+        assert_eq!(active(&t), 1);
+        drop(b);
+        assert_eq!(active(&t), 0);
+        assert_eq!(t.backends[BackendId::nth(0)].stats().active, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_backend_is_skipped_for_retry_after_or_until_a_check_passes() {
+        let t = three_backends();
+        let id = BackendId::nth(2);
+        assert!(t.is_usable(id));
+        t.mark_unreachable(id);
+        assert!(!t.is_usable(id));
+        tokio::time::advance(RETRY_AFTER - Duration::from_millis(10)).await;
+        assert!(!t.is_usable(id), "still within the retry delay");
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(t.is_usable(id), "the delay ran out");
+        t.mark_unreachable(id);
+        t.clear_unreachable(id);
+        assert!(t.is_usable(id), "a passing check clears it at once");
+        assert!(t.is_usable(BackendId::nth(1)), "others are not affected");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_primary_ends_at_the_deadline_when_none_is_elected() {
+        let t = three_backends();
+        let start = Instant::now();
+        let got = t.wait_for_primary(start + Duration::from_secs(3)).await;
+        assert_eq!(got, None);
+        assert!(Instant::now() - start >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn backends_are_found_by_name_and_id() {
+        let t = three_backends();
+        let ids: Vec<usize> = t.backends.ids().map(BackendId::index).collect();
+        assert_eq!(ids, [0, 1, 2]);
+        assert_eq!(t.backends.by_name("replica2"), Some(BackendId::nth(2)));
+        assert_eq!(t.backends.by_name("nope"), None);
+        assert_eq!(t.backends[BackendId::nth(1)].name(), "replica1");
     }
 }
