@@ -34,27 +34,27 @@ pub struct ConnectParams<'a> {
 
 /// An authenticated server connection that has reported ReadyForQuery.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub(super) stream: TcpStream,
     /// Bytes read from the server not yet consumed; owned here so reads are
     /// cancel-safe and partial frames survive between calls.
-    pub rbuf: BytesMut,
-    pub backend: BackendAddr,
-    pub addr: SocketAddr,
+    pub(super) rbuf: BytesMut,
+    pub(super) backend: BackendAddr,
+    pub(super) addr: SocketAddr,
     /// ParameterStatus values reported at startup, in order.
-    pub params: Vec<(String, String)>,
-    pub pid: i32,
-    pub secret: i32,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) pid: i32,
+    pub(super) secret: i32,
     /// Replies still owed for requests sent, and which of them the client
     /// asked for (the rest answer statements pgsplit injected).
-    pub tracker: ResponseTracker,
+    pub(super) tracker: ResponseTracker,
     /// pgsplit's prepared statements on this server.
-    pub prepared: super::Prepared,
+    pub(super) prepared: super::Prepared,
     /// Fingerprint of the session settings applied here; 0 = server defaults.
-    pub settings: u64,
+    pub(super) settings: u64,
     /// Transaction status from the last ReadyForQuery.
-    pub tx: pgsplit_protocol::TransactionStatus,
+    pub(super) tx: pgsplit_protocol::TransactionStatus,
     /// Bytes queued for this server, written once per batch.
-    pub out: BytesMut,
+    pub(super) out: BytesMut,
 }
 
 impl ServerConn {

@@ -3,6 +3,7 @@
 mod connect;
 pub mod pool;
 mod prepared;
+mod server;
 
 pub use prepared::{Prepare, Prepared};
 

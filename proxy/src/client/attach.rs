@@ -185,20 +185,21 @@ impl Client {
                 ryw.kept_on_primary.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let (addr, server_pid, server_secret) = conn.cancel_key();
         self.cancel_key.set_target(Some(CancelTarget {
-            addr: conn.addr,
-            server_pid: conn.pid,
-            server_secret: conn.secret,
+            addr,
+            server_pid,
+            server_secret,
         }));
-        if let Some(sql) = self.state.replay_sql(conn.settings) {
-            encode::query(&mut conn.out, &sql);
-            conn.tracker.push(Request::UntilReady, false);
-            conn.settings = self.state.fingerprint;
+        if let Some(sql) = self.state.replay_sql(conn.settings()) {
+            encode::query(conn.out(), &sql);
+            conn.expect(Request::UntilReady, false);
+            conn.set_settings(self.state.fingerprint);
         }
         let begin = self.state.deferred_begin.take();
         if let Some(begin) = &begin {
-            encode::query(&mut conn.out, begin);
-            conn.tracker.push(Request::UntilReady, false);
+            encode::query(conn.out(), begin);
+            conn.expect(Request::UntilReady, false);
         }
         let retriable = !retried
             && self.state.pinned.is_none()
@@ -221,7 +222,7 @@ impl Client {
             if c.is_alive() {
                 return Ok(c);
             }
-            tracing::debug!(backend = %c.backend.name, "held server connection was closed; replacing it");
+            tracing::debug!(backend = %c.backend_name(), "held server connection was closed; replacing it");
             PooledConn::discard(c);
         }
         let auth = &self.shared.users[&self.user];

@@ -46,7 +46,7 @@ impl Client {
                 self.note_statement(a, sql);
                 self.end_segment(a);
                 // A simple query replaces the unnamed statement.
-                a.conn.prepared.set_unnamed(None);
+                a.conn.prepared().set_unnamed(None);
                 Send::Forward
             }
             FrontendMessage::Parse { name, .. } => {
@@ -64,7 +64,7 @@ impl Client {
                         } else {
                             let bind = frontend::split_bind_body(frame.body())?;
                             encode::bind_renamed(
-                                &mut a.conn.out,
+                                a.conn.out(),
                                 bind.portal,
                                 st.server_name.as_bytes(),
                                 bind.rest,
@@ -80,7 +80,7 @@ impl Client {
             } => match self.state.statements.get(name).cloned() {
                 Some(st) if !st.server_name.is_empty() => {
                     self.ensure_prepared(&mut a.conn, &st);
-                    encode::describe(&mut a.conn.out, Target::Statement, &st.server_name);
+                    encode::describe(a.conn.out(), Target::Statement, &st.server_name);
                     Send::Written
                 }
                 Some(st) => {
@@ -115,19 +115,19 @@ impl Client {
         match send {
             Send::Forward => {
                 if let Some(request) = Request::for_frontend_tag(tag) {
-                    conn.tracker.push(request, true);
+                    conn.expect(request, true);
                 }
-                conn.out.extend_from_slice(frame.as_bytes());
+                conn.out().extend_from_slice(frame.as_bytes());
             }
             Send::Written => {
                 if let Some(request) = Request::for_frontend_tag(tag) {
-                    conn.tracker.push(request, true);
+                    conn.expect(request, true);
                 }
             }
             Send::Answer(reply) => {
-                conn.tracker.push(Request::Synthetic(reply), true);
+                conn.expect(Request::Synthetic(reply), true);
                 let mut answered = false;
-                while let Some(reply) = conn.tracker.take_synthetic() {
+                while let Some(reply) = conn.take_synthetic() {
                     encode::empty_message(&mut self.wbuf, reply);
                     answered = true;
                 }
@@ -147,7 +147,7 @@ impl Client {
     fn parse_on(&mut self, conn: &mut ServerConn, unnamed: bool, st: &Arc<Statement>) -> Send {
         let max = self.shared.config.pool.max_prepared_statements;
         if unnamed {
-            conn.prepared.set_unnamed(Some(st.hash));
+            conn.prepared().set_unnamed(Some(st.hash));
             return Send::Forward;
         }
         if !queue_parse(conn, st, max) {
@@ -209,15 +209,15 @@ impl Client {
     fn ensure_prepared(&mut self, conn: &mut ServerConn, st: &Statement) {
         let max = self.shared.config.pool.max_prepared_statements;
         if st.server_name.is_empty() {
-            if !conn.prepared.has_unnamed(st.hash) {
-                encode::parse_raw(&mut conn.out, b"", &st.body);
-                conn.tracker.push(Request::Parse, false);
-                conn.prepared.set_unnamed(Some(st.hash));
+            if !conn.prepared().has_unnamed(st.hash) {
+                encode::parse_raw(conn.out(), b"", &st.body);
+                conn.expect(Request::Parse, false);
+                conn.prepared().set_unnamed(Some(st.hash));
             }
             return;
         }
         if queue_parse(conn, st, max) {
-            conn.tracker.push(Request::Parse, false);
+            conn.expect(Request::Parse, false);
         }
     }
 
@@ -260,7 +260,7 @@ impl Client {
         }
         if fx.deallocate_all || fx.discard_all {
             // Takes pgsplit's statements on this connection with it.
-            a.conn.prepared.forget();
+            a.conn.prepared().forget();
         }
         // A role change is not undone by RESET ALL: never replay it onto a
         // pooled connection; keep the session on its own (reset by DISCARD
@@ -294,7 +294,7 @@ impl Client {
 /// it already; returns whether a Parse was queued, for the caller to
 /// account for its reply.
 fn queue_parse(conn: &mut ServerConn, st: &Statement, max: usize) -> bool {
-    let Prepare::Needed { evict } = conn.prepared.use_named(st.hash, max) else {
+    let Prepare::Needed { evict } = conn.prepared().use_named(st.hash, max) else {
         return false;
     };
     if let Some(victim) = evict {
@@ -305,11 +305,11 @@ fn queue_parse(conn: &mut ServerConn, st: &Statement, max: usize) -> bool {
     // statements conservatively after errors), and closing a statement
     // that does not exist is not an error.
     close_statement(conn, &st.server_name);
-    encode::parse_raw(&mut conn.out, st.server_name.as_bytes(), &st.body);
+    encode::parse_raw(conn.out(), st.server_name.as_bytes(), &st.body);
     true
 }
 
 fn close_statement(conn: &mut ServerConn, name: &str) {
-    encode::close(&mut conn.out, Target::Statement, name);
-    conn.tracker.push(Request::Close, false);
+    encode::close(conn.out(), Target::Statement, name);
+    conn.expect(Request::Close, false);
 }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use pgsplit_protocol::backend::ready_status;
 use pgsplit_protocol::encode;
 use pgsplit_protocol::frame::Frames;
@@ -72,7 +72,7 @@ impl Client {
         if a.retry.possible() {
             // Nothing of this attachment has reached the client yet.
             let write = a.purpose == Purpose::Write;
-            match first_replies(&a.conn.rbuf, max, &a.conn.tracker, write) {
+            match first_replies(a.conn.received(), max, a.conn.tracker(), write) {
                 FirstReplies::Failed { why, read_only } => {
                     return Err(SessionError::ServerLost { why, read_only })
                 }
@@ -107,10 +107,10 @@ impl Client {
         self.note_commit(a, &events);
         let conn = &mut a.conn;
         let batch = if scanned.copying {
-            conn.rbuf.advance(scanned.consumed);
+            conn.consume(scanned.consumed);
             None
         } else {
-            Some(conn.rbuf.split_to(scanned.consumed))
+            Some(conn.split_received(scanned.consumed))
         };
         for e in events.drain(..) {
             self.on_event(e, conn);
@@ -142,7 +142,7 @@ impl Client {
             // write pipelined behind this reply has not committed yet: its
             // own ReadyForQuery is timed again.
             let at_us = self.shared.topology.now_us().max(1);
-            self.ryw.committed(at_us, !a.conn.tracker.is_idle());
+            self.ryw.committed(at_us, !a.conn.owes_nothing());
             self.shared.last_write_us.fetch_max(at_us, Ordering::AcqRel);
         }
     }
@@ -200,11 +200,11 @@ impl Client {
         // The connection that ran them already has them, except that a
         // RESET there went to the server's defaults, not to this client's
         // startup parameters: then mark it for a full replay.
-        conn.settings = if resets && self.state.has_baseline() {
+        conn.set_settings(if resets && self.state.has_baseline() {
             super::state::UNKNOWN_SETTINGS
         } else {
             self.state.fingerprint
-        };
+        });
     }
 }
 
@@ -231,9 +231,9 @@ fn scan(
     max: usize,
 ) -> Result<Scanned, crate::backend::BackendError> {
     // Read in place while the connection's other state is updated.
-    let rbuf = std::mem::take(&mut conn.rbuf);
+    let rbuf = conn.take_received();
     let scanned = scan_batch(conn, &rbuf, wbuf, events, want_tags, max);
-    conn.rbuf = rbuf;
+    conn.restore_received(rbuf);
     scanned
 }
 
@@ -245,7 +245,7 @@ fn scan_batch(
     want_tags: bool,
     max: usize,
 ) -> Result<Scanned, crate::backend::BackendError> {
-    let backend = conn.backend.name.clone();
+    let backend = conn.backend_name().to_owned();
     let protocol = |source| crate::backend::BackendError::Protocol {
         backend: backend.clone(),
         source,
@@ -269,7 +269,7 @@ fn scan_batch(
                 break;
             }
         }
-        let d = conn.tracker.on_message(tag);
+        let d = conn.on_reply(tag);
         out.replied |= d.forward
             && !matches!(
                 tag,
@@ -287,7 +287,7 @@ fn scan_batch(
             out.copying = true;
             wbuf.extend_from_slice(&rbuf[..start]);
         }
-        while let Some(reply) = conn.tracker.take_synthetic() {
+        while let Some(reply) = conn.take_synthetic() {
             out.replied = true;
             if !out.copying {
                 out.copying = true;
@@ -318,7 +318,7 @@ fn note_reply(
     match tag {
         be::READY_FOR_QUERY => {
             let status = ready_status(body)?;
-            conn.tx = status;
+            conn.note_ready(status);
             if forward {
                 events.push(Event::Ready(status));
             }
@@ -328,17 +328,14 @@ fn note_reply(
                 if forward && name == "default_transaction_read_only" {
                     events.push(Event::DefaultReadOnly(value == "on"));
                 }
-                match conn.params.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, v)) => value.clone_into(v),
-                    None => conn.params.push((name.to_owned(), value.to_owned())),
-                }
+                conn.set_param(name.to_owned(), value.to_owned());
             }
         }
         be::ERROR_RESPONSE => {
             // Which Parse failed or was skipped is not known here:
             // forget them all; they are prepared again when used
             // (after a Close, so one the server kept is no problem).
-            conn.prepared.forget();
+            conn.prepared().forget();
             if forward {
                 events.push(Event::Error);
             }

@@ -95,7 +95,7 @@ impl Session {
             fe::TERMINATE => Err(SessionError::ClientGone),
             _ if local => {
                 if let Phase::Attached(a) = &self.phase {
-                    if !a.conn.tracker.is_idle() {
+                    if !a.conn.owes_nothing() {
                         return Ok(false);
                     }
                 }

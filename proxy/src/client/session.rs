@@ -121,7 +121,7 @@ impl Session {
         };
         let server_read = async {
             match server {
-                Some(s) => Some(fill(&mut s.stream, &mut s.rbuf, Direction::Backend, max).await),
+                Some(s) => Some(s.read_more(max).await),
                 None => std::future::pending().await,
             }
         };
@@ -176,7 +176,7 @@ impl Session {
         let Phase::Attached(a) = &self.phase else {
             return;
         };
-        let done = a.conn.tracker.is_idle()
+        let done = a.conn.owes_nothing()
             && !a.open_request
             && self.c.tx == TransactionStatus::Idle
             && self.c.state.pinned.is_none()
@@ -240,14 +240,14 @@ async fn settle(mut conn: PooledConn, mut reset: bool) {
         // which rolls back.
         let settled = tokio::time::timeout(patience, async {
             conn.drain().await?;
-            if conn.tx != TransactionStatus::Idle {
+            if conn.tx() != TransactionStatus::Idle {
                 conn.exchange("ROLLBACK").await?.ok();
             }
             Ok::<_, BackendError>(())
         })
         .await;
         if !matches!(settled, Ok(Ok(()))) || !conn.is_clean() {
-            tracing::debug!(backend = %conn.backend.name, "closing a server connection left mid-request");
+            tracing::debug!(backend = %conn.backend_name(), "closing a server connection left mid-request");
             PooledConn::take(conn).terminate().await;
             return;
         }

@@ -209,7 +209,7 @@ pub(super) async fn establish(
         Some(cached) => cached,
         None => {
             let first = first_connection(shared, &database, user, &state).await?;
-            let params = first.conn.params.clone();
+            let params = first.conn.params().to_vec();
             let backend = first.backend;
             conn = Some(first.conn);
             used_pool = Some((backend, first.pool));
@@ -272,16 +272,16 @@ async fn first_connection(
         user.server_password.as_deref(),
     );
     let mut c = checkout(shared, &pool, backend, database, &user.server_user).await?;
-    if let Some(sql) = state.replay_sql(c.settings) {
+    if let Some(sql) = state.replay_sql(c.settings()) {
         match c.exchange(&sql).await? {
             Ok(changed) => {
                 for (name, value) in changed {
                     c.set_param(name, value);
                 }
-                c.settings = state.fingerprint;
+                c.set_settings(state.fingerprint);
             }
             Err(error) => {
-                let backend = c.backend.name.clone();
+                let backend = c.backend_name().to_owned();
                 return Err(BackendError::Refused { backend, error }.into());
             }
         }

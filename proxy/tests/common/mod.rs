@@ -91,6 +91,25 @@ pub fn fresh_database(name: &str) -> String {
     .expect("drop test database");
     c.psql(0, "postgres", &format!("CREATE DATABASE {name}"))
         .expect("create test database");
+    // A read routed to a replica that has not replayed the CREATE yet
+    // would fail with 3D000: wait until every running replica has it.
+    let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for i in 1..c.nodes().len() {
+        loop {
+            match c.psql(i, "postgres", &exists) {
+                Ok(out) if out.trim() == "1" => break,
+                // A node a test stopped or is rebuilding: not waited for.
+                Err(_) => break,
+                Ok(_) => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {i} never replayed CREATE DATABASE {name}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     name.to_owned()
 }
 
