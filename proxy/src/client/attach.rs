@@ -210,7 +210,7 @@ impl Client {
             _claim: claim,
             purpose,
             open_request: false,
-            retry: Retry::new(retriable, begin),
+            retry: Retry::new(retriable, begin, std::mem::take(&mut self.spare_frames)),
             discard_on_release: false,
         }
     }
@@ -225,10 +225,10 @@ impl Client {
             tracing::debug!(backend = %c.backend_name(), "held server connection was closed; replacing it");
             PooledConn::discard(c);
         }
-        let auth = &self.shared.users[&self.user];
         let pool = match &self.pools[backend.index()] {
             Some(p) => p.clone(),
             None => {
+                let auth = &self.shared.users[&self.user];
                 let p = self.shared.pools.pool(
                     backend,
                     &self.database,
@@ -239,8 +239,19 @@ impl Client {
                 p
             }
         };
-        let user = auth.server_user.clone();
-        checkout(&self.shared, &pool, backend, &self.database, &user).await
+        match pool.get().await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let user = &self.shared.users[&self.user].server_user;
+                Err(checkout_error(
+                    &self.shared,
+                    backend,
+                    &self.database,
+                    user,
+                    e,
+                ))
+            }
+        }
     }
 
     /// A connection taken but not attached: kept by the session in
@@ -260,15 +271,27 @@ pub(super) async fn checkout(
     database: &str,
     user: &str,
 ) -> Result<PooledConn, SessionError> {
-    match pool.get().await {
-        Ok(c) => Ok(c),
-        Err(PoolError::Backend(e)) => Err(e.into()),
-        Err(PoolError::Timeout) => Err(SessionError::PoolExhausted {
+    pool.get()
+        .await
+        .map_err(|e| checkout_error(shared, backend, database, user, e))
+}
+
+/// Why no connection could be had from a pool, as the session reports it.
+fn checkout_error(
+    shared: &Shared,
+    backend: BackendId,
+    database: &str,
+    user: &str,
+    e: PoolError,
+) -> SessionError {
+    match e {
+        PoolError::Backend(e) => e.into(),
+        PoolError::Timeout => SessionError::PoolExhausted {
             backend: shared.topology.backends[backend].name().to_owned(),
             database: database.to_owned(),
             user: user.to_owned(),
             size: shared.config.pool.pool_size,
             waited: shared.config.pool.checkout_timeout,
-        }),
+        },
     }
 }

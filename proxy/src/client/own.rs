@@ -60,13 +60,16 @@ pub(super) fn mode_of(c: Configured) -> Mode {
 /// `SET`, `RESET` or `SHOW` of one of pgsplit's settings. Checked for
 /// every statement: the common case is ruled out by the first word.
 pub(super) fn own_command(text: &[u8]) -> Option<(Verb, OwnSetting)> {
-    let text = super::text::until_nul(text);
     let start = text.iter().position(|b| !b.is_ascii_whitespace())?;
-    let first = text[start..].get(..5)?;
-    let plausible = first[..3].eq_ignore_ascii_case(b"set")
-        || first[..4].eq_ignore_ascii_case(b"show")
-        || first.eq_ignore_ascii_case(b"reset");
-    if !plausible || !text.windows(8).any(|w| w.eq_ignore_ascii_case(b"pgsplit.")) {
+    let word = text.get(start..start + 5)?;
+    let plausible = word[..3].eq_ignore_ascii_case(b"set")
+        || word[..4].eq_ignore_ascii_case(b"show")
+        || word.eq_ignore_ascii_case(b"reset");
+    if !plausible {
+        return None;
+    }
+    let text = super::text::until_nul(text);
+    if !text.windows(8).any(|w| w.eq_ignore_ascii_case(b"pgsplit.")) {
         return None;
     }
     let text = std::str::from_utf8(text).ok()?;

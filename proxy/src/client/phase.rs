@@ -94,12 +94,21 @@ pub(super) struct Retry {
 }
 
 impl Retry {
-    pub(super) fn new(possible: bool, begin: Option<String>) -> Retry {
+    /// `frames`: an empty buffer to keep them in (reused between
+    /// attachments, so keeping frames allocates nothing per request).
+    pub(super) fn new(possible: bool, begin: Option<String>, frames: BytesMut) -> Retry {
         Retry {
-            frames: BytesMut::new(),
+            frames,
             possible,
             begin,
         }
+    }
+
+    /// The buffer, emptied, for the next attachment.
+    pub(super) fn into_buffer(self) -> BytesMut {
+        let mut frames = self.frames;
+        frames.clear();
+        frames
     }
 
     pub(super) fn possible(&self) -> bool {
@@ -148,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_retry_keeps_frames_until_something_reaches_the_client() {
-        let mut r = Retry::new(true, Some("BEGIN".into()));
+        let mut r = Retry::new(true, Some("BEGIN".into()), BytesMut::new());
         r.keep(b"abc");
         r.keep(b"de");
         r.answered_last(2);
@@ -156,7 +165,7 @@ mod tests {
         let (frames, begin) = r.take().expect("still possible");
         assert_eq!(&frames[..], b"abc");
         assert_eq!(begin.as_deref(), Some("BEGIN"));
-        let mut r = Retry::new(true, None);
+        let mut r = Retry::new(true, None, BytesMut::new());
         r.keep(b"abc");
         r.give_up();
         r.keep(b"more");
@@ -165,12 +174,12 @@ mod tests {
 
     #[test]
     fn a_request_too_big_to_keep_is_not_retried() {
-        let mut r = Retry::new(true, None);
+        let mut r = Retry::new(true, None, BytesMut::new());
         r.keep(&vec![0; REPLAY_LIMIT]);
         assert!(r.possible());
         r.keep(b"x");
         assert!(!r.possible());
         assert!(r.take().is_none());
-        assert!(Retry::new(false, None).take().is_none());
+        assert!(Retry::new(false, None, BytesMut::new()).take().is_none());
     }
 }

@@ -223,7 +223,7 @@ impl Client {
 
     /// Session effects of a simple-protocol query string.
     fn note_statement(&mut self, a: &mut Attachment, sql: &[u8]) {
-        let Ok(text) = std::str::from_utf8(until_nul(sql)) else {
+        let Ok(text) = std::str::from_utf8(sql) else {
             return;
         };
         // Routing already classified this Query; reuse that verdict.

@@ -234,7 +234,10 @@ fn scan(
     let rbuf = conn.take_received();
     let scanned = scan_batch(conn, &rbuf, wbuf, events, want_tags, max);
     conn.restore_received(rbuf);
-    scanned
+    scanned.map_err(|source| crate::backend::BackendError::Protocol {
+        backend: conn.backend_name().to_owned(),
+        source,
+    })
 }
 
 fn scan_batch(
@@ -244,12 +247,7 @@ fn scan_batch(
     events: &mut Vec<Event>,
     want_tags: bool,
     max: usize,
-) -> Result<Scanned, crate::backend::BackendError> {
-    let backend = conn.backend_name().to_owned();
-    let protocol = |source| crate::backend::BackendError::Protocol {
-        backend: backend.clone(),
-        source,
-    };
+) -> Result<Scanned, pgsplit_protocol::ProtocolError> {
     let mut out = Scanned {
         consumed: 0,
         copying: false,
@@ -259,7 +257,7 @@ fn scan_batch(
     let mut frames = Frames::new(rbuf, Direction::Backend, max);
     let mut start = 0;
     for item in frames.by_ref() {
-        let (tag, body) = item.map_err(protocol)?;
+        let (tag, body) = item?;
         let end = start + 5 + body.len();
         if tag == be::ERROR_RESPONSE {
             if let Some(why) = fatal(body) {
@@ -278,7 +276,7 @@ fn scan_batch(
         if let Some((skip, count)) = d.ignored_syncs {
             events.push(Event::IgnoredSyncs(skip, count));
         }
-        note_reply(conn, tag, body, d.forward, events, want_tags).map_err(protocol)?;
+        note_reply(conn, tag, body, d.forward, events, want_tags)?;
         if d.forward {
             if out.copying {
                 wbuf.extend_from_slice(&rbuf[start..end]);

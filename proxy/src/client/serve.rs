@@ -63,6 +63,7 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
         user: e.user,
         database: e.database,
         cancel_key: e.cancel_key,
+        spare_frames: BytesMut::new(),
         _permit: e.permit,
     };
     // In transaction pooling an idle client holds nothing: the startup

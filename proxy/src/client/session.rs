@@ -76,6 +76,8 @@ pub(super) struct Client {
     /// the next write waits for its fresh health check first.
     pub recheck: Option<BackendId>,
     pub cancel_key: CancelKey,
+    /// The buffer attachments keep frames for a retry in, between them.
+    pub spare_frames: BytesMut,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -221,10 +223,18 @@ impl Client {
     /// closed if it carries state nobody else may inherit.
     pub(super) fn detach(&mut self, a: Attachment) {
         self.cancel_key.set_target(None);
-        if a.discard_on_release {
-            PooledConn::discard(a.conn);
+        let Attachment {
+            backend,
+            conn,
+            retry,
+            discard_on_release,
+            ..
+        } = a;
+        self.spare_frames = retry.into_buffer();
+        if discard_on_release {
+            PooledConn::discard(conn);
         } else if self.session_pooling {
-            self.conns[a.backend.index()] = Some(a.conn);
+            self.conns[backend.index()] = Some(conn);
         }
     }
 }
