@@ -132,6 +132,19 @@ pub enum Plan {
     Read(Weight),
 }
 
+impl Plan {
+    /// Whether the request may write, so that read-your-writes must cover
+    /// it: anything on the primary except a request with nothing to
+    /// classify (a lone Close and Sync, as drivers send when they drop a
+    /// statement, writes nothing).
+    pub fn may_write(self) -> bool {
+        matches!(
+            self,
+            Plan::Primary(PrimaryWhy::Writes | PrimaryWhy::Pinned | PrimaryWhy::Transaction)
+        )
+    }
+}
+
 /// The routing rules, in the order they apply.
 pub fn plan(shape: &RequestShape, session: SessionFacts) -> Plan {
     if shape.known_prepares {

@@ -239,6 +239,30 @@ fn an_unclassifiable_request_goes_to_the_primary() {
 }
 
 #[test]
+fn a_request_with_nothing_to_classify_is_not_a_write_for_read_your_writes() {
+    let nothing = RequestShape {
+        complete: true,
+        ..RequestShape::default()
+    };
+    assert!(!plan(&nothing, SessionFacts::default()).may_write());
+    let writes = RequestShape {
+        writes: true,
+        ..nothing
+    };
+    assert!(plan(&writes, SessionFacts::default()).may_write());
+    let pinned = SessionFacts {
+        pinned: true,
+        ..SessionFacts::default()
+    };
+    assert!(
+        plan(&nothing, pinned).may_write(),
+        "a pinned session's request may write"
+    );
+    assert!(!Plan::Read(Weight::Runs).may_write());
+    assert!(!Plan::DeferBegin.may_write());
+}
+
+#[test]
 fn read_with_no_need_goes_to_the_picked_replica() {
     assert_eq!(
         place_read(ReadNeed::Any, Some(0), false, |lsn| {

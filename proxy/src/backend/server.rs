@@ -53,14 +53,14 @@ impl ServerConn {
     }
 
     /// Bytes queued for the server, for an encoder to append a message to;
-    /// its reply is accounted for with [`ServerConn::expect`].
+    /// its reply is accounted for with [`ServerConn::expect_replies`].
     pub fn out(&mut self) -> &mut BytesMut {
         &mut self.out
     }
 
     /// A request was queued: its replies are owed, and go to the client
     /// only if `forward`.
-    pub fn expect(&mut self, request: Request, forward: bool) {
+    pub fn expect_replies(&mut self, request: Request, forward: bool) {
         self.tracker.push(request, forward);
     }
 

@@ -193,13 +193,13 @@ impl Client {
         }));
         if let Some(sql) = self.state.replay_sql(conn.settings()) {
             encode::query(conn.out(), &sql);
-            conn.expect(Request::UntilReady, false);
+            conn.expect_replies(Request::UntilReady, false);
             conn.set_settings(self.state.fingerprint);
         }
         let begin = self.state.deferred_begin.take();
         if let Some(begin) = &begin {
             encode::query(conn.out(), begin);
-            conn.expect(Request::UntilReady, false);
+            conn.expect_replies(Request::UntilReady, false);
         }
         let retriable = !retried
             && self.state.pinned.is_none()

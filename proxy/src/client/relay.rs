@@ -115,17 +115,17 @@ impl Client {
         match send {
             Send::Forward => {
                 if let Some(request) = Request::for_frontend_tag(tag) {
-                    conn.expect(request, true);
+                    conn.expect_replies(request, true);
                 }
                 conn.out().extend_from_slice(frame.as_bytes());
             }
             Send::Written => {
                 if let Some(request) = Request::for_frontend_tag(tag) {
-                    conn.expect(request, true);
+                    conn.expect_replies(request, true);
                 }
             }
             Send::Answer(reply) => {
-                conn.expect(Request::Synthetic(reply), true);
+                conn.expect_replies(Request::Synthetic(reply), true);
                 let mut answered = false;
                 while let Some(reply) = conn.take_synthetic() {
                     encode::empty_message(&mut self.wbuf, reply);
@@ -211,13 +211,13 @@ impl Client {
         if st.server_name.is_empty() {
             if !conn.prepared().has_unnamed(st.hash) {
                 encode::parse_raw(conn.out(), b"", &st.body);
-                conn.expect(Request::Parse, false);
+                conn.expect_replies(Request::Parse, false);
                 conn.prepared().set_unnamed(Some(st.hash));
             }
             return;
         }
         if queue_parse(conn, st, max) {
-            conn.expect(Request::Parse, false);
+            conn.expect_replies(Request::Parse, false);
         }
     }
 
@@ -311,5 +311,5 @@ fn queue_parse(conn: &mut ServerConn, st: &Statement, max: usize) -> bool {
 
 fn close_statement(conn: &mut ServerConn, name: &str) {
     encode::close(conn.out(), Target::Statement, name);
-    conn.expect(Request::Close, false);
+    conn.expect_replies(Request::Close, false);
 }

@@ -124,9 +124,10 @@ impl Session {
                 return Ok(true);
             }
             Plan::Read(weight) => self.c.attach_read(weight, retrying).await,
-            Plan::Primary(why) => {
-                tracing::trace!(?why, "routed to the primary");
-                self.c.ryw.write_sent();
+            plan @ Plan::Primary(_) => {
+                if plan.may_write() {
+                    self.c.ryw.write_sent();
+                }
                 self.c.attach_primary(Purpose::Write, retrying).await
             }
         };
@@ -179,7 +180,9 @@ impl Session {
         match joined {
             Join::AsWrite => {
                 self.c.count(backend, false);
-                self.c.ryw.write_sent();
+                if plan.may_write() {
+                    self.c.ryw.write_sent();
+                }
                 // A write joins: a failure may no longer be retried as if
                 // only reads were in flight.
                 Ok(self.open_request_on_attached(Some(Purpose::Write)))
