@@ -273,40 +273,187 @@ async fn the_client_limit_answers_53300() {
     proxy.shutdown().await;
 }
 
+/// A 25006 from the primary is also what a demoted primary says, so
+/// pgsplit re-checks the server before trying the write again (README,
+/// "Requests caught in a failure"). When the refusal is the client's own
+/// doing (`default_transaction_read_only`), the check finds the primary
+/// still primary: the client gets PostgreSQL's 25006, nothing about the
+/// cluster changes, and other sessions never wait for a failover.
 #[tokio::test]
 async fn a_read_only_refusal_the_client_asked_for_is_not_taken_for_a_demotion() {
     let db = fresh_database("failures_readonly_refusal");
-    let proxy = start_proxy().await;
+    let mut cfg = config();
+    cfg.metrics_listen = Some("127.0.0.1:0".into());
+    let health = cfg.health.clone();
+    let proxy = start_proxy_with(cfg).await;
     let setup = connect(&proxy, &db).await;
     setup.batch_execute("CREATE TABLE t (x int)").await.unwrap();
+    // Another session writing all along; its longest pause is measured.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = connect(&proxy, &db).await;
+    let background = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut longest = Duration::ZERO;
+            let mut ports = Vec::new();
+            let mut last = Instant::now();
+            let mut i = 1000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let port = scalar(
+                    &other,
+                    &format!("INSERT INTO t VALUES ({i}) RETURNING inet_server_port()"),
+                )
+                .await;
+                ports.push(port.parse::<u16>().unwrap());
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (longest, ports)
+        })
+    };
+    // A few writes first, so a pause caused by the refusal stands out.
+    let warm = eventually(Duration::from_secs(5), || async {
+        metric(
+            &metrics_page(&proxy).await,
+            "pgsplit_writes_total{backend=\"primary\"}",
+        ) >= 10
+    })
+    .await;
+    assert!(warm, "the background writer did not get going");
+    let page = metrics_page(&proxy).await;
+    let primary_changes = metric(&page, "pgsplit_primary_changes_total");
+    let status_changes = metric(
+        &page,
+        "pgsplit_backend_status_changes_total{backend=\"primary\"}",
+    );
+    let replica_writes: u64 = ["replica1", "replica2"]
+        .iter()
+        .map(|r| metric(&page, &format!("pgsplit_writes_total{{backend=\"{r}\"}}")))
+        .sum();
+
     let careful = connect(&proxy, &db).await;
     careful
         .batch_execute("SET default_transaction_read_only = on")
         .await
         .unwrap();
-    let writes_before = proxy.shared().stats(0).writes;
+    let started = Instant::now();
     let e = careful
         .batch_execute("INSERT INTO t VALUES (1)")
         .await
         .expect_err("a read-only session cannot write");
-    assert_eq!(sqlstate(&e), "25006");
-    // Refused by the primary itself, not by a standby.
+    let refused_after = started.elapsed();
+    // PostgreSQL's own refusal reaches the client, not a 57P03 after
+    // waiting out a failover that is not happening.
+    assert_eq!(sqlstate(&e), "25006", "{e}");
+    let message = e.as_db_error().unwrap().message();
     assert!(
-        proxy.shared().stats(0).writes > writes_before,
-        "the INSERT was not routed to the primary"
+        message.contains("read-only transaction"),
+        "not the server's refusal: {message}"
     );
-    // Everyone else keeps writing to the primary without a pause.
-    let started = Instant::now();
+    // The re-check waits for two more health checks of the primary, at
+    // most health_check_timeout in all; a second of slack for a loaded
+    // machine. Taking the refusal for a demotion would instead wait for a
+    // new primary, up to failover_timeout (30 s by default), then 57P03.
+    let refusal_bound = health.health_check_timeout + Duration::from_secs(1);
+    assert!(
+        refused_after < refusal_bound,
+        "the refusal took {refused_after:?}, over {refusal_bound:?}"
+    );
+    // The re-check is over before the client hears the refusal: node 0 is
+    // still the primary and nothing was marked down or fenced (columns 3
+    // and 6 of SHOW pool_nodes are status and role). The counters also
+    // catch a change undone since.
+    let admin = connect(&proxy, "postgres").await;
+    let rows = pool_node_rows(&admin).await;
+    assert_eq!(
+        rows[0][6], "primary",
+        "role of node 0 after the refusal: {rows:?}"
+    );
+    assert!(
+        rows.iter().all(|r| r[3] == "up"),
+        "a node went down after the refusal: {rows:?}"
+    );
+    let page = metrics_page(&proxy).await;
+    assert_eq!(
+        metric(&page, "pgsplit_primary_changes_total"),
+        primary_changes,
+        "the primary changed after a refusal the client asked for"
+    );
+    assert_eq!(
+        metric(
+            &page,
+            "pgsplit_backend_status_changes_total{backend=\"primary\"}"
+        ),
+        status_changes,
+        "the primary's status changed after the refusal"
+    );
+    assert_eq!(
+        metric(&page, "pgsplit_backend_primary{backend=\"primary\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&page, "pgsplit_backend_fenced{backend=\"primary\"}"),
+        0
+    );
+    // The refused INSERT went to the primary only: a demoted primary's
+    // write is retried once elsewhere, and there is no elsewhere here.
+    let now_replica_writes: u64 = ["replica1", "replica2"]
+        .iter()
+        .map(|r| metric(&page, &format!("pgsplit_writes_total{{backend=\"{r}\"}}")))
+        .sum();
+    assert_eq!(
+        now_replica_writes, replica_writes,
+        "a write was sent to a replica"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (longest, ports) = background.await.unwrap();
+    // Everyone else kept writing to the primary without a pause: a
+    // suspected demotion marks the server unreachable for 2 s or holds
+    // writes for a new primary, either of which shows here.
+    println!("readonly_refusal: refused after {refused_after:?}; the other writer's longest pause {longest:?} over {} writes", ports.len());
+    assert!(
+        longest < Duration::from_millis(500),
+        "another session's write waited {longest:?} around the 25006"
+    );
+    assert!(ports.iter().all(|&p| p == cluster().port(0)), "{ports:?}");
+    // Nothing of the refused write landed.
+    assert_eq!(
+        scalar(&setup, "SELECT count(*) FROM t WHERE x = 1").await,
+        "0"
+    );
+    // The session that asked for read-only gets writes back when it says so.
+    careful
+        .batch_execute("RESET default_transaction_read_only")
+        .await
+        .unwrap();
     let port = scalar(
-        &setup,
+        &careful,
         "INSERT INTO t VALUES (2) RETURNING inet_server_port()",
     )
     .await;
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "a write waited {:?} after another session's 25006",
-        started.elapsed()
-    );
     assert_eq!(port.parse::<u16>().unwrap(), cluster().port(0));
+    // Without clients, shutdown does not wait for sessions to finish.
+    drop((setup, careful, admin));
     proxy.shutdown().await;
+}
+
+/// `SHOW pool_nodes` as text rows, in the proxy's column order.
+async fn pool_node_rows(client: &tokio_postgres::Client) -> Vec<Vec<String>> {
+    client
+        .simple_query("SHOW pool_nodes")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
 }

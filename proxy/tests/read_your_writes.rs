@@ -274,7 +274,7 @@ async fn causal_reads_return_to_replicas_quickly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_sticky_transaction_modes_and_the_per_session_setting() {
+async fn session_and_transaction_modes_and_the_per_session_setting() {
     let _lag = LAG.lock().await;
     let db = fresh_database("ryw_modes");
     tables(&db, &["m"]);
@@ -282,9 +282,7 @@ async fn session_sticky_transaction_modes_and_the_per_session_setting() {
     let primary = cluster().port(0);
 
     // session: after the first write, every read goes to the primary.
-    let mut cfg = proxy_config(Mode::Session);
-    cfg.routing.sticky_duration = Duration::from_millis(300);
-    let proxy = start_proxy_with(cfg).await;
+    let proxy = start_proxy_with(proxy_config(Mode::Session)).await;
     let c = connect(&proxy, &db).await;
     assert!(is_replica(port_of(&c, "SELECT inet_server_port()").await));
     c.simple_query("INSERT INTO m VALUES (1)").await.unwrap();
@@ -297,17 +295,8 @@ async fn session_sticky_transaction_modes_and_the_per_session_setting() {
         .await
         .unwrap();
     assert_eq!(row(&c, "SHOW pgsplit.read_your_writes").await[0], "sticky");
-    c.simple_query("INSERT INTO m VALUES (2)").await.unwrap();
-    assert_eq!(
-        port_of(&c, "SELECT inet_server_port()").await,
-        primary,
-        "within sticky_duration"
-    );
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(
-        is_replica(port_of(&c, "SELECT inet_server_port()").await),
-        "after sticky_duration"
-    );
+    // What sticky does is tested against lagging replicas in
+    // sticky_keeps_reads_on_the_primary_for_a_time_not_a_position.
     // transaction: only reads inside the writing transaction stay on the primary.
     c.simple_query("SET pgsplit.read_your_writes = transaction")
         .await
@@ -406,4 +395,271 @@ async fn a_pipelined_write_is_timed_by_its_own_commit() {
     }
     proxy.shutdown().await;
     set_lag(0);
+}
+
+/// A read through `c` of row `id` in `table`: (found it, the serving node).
+async fn read_row(c: &Client, table: &str, id: i64) -> (bool, usize) {
+    let r = row(
+        c,
+        &format!("SELECT count(*), inet_server_port() FROM {table} WHERE id = {id}"),
+    )
+    .await;
+    (r[0] == "1", node(r[1].parse().unwrap()))
+}
+
+/// Whether both replicas, asked directly, have row `id` of `table`.
+async fn replicas_have(db: &str, table: &str, id: i64) -> bool {
+    let (db, sql) = (
+        db.to_owned(),
+        format!("SELECT count(*) FROM {table} WHERE id = {id}"),
+    );
+    tokio::task::spawn_blocking(move || {
+        [1, 2]
+            .iter()
+            .all(|&i| cluster().psql(i, &db, &sql).ok().as_deref() == Some("1"))
+    })
+    .await
+    .unwrap()
+}
+
+/// `sticky` is a time window, not a position: within `sticky_duration`
+/// of a write, reads stay on the primary even when every replica already
+/// has the write (causal, on the same proxy, goes back to a replica), and
+/// after it they go to a replica whether it has the write or not (causal
+/// never misses). Replicas lag on purpose so the two can be told apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_keeps_reads_on_the_primary_for_a_time_not_a_position() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_sticky");
+    tables(&db, &["st"]);
+    let lag = Duration::from_millis(600);
+    set_lag(lag.as_millis() as u64);
+
+    // A long window: the replicas have replayed the write well within it.
+    let window = Duration::from_secs(3);
+    let mut cfg = proxy_config(Mode::Sticky);
+    cfg.routing.sticky_duration = window;
+    let proxy = start_proxy_with(cfg).await;
+    let mut first_replica_read = Vec::new();
+    for (id, mode) in [(1, "sticky"), (2, "causal")] {
+        let c = connect(&proxy, &db).await;
+        c.simple_query(&format!("SET pgsplit.read_your_writes = '{mode}'"))
+            .await
+            .unwrap();
+        let wrote = std::time::Instant::now();
+        c.simple_query(&format!("INSERT INTO st VALUES ({id})"))
+            .await
+            .unwrap();
+        let replayed = eventually(Duration::from_secs(10), || replicas_have(&db, "st", id)).await;
+        assert!(replayed, "the replicas never replayed row {id}");
+        let replayed_after = wrote.elapsed();
+        assert!(
+            replayed_after >= lag,
+            "row {id} was on the replicas {replayed_after:?} after the write: the lag did not bite"
+        );
+        // Every replica has the row now. Read until a replica serves one,
+        // for at most what is left of the sticky window (less a margin).
+        let until = wrote + window - Duration::from_millis(300);
+        let mut on_replica = None;
+        let mut reads = 0;
+        while std::time::Instant::now() < until {
+            let (found, n) = read_row(&c, "st", id).await;
+            reads += 1;
+            assert!(found, "{mode}: read {reads} on node {n} missed the write");
+            if n != 0 {
+                on_replica = Some(wrote.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "{mode}: replicas had the write {replayed_after:?} after it; first read on a \
+             replica: {on_replica:?} ({reads} reads)"
+        );
+        first_replica_read.push(on_replica);
+    }
+    assert_eq!(
+        first_replica_read[0], None,
+        "sticky sent a read to a replica within sticky_duration ({window:?})"
+    );
+    assert!(
+        first_replica_read[1].is_some(),
+        "causal kept reading on the primary although every replica had the write"
+    );
+    proxy.shutdown().await;
+
+    // A short window, shorter than the lag: once it is over, reads go to
+    // a replica that does not have the write yet.
+    let window = Duration::from_millis(150);
+    let mut cfg = proxy_config(Mode::Sticky);
+    cfg.routing.sticky_duration = window;
+    let proxy = start_proxy_with(cfg).await;
+    let c = connect(&proxy, &db).await;
+    let wrote = std::time::Instant::now();
+    c.simple_query("INSERT INTO st VALUES (3)").await.unwrap();
+    let (found, n) = read_row(&c, "st", 3).await;
+    assert_eq!(
+        (found, n),
+        (true, 0),
+        "the read right after the write, within sticky_duration"
+    );
+    // Polled without a pause: the first read a replica serves is the one
+    // that tells.
+    let mut after = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let (found, n) = read_row(&c, "st", 3).await;
+        after = Some((found, n, wrote.elapsed()));
+        if n != 0 {
+            break;
+        }
+    }
+    let (found, n, at) = after.unwrap();
+    let left_primary = n != 0;
+    println!(
+        "sticky, {window:?} window: first read on a replica after {at:?}, found the row: {found}"
+    );
+    assert!(left_primary, "sticky never let reads go back to a replica");
+    assert!(
+        at >= window,
+        "a read went to node {n} {at:?} after the write, within sticky_duration {window:?}"
+    );
+    // Sticky lets go as soon as its window is over (a read every few
+    // milliseconds here), long before the replica replays the write: the
+    // read misses it. Causal would have stayed on the primary until then.
+    let prompt = window + Duration::from_millis(300);
+    assert!(
+        prompt < lag,
+        "premise: the window ends well before the replicas replay"
+    );
+    assert!(
+        at <= prompt,
+        "the first read on a replica came {at:?} after the write, over {prompt:?}"
+    );
+    assert!(
+        !found,
+        "node {n} had the write {at:?} after it despite a {lag:?} apply delay"
+    );
+    // Without clients, shutdown does not wait for sessions to finish.
+    drop(c);
+    proxy.shutdown().await;
+    set_lag(0);
+}
+
+/// The default mode (causal) after a `SET`: the SET runs on the primary
+/// and counts as a write ("anything that ran on the primary outside a
+/// read-only transaction"), so the read right after it goes to the
+/// primary, and once the primary's position has been read, to a replica.
+/// Wherever the read runs, the setting is in effect there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_right_after_set_sees_the_setting_where_it_runs() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_set");
+    set_lag(0);
+    let cfg = config();
+    assert_eq!(
+        cfg.routing.read_your_writes,
+        Mode::Causal,
+        "the default mode"
+    );
+    let proxy = start_proxy_with(cfg).await;
+    let c = connect(&proxy, &db).await;
+    let mut on = [0usize; 3];
+    for i in 0..20 {
+        let value = format!("{}s", 11 + i);
+        let simple = i % 2 == 0;
+        let set = format!("SET statement_timeout = '{value}'");
+        if simple {
+            c.batch_execute(&set).await.unwrap();
+        } else {
+            c.execute(set.as_str(), &[]).await.unwrap();
+        }
+        let (shown, port) = if simple {
+            // One request: SHOW and the port come from the same server.
+            let messages = c
+                .simple_query("SHOW statement_timeout; SELECT inet_server_port()")
+                .await
+                .unwrap();
+            let values: Vec<String> = messages
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect();
+            (values[0].clone(), values[1].parse::<u16>().unwrap())
+        } else {
+            let r = c
+                .query_one(
+                    "SELECT current_setting('statement_timeout'), inet_server_port()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (r.get::<_, String>(0), r.get::<_, i32>(1) as u16)
+        };
+        let n = node(port);
+        assert_eq!(
+            shown, value,
+            "round {i}: the read right after SET ran on node {n}"
+        );
+        on[n] += 1;
+    }
+    println!("causal, read right after SET: served per node {on:?}");
+    // A position check would have to be sent after the SET and come back
+    // before the next statement arrives, microseconds later: at most a
+    // rare round may see that.
+    assert!(
+        on[0] >= 18,
+        "reads right after SET were not kept on the primary: per node {on:?}"
+    );
+    // Later reads go back to the replicas, with the setting replayed there.
+    let mut seen = [false; 3];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !(seen[1] && seen[2]) && std::time::Instant::now() < deadline {
+        let r = row(
+            &c,
+            "SELECT current_setting('statement_timeout'), inet_server_port()",
+        )
+        .await;
+        let n = node(r[1].parse().unwrap());
+        assert_eq!(r[0], "30s", "the setting on node {n}");
+        seen[n] = true;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = seen[1] && seen[2];
+    assert!(
+        back,
+        "reads after the SET did not reach both replicas: {seen:?}"
+    );
+    drop(c);
+    proxy.shutdown().await;
+}
+
+/// "Sessions that never wrote read from replicas as usual" (README,
+/// Read-your-writes) must hold for drivers that close their prepared
+/// statements: tokio-postgres sends Close+Sync when a statement made by
+/// `query(&str)` is dropped, and JDBC and others close theirs too. Such a
+/// request has nothing to classify and goes to the primary; counted as a
+/// write, it kept the session's next reads on the primary as if it had
+/// written, for seconds under a steady write load elsewhere (what delayed
+/// the rejoined node's first read in failover.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_close_does_not_count_as_a_write() {
+    let _lag = LAG.lock().await;
+    set_lag(0);
+    let proxy = start_proxy_with(proxy_config(Mode::Causal)).await;
+    let c = connect(&proxy, "postgres").await;
+    let mut on_primary = 0;
+    for _ in 0..10 {
+        // Prepared, executed, and closed when the statement is dropped.
+        read_port(&c, false).await.unwrap();
+        on_primary += usize::from(!is_replica(read_port(&c, true).await.unwrap()));
+    }
+    drop(c);
+    proxy.shutdown().await;
+    assert_eq!(
+        on_primary, 0,
+        "a session that never wrote had {on_primary} of 10 reads kept on the primary"
+    );
 }

@@ -69,6 +69,8 @@ pub fn fast_health(config: &mut Config) {
 pub struct Scenario {
     pub proxy: ProxyHandle,
     pub cluster: Arc<Cluster>,
+    /// The proxy's configuration, for bounds computed from its intervals.
+    pub config: Config,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -103,10 +105,11 @@ impl Scenario {
         let mut config = pgsplit::demo::config_for(&cluster, "127.0.0.1:0");
         fast_health(&mut config);
         tweak(&mut config);
-        let proxy = start_proxy_with(config).await;
+        let proxy = start_proxy_with(config.clone()).await;
         let scenario = Scenario {
             proxy,
             cluster: Arc::new(cluster),
+            config,
             _serial: serial,
         };
         scenario
@@ -180,6 +183,7 @@ impl Scenario {
             proxy,
             cluster,
             _serial,
+            ..
         } = self;
         proxy.shutdown().await;
         let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
@@ -263,6 +267,22 @@ pub fn field<'a>(rows: &'a [NodeRow], node_id: usize, column: &str) -> &'a str {
 
 pub fn role(rows: &[NodeRow], node_id: usize) -> &str {
     field(rows, node_id, "role")
+}
+
+/// Slack added to bounds computed from the health intervals: the proxy,
+/// three servers and the test's clients share two cores, so a check or a
+/// poll may be late by a few hundred milliseconds.
+pub const SCHEDULING_SLACK: Duration = Duration::from_secs(1);
+
+/// Longest a server killed outright may take to be marked `down`: its
+/// next check is due within `position_interval` (healthy servers are
+/// checked that often), then `health_check_max_retries - 1` retries follow
+/// every `health_check_period`. A dead server on loopback refuses at once,
+/// so `health_check_timeout` plays no part; a regression to waiting it
+/// out (2 s per check) fails this bound.
+pub fn down_detection_bound(c: &Config) -> Duration {
+    let retries = c.health.health_check_max_retries.saturating_sub(1);
+    c.routing.position_interval + c.health.health_check_period * retries + SCHEDULING_SLACK
 }
 
 /// Reads through `client` until one is served by `port`; returns how long

@@ -415,3 +415,72 @@ pub fn data_rows(frames: &[Frame]) -> Vec<Vec<Vec<u8>>> {
         })
         .collect()
 }
+
+impl RawClient {
+    /// Sends one simple Query and returns every frame up to its
+    /// ReadyForQuery.
+    pub async fn simple(&mut self, sql: &str) -> Vec<Frame> {
+        let mut out = BytesMut::new();
+        encode::query(&mut out, sql);
+        self.send(&out).await;
+        self.until_ready().await
+    }
+
+    /// Runs `sql` as one unnamed Parse/Bind/Execute/Sync and returns every
+    /// frame up to its ReadyForQuery.
+    pub async fn extended(&mut self, sql: &str) -> Vec<Frame> {
+        let mut out = BytesMut::new();
+        encode::parse(&mut out, "", sql, &[]);
+        encode::bind(&mut out, "", "", &[]);
+        encode::execute(&mut out, "", 0);
+        encode::sync(&mut out);
+        self.send(&out).await;
+        self.until_ready().await
+    }
+}
+
+/// The command tags of every CommandComplete among `frames`.
+pub fn command_tags(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.tag() == b'C')
+        .map(|f| {
+            let body = f.body();
+            let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+            String::from_utf8_lossy(&body[..end]).into_owned()
+        })
+        .collect()
+}
+
+/// The transaction status of the last ReadyForQuery among `frames`:
+/// `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed transaction.
+pub fn ready_status(frames: &[Frame]) -> u8 {
+    frames
+        .iter()
+        .rev()
+        .find(|f| f.tag() == b'Z')
+        .map(|f| f.body()[0])
+        .unwrap_or_else(|| panic!("no ReadyForQuery in {frames:?}"))
+}
+
+/// The proxy's Prometheus page (`metrics_listen` must be set).
+pub async fn metrics_page(proxy: &ProxyHandle) -> String {
+    let addr = proxy.metrics_addr().expect("metrics_listen is set");
+    let mut stream = TcpStream::connect(addr).await.expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.unwrap();
+    page
+}
+
+/// The value of the sample `series` (name and labels, as printed) on a
+/// metrics page; panics when it is missing.
+pub fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).filter(|rest| rest.starts_with(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{page}"))
+}
