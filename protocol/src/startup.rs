@@ -12,6 +12,10 @@ use crate::ProtocolError;
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 
 pub const SSL_REQUEST_CODE: u32 = 80_877_103;
+
+/// The one-byte answer declining an SSLRequest or GSSENCRequest: the
+/// client goes on unencrypted (or gives up, if it requires encryption).
+pub const ENCRYPTION_DECLINED: &[u8] = b"N";
 pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 pub const PROTOCOL_3_0: u32 = 3 << 16;

@@ -1,6 +1,7 @@
 //! State shared by every session: the configuration snapshot, precomputed
-//! credentials, the classifier, the balancer, per-backend counters, the
-//! cancel registry and the client-connection limit.
+//! credentials, the classifier, the balancer and read candidates, the
+//! topology (`crate::topology`: backends, their health and counters, the
+//! primary), pools, the cancel registry and the client-connection limit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

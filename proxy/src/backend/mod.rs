@@ -1,4 +1,7 @@
-//! Server side: connections to PostgreSQL backends.
+//! Server side: connections to PostgreSQL backends. `connect.rs` opens
+//! and authenticates one; `server.rs` is what sessions may do with it
+//! (its fields are private here); `prepared.rs` tracks the statements it
+//! has; `pool.rs` keeps idle ones per backend, database and user.
 
 mod connect;
 pub mod pool;

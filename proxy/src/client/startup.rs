@@ -47,7 +47,9 @@ pub async fn read_opening(
                         "data after an encryption request",
                     ));
                 }
-                stream.write_all(b"N").await?;
+                stream
+                    .write_all(pgsplit_protocol::startup::ENCRYPTION_DECLINED)
+                    .await?;
             }
             Some(StartupPacket::Cancel { pid, secret }) => {
                 if let Some(target) = shared.cancel.lookup(pid, secret) {

@@ -23,8 +23,8 @@ pub use crate::common::read_port;
 
 #[path = "load.rs"]
 mod load;
-pub use load::*;
 use crate::common::{conn_string, node_index, start_proxy_with, PASSWORD};
+pub use load::*;
 
 /// The test database every scenario writes to, with table `writes`.
 pub const DB: &str = "failover";

@@ -46,23 +46,14 @@ async fn cancel_reaches_the_primary_and_ends_a_transaction_like_postgres() {
     let token = client.cancel_token();
 
     // An autocommit statement on the primary.
-    let c = client.clone();
-    let sleeper = tokio::spawn(async move {
-        c.batch_execute("/* pgsplit:primary */ SELECT pg_sleep(30) /* hinted */")
-            .await
-    });
-    assert_eq!(
-        wait_running(&db, "hinted").await,
-        0,
-        "hinted to the primary"
-    );
-    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(10), sleeper)
-        .await
-        .expect("the cancel stopped the query")
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(sqlstate(&e), "57014");
+    cancel_while_running(
+        &client,
+        &token,
+        &db,
+        "/* pgsplit:primary */ SELECT pg_sleep(30) /* hinted */",
+        "hinted",
+    )
+    .await;
 
     // Inside a transaction: the transaction is aborted, as on PostgreSQL,
     // until ROLLBACK, which undoes what it wrote.
@@ -71,23 +62,14 @@ async fn cancel_reaches_the_primary_and_ends_a_transaction_like_postgres() {
         .batch_execute("INSERT INTO t VALUES (1)")
         .await
         .unwrap();
-    let c = client.clone();
-    let sleeper = tokio::spawn(async move {
-        c.batch_execute("SELECT pg_sleep(30) /* in_a_transaction */")
-            .await
-    });
-    assert_eq!(
-        wait_running(&db, "in_a_transaction").await,
-        0,
-        "the transaction's server"
-    );
-    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(10), sleeper)
-        .await
-        .expect("the cancel stopped the query")
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(sqlstate(&e), "57014");
+    cancel_while_running(
+        &client,
+        &token,
+        &db,
+        "SELECT pg_sleep(30) /* in_a_transaction */",
+        "in_a_transaction",
+    )
+    .await;
     let e = client.batch_execute("SELECT 1").await.unwrap_err();
     assert_eq!(sqlstate(&e), "25P02", "the transaction is aborted");
     client.batch_execute("ROLLBACK").await.unwrap();
@@ -139,4 +121,25 @@ async fn a_forged_cancel_key_cancels_nothing_while_a_query_runs() {
     let frames = c.until_ready().await;
     assert_eq!(first_error(&frames).map(|e| e.0), Some("57014".into()));
     proxy.shutdown().await;
+}
+
+/// Runs `sql` (marked `marker`) on the primary, cancels it with `token`
+/// once it runs there, and checks it ended with 57014.
+async fn cancel_while_running(
+    client: &std::sync::Arc<tokio_postgres::Client>,
+    token: &tokio_postgres::CancelToken,
+    db: &str,
+    sql: &'static str,
+    marker: &str,
+) {
+    let c = client.clone();
+    let sleeper = tokio::spawn(async move { c.batch_execute(sql).await });
+    assert_eq!(wait_running(db, marker).await, 0, "{marker} on the primary");
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the cancel stopped the query")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57014");
 }

@@ -134,19 +134,7 @@ async fn metrics_are_served_for_prometheus() {
     c.batch_execute("CREATE TEMP TABLE pinned_here (a int)")
         .await
         .unwrap();
-    let fetch = || async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(proxy.metrics_addr().unwrap())
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
-        let mut page = String::new();
-        stream.read_to_string(&mut page).await.unwrap();
-        page
-    };
+    let fetch = || metrics_page(&proxy);
     // The position loop reads the primary's WAL position within moments.
     let ready = eventually(Duration::from_secs(10), || async {
         !fetch()
