@@ -122,14 +122,8 @@ fn parse_auth(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
 /// before the first is returned.
 pub fn parameter_types(body: &[u8]) -> Result<impl Iterator<Item = u32> + '_, ProtocolError> {
     let mut r = Reader::new(body, "ParameterDescription");
-    let n = r.i16()?;
-    if n < 0 {
-        return Err(ProtocolError::malformed(
-            "ParameterDescription",
-            "negative parameter count",
-        ));
-    }
-    let types = r.take(n as usize * 4)?;
+    let n = r.count16()?;
+    let types = r.take(usize::from(n) * 4)?;
     r.finish()?;
     Ok(types
         .chunks_exact(4)
@@ -208,6 +202,18 @@ mod tests {
             .unwrap();
         assert!(buf.is_empty());
         f
+    }
+
+    #[test]
+    fn parameter_descriptions_count_up_to_65535() {
+        let types: Vec<u32> = (0..40_000).map(|i| 23 + i % 2).collect();
+        let mut b = BytesMut::new();
+        encode::parameter_description(&mut b, &types);
+        let f = split_frame(&mut b, Direction::Backend, 1 << 20)
+            .unwrap()
+            .unwrap();
+        let got: Vec<u32> = parameter_types(f.body()).unwrap().collect();
+        assert_eq!(got, types);
     }
 
     #[test]

@@ -88,19 +88,13 @@ pub fn parse(frame: &Frame) -> Result<FrontendMessage<'_>, ProtocolError> {
             let mut r = Reader::new(body, "Parse");
             let name = r.cstr()?;
             let sql = r.cstr()?;
-            let n = r.i16()?;
-            if n < 0 {
-                return Err(ProtocolError::malformed(
-                    "Parse",
-                    "negative parameter count",
-                ));
-            }
-            r.take(n as usize * 4)?;
+            let n = r.count16()?;
+            r.take(usize::from(n) * 4)?;
             r.finish()?;
             FrontendMessage::Parse {
                 name,
                 sql,
-                param_types: n as u16,
+                param_types: n,
             }
         }
         fe::BIND => {
@@ -399,13 +393,33 @@ mod tests {
     }
 
     #[test]
+    fn parse_takes_up_to_65535_parameter_types() {
+        // psycopg's bulk inserts: 16 384 rows of 2 columns, and beyond.
+        for n in [32_768usize, 40_000, 65_535] {
+            let mut body = b"s\0insert\0".to_vec();
+            body.extend_from_slice(&(n as u16).to_be_bytes());
+            body.extend(std::iter::repeat_n([0, 0, 0, 23], n).flatten());
+            let mut v = vec![fe::PARSE];
+            v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            v.extend_from_slice(&body);
+            let f = Frame::from_bytes(v.into());
+            match parse(&f) {
+                Ok(FrontendMessage::Parse { param_types, .. }) => {
+                    assert_eq!(usize::from(param_types), n)
+                }
+                other => panic!("{n} parameter types: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn malformed_bodies_are_errors() {
         let bad: &[(u8, &[u8])] = &[
             (fe::QUERY, b"no terminator"),
             (fe::QUERY, b"select 1\0extra"),
             (fe::PARSE, b"s\0select\0"),                 // missing count
             (fe::PARSE, b"s\0select\0\0\x05\0\0\0\x17"), // count larger than the bytes left
-            (fe::PARSE, b"s\0select\0\xff\xff"),         // negative count
+            (fe::PARSE, b"s\0select\0\xff\xff"),         // 65 535 types, none sent
             (fe::DESCRIBE, b"Xname\0"),
             (fe::EXECUTE, b"p\0\0\0"),
             (fe::SYNC, b"x"),

@@ -43,9 +43,11 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    pub(crate) fn i16(&mut self) -> Result<i16, ProtocolError> {
+    /// A 16-bit count. PostgreSQL reads the protocol's Int16 counts
+    /// (parameters, formats, columns) as unsigned, up to 65 535.
+    pub(crate) fn count16(&mut self) -> Result<u16, ProtocolError> {
         let b = self.take(2)?;
-        Ok(i16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
     pub(crate) fn i32(&mut self) -> Result<i32, ProtocolError> {

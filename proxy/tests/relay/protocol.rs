@@ -291,3 +291,36 @@ async fn copy_to_stdout_is_served_by_a_replica() {
     );
     proxy.shutdown().await;
 }
+
+/// A bulk insert as psycopg sends it, with more than 32 767 parameters
+/// (the protocol's counts are unsigned, up to 65 535): pgsplit once read
+/// the Parse's count as signed and dropped the connection.
+#[tokio::test]
+async fn a_statement_with_40_000_parameters_is_prepared_and_run() {
+    const ROWS: usize = 20_000;
+    let proxy = start_proxy().await;
+    let db = fresh_database("relay_many_params");
+    let grant = format!(
+        "CREATE TABLE wide (a int, b int); GRANT ALL ON wide TO {}",
+        pgsplit_cluster::TRUST_USER
+    );
+    cluster().psql(0, &db, &grant).unwrap();
+    let values: Vec<String> = (0..ROWS)
+        .map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2))
+        .collect();
+    let sql = format!("INSERT INTO wide VALUES {}", values.join(", "));
+    let texts: Vec<String> = (0..2 * ROWS).map(|i| i.to_string()).collect();
+    let params: Vec<Option<&[u8]>> = texts.iter().map(|t| Some(t.as_bytes())).collect();
+    let mut c = RawClient::login(&proxy, &db).await;
+    let mut out = BytesMut::new();
+    encode::parse(&mut out, "bulk", &sql, &vec![23; 2 * ROWS]);
+    encode::bind(&mut out, "", "bulk", &params);
+    encode::execute(&mut out, "", 0);
+    encode::sync(&mut out);
+    c.send(&out).await;
+    let frames = c.until_ready().await;
+    assert_eq!(first_error(&frames), None);
+    let count = cluster().psql(0, &db, "SELECT count(*) FROM wide").unwrap();
+    assert_eq!(count.trim(), ROWS.to_string(), "every row on the primary");
+    proxy.shutdown().await;
+}
