@@ -42,6 +42,27 @@ pub mod frontend {
     pub const SYNC: u8 = b'S';
     /// Terminate: the client is leaving.
     pub const TERMINATE: u8 = b'X';
+
+    /// Whether a client may send `tag` once the session has started, as
+    /// PostgreSQL's own loop accepts them (a password message is for the
+    /// startup phase only).
+    pub const fn is_session_message(tag: u8) -> bool {
+        matches!(
+            tag,
+            BIND | CLOSE
+                | COPY_DATA
+                | COPY_DONE
+                | COPY_FAIL
+                | DESCRIBE
+                | EXECUTE
+                | FLUSH
+                | FUNCTION_CALL
+                | PARSE
+                | QUERY
+                | SYNC
+                | TERMINATE
+        )
+    }
     /// PasswordMessage. GSSResponse, SASLInitialResponse and SASLResponse
     /// share this byte; only the authentication exchange under way tells
     /// them apart (the aliases below name the same byte).

@@ -17,6 +17,10 @@ pub enum SessionError {
     ClientIo(#[from] std::io::Error),
     #[error("client broke the protocol: {0}")]
     ClientProtocol(#[from] ProtocolError),
+    /// A message type PostgreSQL does not take in a session: refused by
+    /// pgsplit itself, never forwarded.
+    #[error("client sent message type {0:?}")]
+    UnknownMessage(u8),
     #[error("client closed the connection in the middle of a message")]
     ClientTruncated,
     /// The client said goodbye (Terminate): not an error to report.
@@ -49,7 +53,22 @@ pub enum SessionError {
     /// The attached server went away (or refused a write as a demoted
     /// primary): handled by the session, which stays open.
     #[error("lost the server: {why}")]
-    ServerLost { why: String, read_only: bool },
+    ServerLost { why: String, loss: Loss },
+}
+
+/// How the attached server was lost, which decides who hears of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The connection failed or closed without a word: the server may be
+    /// down, so other sessions skip it until a check says otherwise.
+    Gone,
+    /// The server ended this session's connection with a FATAL (a
+    /// terminated backend, a protocol violation, a shutdown): it was up
+    /// enough to say so, and its health check decides for the others.
+    /// A protocol violation is never sent again elsewhere.
+    Fatal { protocol_violation: bool },
+    /// A write refused with 25006 by the server believed to be primary.
+    ReadOnly,
 }
 
 impl From<ReadError> for SessionError {
@@ -77,6 +96,8 @@ impl SessionError {
         let info = match self {
             ClientIo(_) | ClientTruncated | ClientGone => return Reply::None,
             ClientProtocol(e) => ErrorInfo::fatal("08P01", format!("invalid message from client: {e}"))
+                .hint("This is a bug in the client or its driver; pgsplit closed this connection and keeps serving others."),
+            UnknownMessage(tag) => ErrorInfo::fatal("08P01", format!("invalid frontend message type {tag}"))
                 .hint("This is a bug in the client or its driver; pgsplit closed this connection and keeps serving others."),
             StartupTimeout => ErrorInfo::fatal("08006", "canceling authentication due to timeout")
                 .hint("The client must finish startup within timeouts.client_startup."),

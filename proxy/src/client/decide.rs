@@ -68,6 +68,7 @@ impl Client {
                     terminated = true;
                     break;
                 }
+                t if !fe::is_session_message(t) => return Err(SessionError::UnknownMessage(t)),
                 _ => None,
             };
             if let Some(a) = analysis {

@@ -8,32 +8,41 @@ use pgsplit_protocol::TransactionStatus;
 use super::phase::{Attachment, Phase, Purpose};
 use super::session::Session;
 use crate::backend::pool::PooledConn;
-use crate::errors::SessionError;
+use crate::errors::{Loss, SessionError};
 
 impl Session {
-    /// The attached server was lost (or, with `read_only`, refused a write
-    /// because it is no longer the primary). A request that may be retried
+    /// The attached server was lost, or refused a write because it is no
+    /// longer the primary (`Loss::ReadOnly`). A request that may be retried
     /// goes back to the front of the queue to be routed again: reads that
     /// had returned nothing, and writes a demoted primary refused (they did
     /// not run). Anything else gets an error; inside a transaction the
     /// session then answers as PostgreSQL does for an aborted transaction
     /// until the client ends it.
-    pub(super) fn lose_server(&mut self, why: &str, read_only: bool) -> Result<(), SessionError> {
+    pub(super) fn lose_server(&mut self, why: &str, loss: Loss) -> Result<(), SessionError> {
         let Phase::Attached(a) = std::mem::replace(&mut self.phase, Phase::IDLE) else {
             return Ok(());
         };
         let c = &mut self.c;
         let backend = a.backend;
         let name = c.shared.topology.backends[backend].name().to_owned();
-        if read_only {
-            tracing::warn!(backend = %name, "the primary refused a write as read-only: it was demoted; looking for the new primary");
-            // Maybe demoted, maybe refused for the client's own reasons
-            // (a read-only setting): the health check tells which before
-            // the write is tried again. Others keep using the server.
-            c.recheck = Some(backend);
-        } else {
-            tracing::warn!(backend = %name, reason = %why, "lost the server connection mid-request");
-            c.shared.topology.mark_unreachable(backend);
+        match loss {
+            Loss::ReadOnly => {
+                tracing::warn!(backend = %name, "the primary refused a write as read-only: it was demoted; looking for the new primary");
+                // Maybe demoted, maybe refused for the client's own reasons
+                // (a read-only setting): the health check tells which
+                // before the write is tried again. Others keep using it.
+                c.recheck = Some(backend);
+            }
+            // This session's connection only (pg_terminate_backend, a
+            // protocol violation): other sessions go on using the server
+            // unless the check woken below finds it down.
+            Loss::Fatal { .. } => {
+                tracing::warn!(backend = %name, reason = %why, "the server ended this session's connection");
+            }
+            Loss::Gone => {
+                tracing::warn!(backend = %name, reason = %why, "lost the server connection mid-request");
+                c.shared.topology.mark_unreachable(backend);
+            }
         }
         c.shared.topology.suspect(backend);
         c.cancel_key.set_target(None);
@@ -41,7 +50,7 @@ impl Session {
         c.current_meta = None;
         c.segment_failed = false;
         let open_request = a.open_request;
-        if let Some((frames, begin)) = retry_of(a, read_only) {
+        if let Some((frames, begin)) = retry_of(a, loss) {
             tracing::info!(backend = %name, "retrying the request elsewhere: nothing of it had reached the client");
             let mut again = frames;
             again.extend_from_slice(&c.rbuf);
@@ -104,8 +113,10 @@ impl Session {
 
 /// The frames to send again, if the lost attachment's requests may be
 /// retried: nothing of them reached the client, it was not a retry itself,
-/// and it only read (or wrote on a primary that refused as read-only).
-fn retry_of(a: Attachment, read_only: bool) -> Option<(bytes::BytesMut, Option<String>)> {
+/// it only read (or wrote on a primary that refused as read-only), and the
+/// server did not refuse it as a protocol violation (which would only
+/// fail again elsewhere).
+fn retry_of(a: Attachment, loss: Loss) -> Option<(bytes::BytesMut, Option<String>)> {
     let reads = matches!(a.purpose, Purpose::Read { .. });
     tracing::debug!(
         possible = a.retry.possible(),
@@ -116,9 +127,12 @@ fn retry_of(a: Attachment, read_only: bool) -> Option<(bytes::BytesMut, Option<S
     );
     let Attachment { conn, retry, .. } = a;
     PooledConn::discard(conn);
-    if reads || read_only {
-        retry.take()
-    } else {
-        None
+    match loss {
+        Loss::Fatal {
+            protocol_violation: true,
+        } => None,
+        Loss::ReadOnly => retry.take(),
+        _ if reads => retry.take(),
+        _ => None,
     }
 }

@@ -41,6 +41,10 @@ impl Client {
         if tag == fe::TERMINATE {
             return Ok(Flow::Terminate);
         }
+        if !fe::is_session_message(tag) {
+            // Forwarded, the server would end the connection with a FATAL.
+            return Err(SessionError::UnknownMessage(tag));
+        }
         let send = match frontend::parse(&frame)? {
             FrontendMessage::Query { sql } => {
                 self.note_statement(a, sql);

@@ -18,7 +18,7 @@ use super::ledger::{Event, SegmentMeta};
 use super::phase::{Attachment, Phase, Purpose};
 use super::session::{Client, Session};
 use crate::backend::ServerConn;
-use crate::errors::SessionError;
+use crate::errors::{Loss, SessionError};
 
 /// A batch of replies taken off the attached connection.
 struct Replies {
@@ -26,7 +26,7 @@ struct Replies {
     /// into the client's write buffer, with changes.
     batch: Option<BytesMut>,
     /// The server ended the connection with this FATAL (not relayed).
-    lost: Option<String>,
+    lost: Option<(String, Loss)>,
 }
 
 impl Session {
@@ -54,10 +54,7 @@ impl Session {
             Some(_) => {}
         }
         match replies.lost {
-            Some(why) => Err(SessionError::ServerLost {
-                why,
-                read_only: false,
-            }),
+            Some((why, loss)) => Err(SessionError::ServerLost { why, loss }),
             None => Ok(()),
         }
     }
@@ -73,8 +70,8 @@ impl Client {
             // Nothing of this attachment has reached the client yet.
             let write = a.purpose == Purpose::Write;
             match first_replies(a.conn.received(), max, a.conn.tracker(), write) {
-                FirstReplies::Failed { why, read_only } => {
-                    return Err(SessionError::ServerLost { why, read_only })
+                FirstReplies::Failed { why, loss } => {
+                    return Err(SessionError::ServerLost { why, loss })
                 }
                 // ParseComplete, BindComplete and the like came ahead of
                 // the results: hold them until results (or a failure)
@@ -216,7 +213,7 @@ struct Scanned {
     copying: bool,
     /// A reply the client sees was among them.
     replied: bool,
-    lost: Option<String>,
+    lost: Option<(String, Loss)>,
 }
 
 /// One pass over the replies in `conn.rbuf`, up to a FATAL if any.
@@ -260,10 +257,10 @@ fn scan_batch(
         let (tag, body) = item?;
         let end = start + 5 + body.len();
         if tag == be::ERROR_RESPONSE {
-            if let Some(why) = fatal(body) {
+            if let Some(lost) = fatal(body) {
                 // Never relayed: the client's connection to pgsplit
                 // lives on, and a FATAL would make it think otherwise.
-                out.lost = Some(why);
+                out.lost = Some(lost);
                 break;
             }
         }
@@ -348,16 +345,18 @@ fn note_reply(
 
 /// The message of a FATAL or PANIC ErrorResponse: the server is ending
 /// the connection.
-fn fatal(body: &[u8]) -> Option<String> {
+fn fatal(body: &[u8]) -> Option<(String, Loss)> {
     let fields = pgsplit_protocol::backend::error_fields(body).ok()?;
     matches!(fields.severity(), Some("FATAL" | "PANIC")).then(|| {
-        format!(
-            "{} (SQLSTATE {})",
+        let code = fields.code().unwrap_or("?");
+        let why = format!(
+            "{} (SQLSTATE {code})",
             fields
                 .message()
                 .unwrap_or("the server ended the connection"),
-            fields.code().unwrap_or("?")
-        )
+        );
+        let protocol_violation = code == "08P01";
+        (why, Loss::Fatal { protocol_violation })
     })
 }
 
@@ -368,7 +367,7 @@ enum FirstReplies {
     /// Only acknowledgements of extended-protocol steps, or notices.
     OnlyAcknowledgements,
     /// A failure that makes the requests safe to send elsewhere.
-    Failed { why: String, read_only: bool },
+    Failed { why: String, loss: Loss },
 }
 
 /// One pass over a batch of which nothing has reached the client yet.
@@ -398,16 +397,18 @@ fn first_replies(
             | be::PARAMETER_STATUS
             | be::NOTIFICATION_RESPONSE => {}
             be::ERROR_RESPONSE => {
-                let failure = match fatal(body) {
-                    Some(why) => Some((why, false)),
-                    None => pgsplit_protocol::backend::error_fields(body)
+                let failure = fatal(body).or_else(|| {
+                    pgsplit_protocol::backend::error_fields(body)
                         .ok()
                         .filter(|f| write_on_primary && f.code() == Some("25006"))
-                        .map(|_| ("it is read-only: no longer the primary".to_owned(), true)),
-                };
+                        .map(|_| {
+                            let why = "it is read-only: no longer the primary".to_owned();
+                            (why, Loss::ReadOnly)
+                        })
+                });
                 return match failure {
-                    Some((why, read_only)) if !completes_before_error(rbuf, max, tracker) => {
-                        FirstReplies::Failed { why, read_only }
+                    Some((why, loss)) if !completes_before_error(rbuf, max, tracker) => {
+                        FirstReplies::Failed { why, loss }
                     }
                     _ => FirstReplies::Forward,
                 };

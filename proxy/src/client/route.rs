@@ -16,7 +16,7 @@ use pgsplit_router::topology::Role;
 
 use super::phase::{Phase, Purpose};
 use super::session::{Flow, Session};
-use crate::errors::SessionError;
+use crate::errors::{Loss, SessionError};
 
 impl Session {
     /// Sends buffered client frames on, routing each new request.
@@ -156,7 +156,7 @@ impl Session {
             if self.c.shared.topology.backends[backend].node.role() == Role::StalePrimary {
                 // Fenced since this transaction began: nothing more may
                 // commit there.
-                self.lose_server("it was fenced as a stale primary", false)?;
+                self.lose_server("it was fenced as a stale primary", Loss::Gone)?;
                 return Ok(true);
             }
             self.c.decided_query = None;

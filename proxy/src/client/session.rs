@@ -23,7 +23,7 @@ use super::state::SessionState;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::cancel::CancelKey;
-use crate::errors::SessionError;
+use crate::errors::{Loss, SessionError};
 use crate::io::fill;
 use crate::shared::{LagLimit, Shared};
 use crate::topology::BackendId;
@@ -95,8 +95,8 @@ impl Session {
                 Err(e) => return Err(e),
             }
             match self.flush().await {
-                Err(SessionError::ServerLost { why, read_only }) => {
-                    self.lose_server(&why, read_only)?;
+                Err(SessionError::ServerLost { why, loss }) => {
+                    self.lose_server(&why, loss)?;
                     continue;
                 }
                 r => r?,
@@ -141,13 +141,11 @@ impl Session {
                     }),
                 };
                 let result = match lost {
-                    Some(why) => Err(SessionError::ServerLost { why, read_only: false }),
+                    Some(why) => Err(SessionError::ServerLost { why, loss: Loss::Gone }),
                     None => self.on_server_data().await,
                 };
                 match result {
-                    Err(SessionError::ServerLost { why, read_only }) => {
-                        self.lose_server(&why, read_only)?
-                    }
+                    Err(SessionError::ServerLost { why, loss }) => self.lose_server(&why, loss)?,
                     r => r?,
                 }
                 Ok(true)
@@ -165,7 +163,7 @@ impl Session {
             if let Err(e) = a.conn.flush().await {
                 return Err(SessionError::ServerLost {
                     why: e.to_string(),
-                    read_only: false,
+                    loss: Loss::Gone,
                 });
             }
         }

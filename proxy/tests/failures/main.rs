@@ -1,6 +1,8 @@
 //! Bad input and dead servers: the client gets a clear ErrorResponse with a
 //! fitting SQLSTATE, and the proxy keeps serving everyone else.
 
+mod client_faults;
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
