@@ -41,7 +41,7 @@ impl Session {
             }
             Loss::Gone => {
                 tracing::warn!(backend = %name, reason = %why, "lost the server connection mid-request");
-                c.shared.topology.mark_unreachable(backend);
+                c.shared.topology.lost_silently(backend);
             }
         }
         c.shared.topology.suspect(backend);

@@ -45,6 +45,13 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
         let Some(s) = shared.upgrade() else { return };
         let timeout = s.config.health.health_check_timeout;
         let sent_at_us = s.now_us();
+        // Sessions are skipping this server: only a check on a new
+        // connection says whether it can be reached now (one that outlived
+        // the failure proves nothing), and its pass ends the skipping.
+        let marked = s.is_marked_unreachable(backend);
+        if marked {
+            client = None;
+        }
         let outcome = tokio::time::timeout(timeout, async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = Some(connect(&s, backend).await?);
@@ -57,6 +64,9 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
             Ok(report) => {
                 failures = 0;
                 s.control.checked(&s, backend, &report);
+                if marked {
+                    s.clear_unreachable(backend);
+                }
             }
             Err(error) => {
                 client = None;

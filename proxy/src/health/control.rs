@@ -27,9 +27,9 @@ impl Control {
         };
         if s.backends[i].node.checked(r, lag) {
             tracing::info!(backend = %s.backends[i].name(), "backend is up again: health check succeeded");
-            // Back from down: sessions may try it again at once. (Not on
-            // every success: a check on a connection that outlived a
-            // failure would undo the retry delay sessions just set.)
+            // Back from down: sessions may try it again at once. A server
+            // merely skipped is cleared by the loop after a check on a
+            // fresh connection (check.rs).
             s.clear_unreachable(i);
         }
         self.reelect(s);

@@ -94,6 +94,9 @@ pub struct Backend {
     /// Until when (ms on the topology's clock) sessions skip it after
     /// failing to reach it.
     down_until_ms: AtomicU64,
+    /// When (ms on the topology's clock, plus one so 0 means never) a
+    /// session last lost a connection here without an error from the server.
+    silent_loss_ms: AtomicU64,
 }
 
 impl Backend {
@@ -178,6 +181,7 @@ impl Topology {
                 stats: BackendStats::default(),
                 node: Node::with_hint(Some(BackendId::nth(i)) == hint),
                 down_until_ms: AtomicU64::new(0),
+                silent_loss_ms: AtomicU64::new(0),
             })
             .collect();
         Topology {
@@ -211,6 +215,27 @@ impl Topology {
         self.backends[id]
             .down_until_ms
             .store(until, Ordering::Relaxed);
+    }
+
+    /// A session's connection to `id` ended without a word from the server
+    /// (EOF, reset). One such loss can be that session's own (a backend
+    /// killed alone, a connection cut by a middlebox), so others go on using
+    /// the server; a second within [`RETRY_AFTER`], from any session, says
+    /// the server is failing and marks it unreachable. Either way the caller
+    /// also wakes the health check, which decides for good.
+    pub fn lost_silently(&self, id: BackendId) {
+        let now = self.now_ms() + 1;
+        let last = self.backends[id]
+            .silent_loss_ms
+            .swap(now, Ordering::Relaxed);
+        if last != 0 && now - last < RETRY_AFTER.as_millis() as u64 {
+            self.mark_unreachable(id);
+        }
+    }
+
+    /// Whether sessions are skipping `id` now after failing to reach it.
+    pub fn is_marked_unreachable(&self, id: BackendId) -> bool {
+        !self.is_usable(id)
     }
 
     /// A health check succeeded: the node is worth trying again at once.
@@ -359,6 +384,24 @@ mod tests {
         t.clear_unreachable(id);
         assert!(t.is_usable(id), "a passing check clears it at once");
         assert!(t.is_usable(BackendId::nth(1)), "others are not affected");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_silent_loss_spares_the_server_and_a_second_one_soon_after_marks_it() {
+        let t = three_backends();
+        let id = BackendId::nth(1);
+        t.lost_silently(id);
+        assert!(t.is_usable(id), "one session's loss is its own");
+        tokio::time::advance(RETRY_AFTER + Duration::from_millis(1)).await;
+        t.lost_silently(id);
+        assert!(
+            t.is_usable(id),
+            "two losses far apart are two sessions' own"
+        );
+        tokio::time::advance(RETRY_AFTER - Duration::from_millis(100)).await;
+        t.lost_silently(id);
+        assert!(!t.is_usable(id), "a second loss within the window marks it");
+        assert!(t.is_usable(BackendId::nth(2)), "others are not affected");
     }
 
     #[tokio::test(start_paused = true)]
