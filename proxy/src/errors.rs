@@ -28,9 +28,13 @@ pub enum SessionError {
     ClientGone,
     #[error("client did not complete startup in time")]
     StartupTimeout,
+    /// Bytes that came in the same read as SSLRequest or GSSENCRequest,
+    /// before the answer: they would bypass the negotiation (CVE-2021-23214).
+    #[error("client sent unencrypted data after its encryption request, before the answer")]
+    DataAfterEncryptionRequest,
     #[error("client sent {0} where startup was expected")]
     UnexpectedStartup(&'static str),
-    #[error("unknown user {0:?}")]
+    #[error("user {0:?} is not configured in pgsplit: add a [[users]] entry for it (the client was told \"password authentication failed\", as for a wrong password)")]
     UnknownUser(String),
     #[error("startup packet has no user")]
     NoUser,
@@ -101,11 +105,13 @@ impl SessionError {
                 .hint("This is a bug in the client or its driver; pgsplit closed this connection and keeps serving others."),
             StartupTimeout => ErrorInfo::fatal("08006", "canceling authentication due to timeout")
                 .hint("The client must finish startup within timeouts.client_startup."),
+            DataAfterEncryptionRequest => ErrorInfo::fatal("08P01", "received unencrypted data after an encryption request, before pgsplit answered it")
+                .hint("The client must wait for the answer to SSLRequest or GSSENCRequest before sending anything else; this is a client bug or someone tampering with the connection."),
             UnexpectedStartup(what) => ErrorInfo::fatal("08P01", format!("expected a password message, got {what}")),
-            UnknownUser(u) => ErrorInfo::fatal("28000", format!("user \"{u}\" is not configured in pgsplit"))
-                .hint(format!("Add a [[users]] entry with name = \"{u}\" to the pgsplit configuration, or connect as a configured user.")),
             NoUser => ErrorInfo::fatal("28000", "no PostgreSQL user name specified in startup packet"),
-            AuthFailed(u) => ErrorInfo::fatal("28P01", format!("password authentication failed for user \"{u}\"")),
+            // The same answer for both, as PostgreSQL gives: a client must
+            // not learn which user names exist. The log tells them apart.
+            AuthFailed(u) | UnknownUser(u) => ErrorInfo::fatal("28P01", format!("password authentication failed for user \"{u}\"")),
             Replication => ErrorInfo::fatal("0A000", "replication connections are not supported through pgsplit")
                 .hint("Connect replication clients (pg_basebackup, pg_receivewal, standbys) to the server directly."),
             TooManyClients(n) => ErrorInfo::fatal("53300", "sorry, too many clients already")

@@ -75,6 +75,21 @@ impl ScramSecret {
         &self.stored_key
     }
 
+    /// A secret no password matches, for a user that does not exist: the
+    /// exchange runs to its end and fails as a wrong password does, so a
+    /// client cannot tell the two apart. The caller picks a salt that is
+    /// the same for every attempt with one name, as a real user's is.
+    pub fn mock(salt: [u8; 16]) -> ScramSecret {
+        let mut keys = [0u8; 64];
+        rand::thread_rng().fill_bytes(&mut keys);
+        ScramSecret {
+            iterations: 4096,
+            salt: salt.to_vec(),
+            stored_key: keys[..32].try_into().expect("32 bytes"),
+            server_key: keys[32..].try_into().expect("32 bytes"),
+        }
+    }
+
     /// Derives a secret from a plaintext password with a fresh random salt.
     /// Costly on purpose (PBKDF2): do it once per user at startup, not per login.
     pub fn from_password(password: &str) -> ScramSecret {

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::phase::Phase;
 use super::session::{Client, Session};
-use super::startup::establish;
+use super::startup::{establish, Who};
 use crate::errors::{Reply, SessionError};
 use crate::shared::{LagLimit, Shared};
 
@@ -21,9 +21,13 @@ use crate::shared::{LagLimit, Shared};
 pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(1024);
+    let mut who = Who {
+        addr: stream.peer_addr().ok(),
+        ..Who::default()
+    };
     let opened = tokio::time::timeout(
         shared.config.timeouts.client_startup,
-        establish(&mut stream, &mut rbuf, &shared),
+        establish(&mut stream, &mut rbuf, &shared, &mut who),
     )
     .await
     .unwrap_or(Err(SessionError::StartupTimeout));
@@ -31,7 +35,7 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
         Ok(Some(e)) => e,
         Ok(None) => return,
         Err(e) => {
-            log_end(&e);
+            log_end(&e, &who);
             report(&mut stream, &e).await;
             return;
         }
@@ -82,7 +86,7 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     let result = session.run().await;
     if let Err(e) = &result {
-        log_end(e);
+        log_end(e, &who);
         report(&mut session.c.stream, e).await;
     }
     session.close().await;
@@ -99,11 +103,14 @@ async fn report(client: &mut TcpStream, e: &SessionError) {
     let _ = client.shutdown().await;
 }
 
-fn log_end(e: &SessionError) {
+fn log_end(e: &SessionError, who: &Who) {
+    let client = who.addr.map(|a| a.to_string()).unwrap_or_default();
+    let user = who.user.as_deref().unwrap_or("");
+    let database = who.database.as_deref().unwrap_or("");
     match e {
         SessionError::ClientIo(_) | SessionError::ClientTruncated => {
-            tracing::debug!(error = %e, "client connection ended")
+            tracing::debug!(%client, user, database, error = %e, "client connection ended")
         }
-        _ => tracing::warn!(error = %e, "session ended with an error"),
+        _ => tracing::warn!(%client, user, database, error = %e, "session ended with an error"),
     }
 }

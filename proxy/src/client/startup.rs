@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::attach::checkout;
-use super::auth::authenticate;
+use super::auth::{authenticate, refuse_unknown};
 use super::state::SessionState;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
@@ -43,9 +43,7 @@ pub async fn read_opening(
                 // A client must not pipeline past an encryption request: bytes
                 // already buffered would bypass the negotiation (CVE-2021-23214).
                 if !buf.is_empty() {
-                    return Err(SessionError::UnexpectedStartup(
-                        "data after an encryption request",
-                    ));
+                    return Err(SessionError::DataAfterEncryptionRequest);
                 }
                 stream
                     .write_all(pgsplit_protocol::startup::ENCRYPTION_DECLINED)
@@ -158,6 +156,14 @@ fn parse_options(options: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Who a session's log lines are about, filled in as startup learns it.
+#[derive(Default)]
+pub(super) struct Who {
+    pub addr: Option<std::net::SocketAddr>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+}
+
 pub(super) struct Established {
     /// The connection startup used, if it needed one.
     pub conn: Option<PooledConn>,
@@ -175,6 +181,7 @@ pub(super) async fn establish(
     client: &mut TcpStream,
     rbuf: &mut BytesMut,
     shared: &Arc<Shared>,
+    who: &mut Who,
 ) -> Result<Option<Established>, SessionError> {
     let startup = match read_opening(client, rbuf, shared).await? {
         Opening::Startup(m) => m,
@@ -192,11 +199,12 @@ pub(super) async fn establish(
     }
     let user_name = startup.user().ok_or(SessionError::NoUser)?.to_owned();
     let database = startup.database().unwrap_or(&user_name).to_owned();
+    who.user = Some(user_name.clone());
+    who.database = Some(database.clone());
     let params = forwarded_params(&startup)?;
-    let user = shared
-        .users
-        .get(&user_name)
-        .ok_or_else(|| SessionError::UnknownUser(user_name.clone()))?;
+    let Some(user) = shared.users.get(&user_name) else {
+        return Err(refuse_unknown(client, rbuf, &user_name).await);
+    };
     authenticate(client, rbuf, &user_name, user).await?;
 
     // The first client of a database, user and settings gets a primary

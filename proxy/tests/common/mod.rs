@@ -286,7 +286,11 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(proxy: &ProxyHandle) -> RawClient {
-        let stream = TcpStream::connect(proxy.local_addr()).await.unwrap();
+        RawClient::connect_to(proxy.local_addr()).await
+    }
+
+    pub async fn connect_to(addr: std::net::SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).await.unwrap();
         RawClient {
             stream,
             buf: BytesMut::new(),

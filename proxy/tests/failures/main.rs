@@ -4,13 +4,14 @@
 mod client_faults;
 #[path = "../common/mod.rs"]
 mod common;
+mod logs;
 
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
 use pgsplit_config::Backend;
-use pgsplit_protocol::backend::{self, BackendMessage};
+use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
 use pgsplit_protocol::encode;
 
 /// Proof that the proxy still works for others after a bad client: a read
@@ -46,16 +47,108 @@ async fn wrong_password_is_28p01_and_closes_only_that_connection() {
     proxy.shutdown().await;
 }
 
+/// What a SCRAM login with a wrong proof saw.
+struct WrongProof {
+    /// The client's own address.
+    client: std::net::SocketAddr,
+    /// The server-first message after the nonce: `s=<salt>,i=<iterations>`.
+    salt_and_iterations: String,
+    error: (String, String, String),
+}
+
+/// A SCRAM login as `user` with a wrong proof, by hand.
+async fn scram_with_wrong_proof(proxy: std::net::SocketAddr, user: &str, db: &str) -> WrongProof {
+    let mut c = RawClient::connect_to(proxy).await;
+    let client = c.stream.local_addr().unwrap();
+    let mut out = BytesMut::new();
+    encode::startup_message(&mut out, &[("user", user), ("database", db)]);
+    c.send(&out).await;
+    let first = c.recv().await.expect("an authentication request");
+    assert!(
+        matches!(
+            backend::parse(&first),
+            Ok(BackendMessage::Authentication(Authentication::Sasl { .. }))
+        ),
+        "{user}: {first:?}"
+    );
+    let nonce = "rOprNGfwEbeRWgbNEkqO";
+    out.clear();
+    let client_first = format!("n,,n=,r={nonce}");
+    encode::sasl_initial_response(&mut out, "SCRAM-SHA-256", client_first.as_bytes());
+    c.send(&out).await;
+    let server_first = match backend::parse(&c.recv().await.expect("server-first")) {
+        Ok(BackendMessage::Authentication(Authentication::SaslContinue(d))) => {
+            String::from_utf8(d.to_vec()).unwrap()
+        }
+        other => panic!("{user}: {other:?}"),
+    };
+    let combined = server_first
+        .split(',')
+        .next()
+        .and_then(|r| r.strip_prefix("r="))
+        .unwrap()
+        .to_owned();
+    out.clear();
+    let proof = "p=".to_owned() + &"A".repeat(43) + "=";
+    let client_final = format!("c=biws,r={combined},{proof}");
+    encode::sasl_response(&mut out, client_final.as_bytes());
+    c.send(&out).await;
+    let error = first_error(&c.until_closed().await).expect("an ErrorResponse");
+    WrongProof {
+        client,
+        salt_and_iterations: server_first.split_once(',').unwrap().1.to_owned(),
+        error,
+    }
+}
+
 #[tokio::test]
-async fn unknown_user_is_told_how_to_fix_it() {
+async fn an_unknown_user_gets_the_same_answer_as_a_wrong_password() {
     let proxy = start_proxy().await;
+    // Through libpq-like drivers: the same SQLSTATE and words.
     let e = connect_as(&proxy, "nobody", "x", "postgres")
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&e), "28000");
-    let db = e.as_db_error().unwrap();
-    assert!(db.message().contains("\"nobody\""), "{}", db.message());
-    assert!(db.hint().unwrap_or("").contains("[[users]]"));
+    assert_eq!(sqlstate(&e), "28P01", "{e}");
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "password authentication failed for user \"nobody\""
+    );
+    // Step by step: the same exchange, with a salt as stable as a real
+    // user's, so repeated attempts do not give the game away.
+    let attempt = |user| scram_with_wrong_proof(proxy.local_addr(), user, "postgres");
+    let known = attempt("postgres").await;
+    let unknown = attempt("nobody").await;
+    let again = attempt("nobody").await;
+    let other = attempt("nobody_else").await;
+    let salt = |a: &WrongProof| a.salt_and_iterations.split(',').next().unwrap().len();
+    assert_eq!(
+        salt(&unknown),
+        salt(&known),
+        "{} vs {}",
+        unknown.salt_and_iterations,
+        known.salt_and_iterations
+    );
+    for a in [&known, &unknown] {
+        assert!(
+            a.salt_and_iterations.ends_with(",i=4096"),
+            "{}",
+            a.salt_and_iterations
+        );
+    }
+    assert_eq!(
+        unknown.salt_and_iterations, again.salt_and_iterations,
+        "one name, one salt"
+    );
+    assert_ne!(
+        unknown.salt_and_iterations, other.salt_and_iterations,
+        "another name, another salt"
+    );
+    assert_eq!(known.error.0, "28P01");
+    let (code, severity, message) = known.error;
+    assert_eq!(
+        unknown.error,
+        (code, severity, message.replace("postgres", "nobody"))
+    );
     still_serving(&proxy).await;
     proxy.shutdown().await;
 }
