@@ -46,6 +46,24 @@ pub struct Timeouts {
     /// Default: "5s".
     #[serde(with = "humantime_serde")]
     pub cancel: Duration,
+    /// A request that no server has taken within this (waiting for a free
+    /// connection, for a primary during a failover, for a connect) ends
+    /// the client's connection with FATAL 57014; the request was not run.
+    /// PgBouncer's `query_wait_timeout`. "0s" turns it off. Default: "120s".
+    #[serde(with = "humantime_serde")]
+    pub query_wait_timeout: Duration,
+    /// A client idle inside a transaction for longer is disconnected with
+    /// FATAL 25P03, as PostgreSQL's `idle_in_transaction_session_timeout`
+    /// does, and the transaction is rolled back, which frees its server
+    /// connection. PgBouncer's `idle_transaction_timeout`. Default: "0s"
+    /// (off).
+    #[serde(with = "humantime_serde")]
+    pub idle_transaction_timeout: Duration,
+    /// A client idle outside a transaction for longer is disconnected with
+    /// FATAL 57P05, as PostgreSQL's `idle_session_timeout` does.
+    /// PgBouncer's `client_idle_timeout`. Default: "0s" (off).
+    #[serde(with = "humantime_serde")]
+    pub client_idle_timeout: Duration,
 }
 
 impl Default for Timeouts {
@@ -54,6 +72,9 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             client_startup: Duration::from_secs(15),
             cancel: Duration::from_secs(5),
+            query_wait_timeout: Duration::from_secs(120),
+            idle_transaction_timeout: Duration::ZERO,
+            client_idle_timeout: Duration::ZERO,
         }
     }
 }

@@ -42,6 +42,14 @@ pub enum SessionError {
     AuthFailed(String),
     #[error("replication connections are not supported")]
     Replication,
+    #[error(
+        "no server took the request within timeouts.query_wait_timeout ({0:?}); it was not run"
+    )]
+    QueryWaitTimeout(std::time::Duration),
+    #[error("client idle in a transaction for longer than timeouts.idle_transaction_timeout ({0:?}); disconnected, the transaction rolled back")]
+    IdleInTransaction(std::time::Duration),
+    #[error("client idle for longer than timeouts.client_idle_timeout ({0:?}); disconnected")]
+    IdleSession(std::time::Duration),
     #[error("client limit of {0} reached")]
     TooManyClients(usize),
     #[error(transparent)]
@@ -114,6 +122,13 @@ impl SessionError {
             AuthFailed(u) | UnknownUser(u) => ErrorInfo::fatal("28P01", format!("password authentication failed for user \"{u}\"")),
             Replication => ErrorInfo::fatal("0A000", "replication connections are not supported through pgsplit")
                 .hint("Connect replication clients (pg_basebackup, pg_receivewal, standbys) to the server directly."),
+            QueryWaitTimeout(d) => ErrorInfo::fatal("57014", "canceling the request: no server could take it in time (query_wait_timeout)")
+                .detail(format!("It waited {} for a server connection and was not run.", humantime::format_duration(*d)))
+                .hint("Retry it; if this repeats, raise pool.pool_size or timeouts.query_wait_timeout, or look for sessions holding server connections (SHOW pool_nodes)."),
+            IdleInTransaction(d) => ErrorInfo::fatal("25P03", "terminating connection due to idle-in-transaction timeout")
+                .detail(format!("The transaction was idle for more than {} (timeouts.idle_transaction_timeout) and was rolled back.", humantime::format_duration(*d))),
+            IdleSession(d) => ErrorInfo::fatal("57P05", "terminating connection due to idle-session timeout")
+                .detail(format!("The connection was idle for more than {} (timeouts.client_idle_timeout).", humantime::format_duration(*d))),
             TooManyClients(n) => ErrorInfo::fatal("53300", "sorry, too many clients already")
                 .detail(format!("pgsplit is serving its limit of {n} client connections."))
                 .hint("Raise limits.max_client_connections, or close idle connections."),

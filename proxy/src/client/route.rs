@@ -113,7 +113,7 @@ impl Session {
             Phase::Idle { retrying } => retrying,
             _ => None,
         };
-        let attached = match self.c.decide()? {
+        let plan = match self.c.decide()? {
             Plan::NeedMore => return Ok(false),
             Plan::DeferBegin => {
                 self.c.defer_begin()?;
@@ -123,14 +123,22 @@ impl Session {
                 self.c.prepare_locally()?;
                 return Ok(true);
             }
-            Plan::Read(weight) => self.c.attach_read(weight, retrying).await,
-            plan @ Plan::Primary(_) => {
-                if plan.may_write() {
-                    self.c.ryw.write_sent();
-                }
-                self.c.attach_primary(Purpose::Write, retrying).await
+            plan => plan,
+        };
+        if plan.may_write() {
+            self.c.ryw.write_sent();
+        }
+        let limit = self.c.shared.config.timeouts.query_wait_timeout;
+        let c = &mut self.c;
+        let attach = async {
+            match plan {
+                Plan::Read(weight) => c.attach_read(weight, retrying).await,
+                _ => c.attach_primary(Purpose::Write, retrying).await,
             }
         };
+        let attached = within(limit, attach)
+            .await
+            .ok_or(SessionError::QueryWaitTimeout(limit))?;
         match attached {
             Ok(mut a) => {
                 a.open_request = true;
@@ -226,5 +234,19 @@ impl Session {
             };
         }
         Ok(())
+    }
+}
+
+/// `f`'s output, or None if it takes longer than `limit` (zero: no limit).
+/// The first poll runs without a timer: most requests get a server at
+/// once, and arming one for each would cost every request a clock read.
+async fn within<F: std::future::Future>(limit: std::time::Duration, f: F) -> Option<F::Output> {
+    use std::task::Poll;
+    let mut f = std::pin::pin!(f);
+    let first = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending if limit.is_zero() => Some(f.await),
+        Poll::Pending => tokio::time::timeout(limit, f).await.ok(),
     }
 }

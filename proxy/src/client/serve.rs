@@ -111,6 +111,9 @@ fn log_end(e: &SessionError, who: &Who) {
         SessionError::ClientIo(_) | SessionError::ClientTruncated => {
             tracing::debug!(%client, user, database, error = %e, "client connection ended")
         }
+        SessionError::IdleSession(_) | SessionError::IdleInTransaction(_) => {
+            tracing::info!(%client, user, database, error = %e, "session ended")
+        }
         _ => tracing::warn!(%client, user, database, error = %e, "session ended with an error"),
     }
 }

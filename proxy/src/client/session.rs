@@ -121,13 +121,29 @@ impl Session {
             ),
             _ => (true, None),
         };
+        let busy = server.as_ref().is_some_and(|s| !s.owes_nothing());
+        let idle = idle_limit(&c.shared.config.timeouts, c.tx, busy);
         let server_read = async {
             match server {
                 Some(s) => Some(s.read_more(max).await),
                 None => std::future::pending().await,
             }
         };
+        let idle_out = async {
+            match idle {
+                Some((limit, _)) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = idle_out, if client_open => {
+                let (limit, in_transaction) = idle.expect("only armed with a limit");
+                Err(if in_transaction {
+                    SessionError::IdleInTransaction(limit)
+                } else {
+                    SessionError::IdleSession(limit)
+                })
+            }
             r = fill(&mut c.stream, &mut c.rbuf, Direction::Frontend, max), if client_open => {
                 Ok(r?)
             }
@@ -235,6 +251,26 @@ impl Client {
             self.conns[backend.index()] = Some(conn);
         }
     }
+}
+
+/// The idle timeout that applies while the session waits for its client,
+/// and whether it is the one for a client inside a transaction; None when
+/// it is off or a server is still working for the client (`busy`).
+fn idle_limit(
+    t: &pgsplit_config::Timeouts,
+    tx: TransactionStatus,
+    busy: bool,
+) -> Option<(std::time::Duration, bool)> {
+    if busy {
+        return None;
+    }
+    let in_transaction = tx != TransactionStatus::Idle;
+    let limit = if in_transaction {
+        t.idle_transaction_timeout
+    } else {
+        t.client_idle_timeout
+    };
+    (!limit.is_zero()).then_some((limit, in_transaction))
 }
 
 /// Brings a connection the session is done with back to a clean state

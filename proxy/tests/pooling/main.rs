@@ -7,6 +7,7 @@ mod common;
 mod lifecycle;
 mod settings;
 mod sharing;
+mod timeouts;
 
 use std::time::{Duration, Instant};
 
