@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admission::{self, Throttle};
 use crate::client::serve_client;
 use crate::shared::Shared;
 
@@ -72,8 +73,22 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     // Two descriptors per client at most (its socket, and a server socket
     // while it holds one) plus the pools and some slack.
     let pools = config.pool.pool_size * config.backends.len() * config.users.len().max(1);
-    raise_fd_limit((config.limits.max_client_connections + pools + 64) as u64);
-    let shared = Arc::new(Shared::new(config));
+    let server = admission::server_descriptors(pools);
+    let wanted = config.limits.max_client_connections;
+    let open_files =
+        admission::raise_open_files((wanted + admission::OVER_LIMIT_SOCKETS + server) as u64);
+    let client_limit = admission::client_limit(wanted, open_files, server);
+    if client_limit < wanted {
+        tracing::warn!(
+            open_files,
+            reserved_for_servers = server,
+            serving = client_limit,
+            "the open-file limit leaves room for {client_limit} clients, not \
+             limits.max_client_connections = {wanted}: more get 53300; raise the limit \
+             (ulimit -n, LimitNOFILE=) or lower max_client_connections"
+        );
+    }
+    let shared = Arc::new(Shared::new(config, client_limit));
     // Bound before anything starts, so a taken port fails cleanly.
     let metrics_addr = match shared.config.metrics_listen.as_deref() {
         Some(addr) => {
@@ -111,18 +126,26 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
+    let mut accept_errors = Throttle::new(Duration::from_secs(10));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::trace!(%peer, "client connected");
-                    sessions.spawn(serve_client(stream, Arc::clone(&shared)));
+                    match shared.admission.admit() {
+                        Some(ticket) => {
+                            sessions.spawn(serve_client(stream, Arc::clone(&shared), ticket));
+                        }
+                        None => refuse_at_once(stream, &shared),
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors or a connection reset during the
                     // handshake: existing sessions are unaffected, so back off
                     // briefly and keep accepting.
-                    tracing::warn!(error = %e, "accept failed");
+                    if let Some(held_back) = accept_errors.allow() {
+                        tracing::warn!(error = %e, held_back, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -148,6 +171,18 @@ async fn accept_loop(
     }
 }
 
+/// A socket beyond the client limit and the over-limit allowance: told
+/// 53300 if its buffer takes it without waiting, and closed.
+fn refuse_at_once(stream: tokio::net::TcpStream, shared: &Shared) {
+    let mut out = bytes::BytesMut::new();
+    if let crate::errors::Reply::Error(info) =
+        crate::errors::SessionError::TooManyClients(shared.admission.limit).reply()
+    {
+        pgsplit_protocol::encode::error_response(&mut out, &info);
+    }
+    let _ = stream.try_write(&out);
+}
+
 /// Closes idle server connections past their idle timeout or lifetime;
 /// ends with the proxy.
 async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
@@ -158,42 +193,5 @@ async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
             Some(s) => s.pools.maintain().await,
             None => return,
         }
-    }
-}
-
-/// Raises the soft open-file limit to what the configured client limit
-/// needs, as far as the hard limit allows, and says so when it does not.
-fn raise_fd_limit(needed: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return;
-    }
-    if lim.rlim_cur >= needed {
-        return;
-    }
-    let target = needed.min(lim.rlim_max);
-    let raised = libc::rlimit {
-        rlim_cur: target,
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: as above.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-        tracing::debug!(
-            from = lim.rlim_cur,
-            to = target,
-            "raised the open-file limit"
-        );
-    }
-    if lim.rlim_max < needed {
-        tracing::warn!(
-            hard_limit = lim.rlim_max,
-            needed,
-            "the open-file hard limit is below what limits.max_client_connections needs; \
-             raise it (ulimit -Hn, LimitNOFILE=) or lower max_client_connections"
-        );
     }
 }

@@ -145,6 +145,7 @@ fn backend_reply(e: &BackendError) -> Reply {
     use BackendError::*;
     let info = match e {
         Refused { error, .. } => return Reply::Raw(error.clone()),
+        OutOfDescriptors { .. } => return Reply::Error(out_of_descriptors(e, true)),
         Connect { .. } | Timeout { .. } => ErrorInfo::fatal("08001", format!("pgsplit: {e}"))
             .hint("Check that the server is running and reachable from pgsplit; the next connection attempt tries again."),
         UnsupportedAuth { .. } => ErrorInfo::fatal("28000", format!("pgsplit: {e}"))
@@ -160,9 +161,23 @@ fn backend_reply(e: &BackendError) -> Reply {
     Reply::Error(info)
 }
 
+/// pgsplit could not open a server connection for lack of descriptors.
+fn out_of_descriptors(e: &BackendError, fatal: bool) -> ErrorInfo {
+    let message = format!("pgsplit: {e}");
+    let info = if fatal {
+        ErrorInfo::fatal("53000", message)
+    } else {
+        ErrorInfo::error("53000", message).detail("The statement was not run.")
+    };
+    info.hint("Raise pgsplit's open-file limit (ulimit -n, LimitNOFILE=) or lower limits.max_client_connections; the server itself is fine.")
+}
+
 /// The error for one statement that could not be started because a server
 /// was unreachable. The session goes on: nothing was sent, so a retry is safe.
 pub fn statement_error(e: &BackendError) -> ErrorInfo {
+    if let BackendError::OutOfDescriptors { .. } = e {
+        return out_of_descriptors(e, false);
+    }
     if let BackendError::Refused { backend, error } = e {
         if let Ok(pgsplit_protocol::backend::BackendMessage::ErrorResponse(f)) =
             pgsplit_protocol::backend::parse(error)

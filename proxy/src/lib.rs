@@ -6,6 +6,7 @@
 //! `backend` (server connections). `shared` is the state every session sees.
 
 pub mod admin;
+mod admission;
 mod app;
 pub mod backend;
 pub mod cancel;

@@ -180,7 +180,7 @@ pub fn render(s: &Arc<Shared>) -> String {
             s.pins[i].load(Ordering::Relaxed)
         );
     }
-    let clients = s.config.limits.max_client_connections - s.client_slots.available_permits();
+    let clients = s.admission.in_use();
     let _ = writeln!(out, "# HELP pgsplit_client_connections Client connections being served.\n# TYPE pgsplit_client_connections gauge\npgsplit_client_connections {clients}");
     out
 }

@@ -11,8 +11,8 @@ use pgsplit_config::{AuthMethod, Config, PasswordKind};
 use pgsplit_protocol::auth::ScramSecret;
 use pgsplit_router::balance::{Balancer, Candidate, PrimaryReads, Strategy};
 use pgsplit_router::{Classifier, ClassifierConfig};
-use tokio::sync::Semaphore;
 
+use crate::admission::Admission;
 use crate::backend::pool::Pools;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
@@ -86,11 +86,13 @@ pub struct Shared {
     /// so connecting needs no server connection.
     startup_params: Mutex<HashMap<(String, String, u64), Reported>>,
     pub cancel: Arc<CancelRegistry>,
-    pub client_slots: Arc<Semaphore>,
+    pub admission: Admission,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Shared {
+    /// `client_limit`: the client sockets served at once, as the open-file
+    /// budget allows ([`crate::admission::client_limit`]).
+    pub fn new(config: Config, client_limit: usize) -> Shared {
         let users = config
             .users
             .iter()
@@ -114,7 +116,6 @@ impl Shared {
                 pgsplit_config::PrimaryReads::Off => PrimaryReads::Off,
             },
         );
-        let client_slots = Arc::new(Semaphore::new(config.limits.max_client_connections));
         let config = Arc::new(config);
         let topology = Arc::new(Topology::new(Arc::clone(&config)));
         Shared {
@@ -125,7 +126,7 @@ impl Shared {
             balancer,
             functions: Arc::default(),
             cancel: Arc::new(CancelRegistry::default()),
-            client_slots,
+            admission: Admission::new(client_limit),
             pins: Default::default(),
             last_write_us: AtomicU64::new(0),
             ryw: RywCounters::default(),

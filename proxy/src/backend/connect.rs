@@ -75,11 +75,19 @@ impl ServerConn {
         backend: &BackendAddr,
         p: &ConnectParams<'_>,
     ) -> Result<ServerConn, BackendError> {
-        let connect_err = |source| BackendError::Connect {
-            backend: backend.name.clone(),
-            host: backend.host.clone(),
-            port: backend.port,
-            source,
+        let connect_err = |source: std::io::Error| {
+            if super::out_of_descriptors(&source) {
+                return BackendError::OutOfDescriptors {
+                    backend: backend.name.clone(),
+                    source,
+                };
+            }
+            BackendError::Connect {
+                backend: backend.name.clone(),
+                host: backend.host.clone(),
+                port: backend.port,
+                source,
+            }
         };
         let addr = backend.resolve().await.map_err(connect_err)?;
         let stream = TcpStream::connect(addr).await.map_err(connect_err)?;

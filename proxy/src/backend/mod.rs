@@ -26,6 +26,15 @@ pub enum BackendError {
         port: u16,
         source: std::io::Error,
     },
+    /// pgsplit itself could not open a socket: the server is not at fault
+    /// and is not taken out of service.
+    #[error(
+        "pgsplit has no file descriptor left for a connection to backend \"{backend}\": {source}"
+    )]
+    OutOfDescriptors {
+        backend: String,
+        source: std::io::Error,
+    },
     #[error("backend \"{backend}\" did not complete startup within {secs:.1}s")]
     Timeout { backend: String, secs: f64 },
     /// The server refused the login or the session (bad password for the
@@ -73,3 +82,30 @@ impl BackendError {
 }
 
 pub use crate::topology::BackendAddr;
+
+/// This process (EMFILE) or the whole system (ENFILE) is out of file
+/// descriptors: a local shortage, not a server failure.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_local_and_never_blames_the_server() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(out_of_descriptors(&emfile));
+        assert!(out_of_descriptors(&std::io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(!out_of_descriptors(&refused));
+        let local = BackendError::OutOfDescriptors {
+            backend: "r1".into(),
+            source: emfile,
+        };
+        assert!(!local.is_transient(), "not a reason to skip the server");
+    }
+}

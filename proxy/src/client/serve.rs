@@ -12,22 +12,27 @@ use tokio::net::TcpStream;
 
 use super::phase::Phase;
 use super::session::{Client, Session};
-use super::startup::{establish, Who};
+use super::startup::{establish, read_opening, Opening, Who};
+use crate::admission::Ticket;
 use crate::errors::{Reply, SessionError};
 use crate::shared::{LagLimit, Shared};
 
 /// Serves one client connection to the end. Never panics on client input;
 /// every failure ends with an ErrorResponse where the client can still read it.
-pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
+pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>, ticket: Ticket) {
     let _ = stream.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(1024);
     let mut who = Who {
         addr: stream.peer_addr().ok(),
         ..Who::default()
     };
+    let permit = match ticket {
+        Ticket::Client(permit) => permit,
+        Ticket::OverLimit(_held) => return serve_over_limit(stream, rbuf, &shared, &who).await,
+    };
     let opened = tokio::time::timeout(
         shared.config.timeouts.client_startup,
-        establish(&mut stream, &mut rbuf, &shared, &mut who),
+        establish(&mut stream, &mut rbuf, &shared, &mut who, permit),
     )
     .await
     .unwrap_or(Err(SessionError::StartupTimeout));
@@ -91,6 +96,27 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     session.close().await;
 }
+
+/// A socket over the client limit: a CancelRequest on it is served (the
+/// query it cancels may be what keeps the others waiting); a startup is
+/// told 53300. It gets a short while to say which.
+async fn serve_over_limit(mut stream: TcpStream, mut rbuf: BytesMut, shared: &Shared, who: &Who) {
+    let patience = shared
+        .config
+        .timeouts
+        .client_startup
+        .min(OVER_LIMIT_PATIENCE);
+    let opening =
+        tokio::time::timeout(patience, read_opening(&mut stream, &mut rbuf, shared)).await;
+    if let Ok(Ok(Opening::Startup(_))) = opening {
+        let e = SessionError::TooManyClients(shared.admission.limit);
+        log_end(&e, who);
+        report(&mut stream, &e).await;
+    }
+}
+
+/// How long a socket over the client limit may take to send its first packet.
+const OVER_LIMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn report(client: &mut TcpStream, e: &SessionError) {
     let mut out = BytesMut::new();

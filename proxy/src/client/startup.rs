@@ -182,15 +182,12 @@ pub(super) async fn establish(
     rbuf: &mut BytesMut,
     shared: &Arc<Shared>,
     who: &mut Who,
+    permit: OwnedSemaphorePermit,
 ) -> Result<Option<Established>, SessionError> {
     let startup = match read_opening(client, rbuf, shared).await? {
         Opening::Startup(m) => m,
         Opening::Cancel | Opening::Closed => return Ok(None),
     };
-    // Cancel requests were served above even at the limit.
-    let permit = Arc::clone(&shared.client_slots)
-        .try_acquire_owned()
-        .map_err(|_| SessionError::TooManyClients(shared.config.limits.max_client_connections))?;
     let mut out = BytesMut::with_capacity(512);
     negotiate_version(&startup, &mut out);
     if !out.is_empty() {

@@ -41,6 +41,7 @@ const CHECK: &str = "SELECT pg_is_in_recovery(), \
 async fn watch(shared: Weak<Topology>, backend: BackendId) {
     let mut client: Option<tokio_postgres::Client> = None;
     let mut failures = 0u32;
+    let mut local_misses = crate::admission::Throttle::new(Duration::from_secs(10));
     loop {
         let Some(s) = shared.upgrade() else { return };
         let timeout = s.config.health.health_check_timeout;
@@ -54,13 +55,22 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
         }
         let outcome = tokio::time::timeout(timeout, async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
-                client = Some(connect(&s, backend).await?);
+                client = Some(connect_or_miss(&s, backend).await?);
             }
-            check(client.as_ref().expect("connected above"), sent_at_us).await
+            check(client.as_ref().expect("connected above"), sent_at_us)
+                .await
+                .map_err(Miss::Server)
         })
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+        .unwrap_or_else(|_| Err(Miss::Server(format!("no answer within {timeout:?}"))));
         match outcome {
+            Err(Miss::Local(error)) => {
+                // Says nothing about the server: neither a pass nor a failure.
+                if let Some(held_back) = local_misses.allow() {
+                    tracing::warn!(backend = %s.backends[backend].name(), %error, held_back,
+                        "health check skipped: pgsplit is out of file descriptors");
+                }
+            }
             Ok(report) => {
                 failures = 0;
                 s.control.checked(&s, backend, &report);
@@ -68,7 +78,7 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
                     s.clear_unreachable(backend);
                 }
             }
-            Err(error) => {
+            Err(Miss::Server(error)) => {
                 client = None;
                 failures += 1;
                 s.control.failed(&s, backend, failures, &error);
@@ -130,10 +140,36 @@ pub(super) fn login(s: &Topology) -> (String, Option<String>) {
     }
 }
 
+/// Why a check did not pass.
+enum Miss {
+    /// The server did not answer, or answered wrong.
+    Server(String),
+    /// pgsplit could not even open a socket.
+    Local(String),
+}
+
+async fn connect_or_miss(s: &Topology, backend: BackendId) -> Result<tokio_postgres::Client, Miss> {
+    connect_raw(s, backend).await.map_err(|e| {
+        let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        if io.is_some_and(crate::backend::out_of_descriptors) {
+            Miss::Local(e.to_string())
+        } else {
+            Miss::Server(e.to_string())
+        }
+    })
+}
+
 pub(super) async fn connect(
     s: &Topology,
     backend: BackendId,
 ) -> Result<tokio_postgres::Client, String> {
+    connect_raw(s, backend).await.map_err(|e| e.to_string())
+}
+
+async fn connect_raw(
+    s: &Topology,
+    backend: BackendId,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (user, password) = login(s);
     let b = &s.backends[backend].addr;
     let mut config = tokio_postgres::Config::new();
@@ -147,10 +183,7 @@ pub(super) async fn connect(
     if let Some(p) = &password {
         config.password(p);
     }
-    let (client, conn) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

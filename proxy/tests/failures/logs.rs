@@ -2,75 +2,10 @@
 //! address and database for every refused login and protocol error, and
 //! carries no colour codes when it is not a terminal.
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 
+use super::binary::Binary;
 use super::*;
-
-/// The binary in front of the shared cluster, its stderr piped.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Binary {
-    async fn start() -> Binary {
-        let c = cluster();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut toml = format!("listen = \"127.0.0.1:{port}\"\n");
-        for n in c.nodes() {
-            let role = if n.index == 0 { "primary" } else { "replica" };
-            toml += &format!(
-                "[[backends]]\nname = \"node{}\"\nhost = \"{}\"\nport = {}\nrole = \"{role}\"\n",
-                n.index, n.host, n.port
-            );
-        }
-        toml += &format!(
-            "[[users]]\nname = \"{}\"\npassword = \"{}\"\n[[users]]\nname = \"{}\"\nauth = \"trust\"\n",
-            c.superuser(),
-            c.password(),
-            pgsplit_cluster::TRUST_USER
-        );
-        let path = std::env::temp_dir().join(format!("pgsplit-logs-{port}.toml"));
-        std::fs::write(&path, toml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgsplit"));
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PGSPLIT_")) {
-            cmd.env_remove(k);
-        }
-        let child = cmd
-            .args(["--config", path.to_str().unwrap(), "run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pgsplit");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let up = eventually(Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        assert!(up, "pgsplit never listened on {addr}");
-        Binary { child, addr }
-    }
-
-    /// Stops the binary (SIGTERM) and returns everything it logged.
-    fn stop(mut self) -> String {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let mut log = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
-        self.child.wait().unwrap();
-        log
-    }
-}
 
 /// The log line that names `client`, which must also name `database` and
 /// say `what`.
@@ -87,7 +22,7 @@ fn line_for<'a>(log: &'a str, client: SocketAddr, database: &str, what: &str) ->
 #[tokio::test]
 async fn refused_logins_and_protocol_errors_are_logged_with_client_and_database_without_colour() {
     let db = fresh_database("logs_named");
-    let pgsplit = Binary::start().await;
+    let pgsplit = Binary::start("", None).await;
 
     // An unknown user and a wrong password: the same answer, told apart in
     // the log.

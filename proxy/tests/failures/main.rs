@@ -1,9 +1,11 @@
 //! Bad input and dead servers: the client gets a clear ErrorResponse with a
 //! fitting SQLSTATE, and the proxy keeps serving everyone else.
 
+mod binary;
 mod client_faults;
 #[path = "../common/mod.rs"]
 mod common;
+mod descriptors;
 mod logs;
 
 use std::time::{Duration, Instant};
