@@ -51,18 +51,21 @@ fn routing(c: &mut Criterion) {
             detached: false,
             pg_role: PgRole::Primary,
             timeline: 3,
+            system_id: 7,
         },
         NodeReport {
             up: true,
             detached: false,
             pg_role: PgRole::Standby,
             timeline: 0,
+            system_id: 7,
         },
         NodeReport {
             up: false,
             detached: false,
             pg_role: PgRole::Standby,
             timeline: 0,
+            system_id: 7,
         },
     ];
     let mut memory = Memory::default();

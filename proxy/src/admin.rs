@@ -88,6 +88,16 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
             },
             Err(e) => Outcome::Error(e),
         },
+        AdminCommand::Accept(ref name) => match node(name) {
+            Ok(i) => match crate::health::accept(&shared.topology, i) {
+                Ok(note) => Outcome::Done {
+                    tag: cmd.tag(),
+                    note,
+                },
+                Err(e) => Outcome::Error(e),
+            },
+            Err(e) => Outcome::Error(e),
+        },
         AdminCommand::Promote(ref name) => match node(name) {
             Ok(i) => match crate::health::promote(&shared.topology, i).await {
                 Ok(note) => Outcome::Done {

@@ -350,6 +350,14 @@ pub fn not_promotable(name: &str) -> ErrorInfo {
     .hint("SHOW pool_nodes lists each node's pg_status and pg_role.")
 }
 
+pub fn not_acceptable(name: &str) -> ErrorInfo {
+    ErrorInfo::error(
+        "55000",
+        format!("pgsplit: cannot accept {name} as the primary: it does not answer health checks as a primary"),
+    )
+    .hint("PGSPLIT ACCEPT takes a server that is out of recovery; SHOW pool_nodes lists each node's pg_status and pg_role.")
+}
+
 pub fn promotion_in_progress() -> ErrorInfo {
     ErrorInfo::error("55006", "pgsplit: a promotion is already in progress")
         .hint("Wait for it to finish (SHOW pool_nodes), then retry if still needed.")

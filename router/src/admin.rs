@@ -15,6 +15,9 @@ pub enum AdminCommand {
     Attach(String),
     /// Make a standby the primary (a switchover when the primary is up).
     Promote(String),
+    /// Take a server that says it is primary as the primary, forgetting
+    /// the timelines and cluster followed before.
+    Accept(String),
 }
 
 impl AdminCommand {
@@ -33,6 +36,7 @@ impl AdminCommand {
             AdminCommand::Detach(_) => "PGSPLIT DETACH",
             AdminCommand::Attach(_) => "PGSPLIT ATTACH",
             AdminCommand::Promote(_) => "PGSPLIT PROMOTE",
+            AdminCommand::Accept(_) => "PGSPLIT ACCEPT",
         }
     }
 }
@@ -59,7 +63,7 @@ pub fn parse_admin(sql: &str) -> Option<Result<AdminCommand, String>> {
     if !first.eq_ignore_ascii_case("pgsplit") {
         return None;
     }
-    let usage = "write it as PGSPLIT DETACH|ATTACH|PROMOTE <node name or node_id>";
+    let usage = "write it as PGSPLIT DETACH|ATTACH|PROMOTE|ACCEPT <node name or node_id>";
     let (Some(verb), Some(node), None) = (words.next(), words.next(), words.next()) else {
         return Some(Err(format!("pgsplit: malformed admin command; {usage}")));
     };
@@ -68,6 +72,7 @@ pub fn parse_admin(sql: &str) -> Option<Result<AdminCommand, String>> {
         "detach" => Ok(AdminCommand::Detach(node)),
         "attach" => Ok(AdminCommand::Attach(node)),
         "promote" => Ok(AdminCommand::Promote(node)),
+        "accept" => Ok(AdminCommand::Accept(node)),
         _ => Err(format!("pgsplit: unknown admin command {verb:?}; {usage}")),
     })
 }

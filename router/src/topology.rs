@@ -16,6 +16,13 @@
 //!   restart race between two equal claimants cannot flip writes back and
 //!   forth.
 //!
+//! * Timelines are compared within one cluster only. Every server names
+//!   its cluster (the system identifier from `pg_control_system()`); a
+//!   server of another cluster than the one pgsplit follows gets no
+//!   traffic at all. When every server that answers names the same new
+//!   cluster (the whole cluster was re-initialized), pgsplit follows it
+//!   and forgets the old one's timelines.
+//!
 //! Every other server that claims to be primary is fenced: no reads, no
 //! writes, until it rejoins as a standby.
 
@@ -39,6 +46,8 @@ pub struct NodeReport {
     pub pg_role: PgRole,
     /// The timeline it writes on (primaries; 0 when unknown).
     pub timeline: u32,
+    /// Its cluster's system identifier (0 when unknown: not judged by it).
+    pub system_id: u64,
 }
 
 /// How pgsplit uses a server.
@@ -50,6 +59,9 @@ pub enum Role {
     Standby,
     /// Claims to be primary but lost the election: gets no traffic.
     StalePrimary,
+    /// Belongs to another cluster than the one pgsplit follows: gets no
+    /// traffic.
+    OtherCluster,
 }
 
 impl Role {
@@ -59,6 +71,7 @@ impl Role {
             Role::Primary => "primary",
             Role::Standby => "standby",
             Role::StalePrimary => "stale_primary",
+            Role::OtherCluster => "other_cluster",
         }
     }
 }
@@ -80,14 +93,77 @@ pub struct Memory {
     pub floor: u32,
     /// Kept out of the running by a switchover in progress.
     pub excluded: Option<usize>,
+    /// The cluster followed (0: none seen yet).
+    pub system_id: u64,
+}
+
+impl Memory {
+    /// An admin's word that server `i`, as it reports now, is the primary:
+    /// its cluster is followed and timelines below its own are forgotten.
+    pub fn accept(&mut self, i: usize, report: &NodeReport) {
+        self.trusted = Some(i);
+        self.floor = report.timeline;
+        if report.system_id != 0 {
+            self.system_id = report.system_id;
+        }
+    }
+}
+
+/// Which cluster to follow: the one every answering server names, if they
+/// agree (a cluster seen for the first time, or one re-initialized as a
+/// whole); otherwise the one followed so far, or on first sight the one
+/// most of them name (ties: the server trusted, then the first).
+fn cluster_to_follow(nodes: &[NodeReport], memory: &Memory) -> u64 {
+    let named: Vec<u64> = nodes
+        .iter()
+        .filter(|n| n.up && n.system_id != 0)
+        .map(|n| n.system_id)
+        .collect();
+    let Some(&first) = named.first() else {
+        return memory.system_id;
+    };
+    if named.iter().all(|&id| id == first) {
+        return first;
+    }
+    if memory.system_id != 0 {
+        return memory.system_id;
+    }
+    let votes = |id: u64| named.iter().filter(|&&x| x == id).count();
+    let most = named.iter().map(|&id| votes(id)).max().unwrap_or(0);
+    let trusted = memory
+        .trusted
+        .and_then(|t| nodes.get(t))
+        .map(|n| n.system_id)
+        .filter(|&id| id != 0 && votes(id) == most);
+    trusted.unwrap_or_else(|| {
+        *named
+            .iter()
+            .find(|&&id| votes(id) == most)
+            .expect("non-empty")
+    })
 }
 
 /// Decides the primary and every server's role, and updates `memory`.
 pub fn elect(nodes: &[NodeReport], memory: &mut Memory) -> Election {
+    let cluster = cluster_to_follow(nodes, memory);
+    if cluster != memory.system_id {
+        if memory.system_id != 0 {
+            // A new cluster: the old one's timelines mean nothing in it.
+            memory.floor = 0;
+            memory.trusted = None;
+        }
+        memory.system_id = cluster;
+    }
+    let foreign = |i: usize| nodes[i].system_id != 0 && nodes[i].system_id != cluster;
     let claims = |i: usize| nodes[i].pg_role == PgRole::Primary;
     let eligible = |i: usize| {
         let n = &nodes[i];
-        claims(i) && n.up && !n.detached && n.timeline >= memory.floor && memory.excluded != Some(i)
+        claims(i)
+            && n.up
+            && !n.detached
+            && !foreign(i)
+            && n.timeline >= memory.floor
+            && memory.excluded != Some(i)
     };
     let best_timeline = (0..nodes.len())
         .filter(|&i| eligible(i))
@@ -107,6 +183,7 @@ pub fn elect(nodes: &[NodeReport], memory: &mut Memory) -> Election {
     let roles = (0..nodes.len())
         .map(|i| match nodes[i].pg_role {
             _ if Some(i) == primary => Role::Primary,
+            _ if foreign(i) => Role::OtherCluster,
             PgRole::Primary => Role::StalePrimary,
             PgRole::Standby => Role::Standby,
             PgRole::Unknown => Role::Unknown,
@@ -167,6 +244,7 @@ mod tests {
             detached: false,
             pg_role: PgRole::Primary,
             timeline: tl,
+            system_id: 7,
         }
     }
 
@@ -176,6 +254,7 @@ mod tests {
             detached: false,
             pg_role: PgRole::Standby,
             timeline: 0,
+            system_id: 7,
         }
     }
 
@@ -283,6 +362,81 @@ mod tests {
         let e = elect(&[NodeReport::default(), standby()], &mut m);
         assert_eq!(e.primary, None);
         assert_eq!(e.roles, [Role::Unknown, Role::Standby]);
+    }
+
+    fn of(id: u64, mut n: NodeReport) -> NodeReport {
+        n.system_id = id;
+        n
+    }
+
+    #[test]
+    fn a_cluster_reinitialized_as_a_whole_is_followed_on_its_own_timelines() {
+        let mut m = memory(Some(0));
+        elect(&[primary(5), standby(), standby()], &mut m);
+        assert_eq!((m.system_id, m.floor), (7, 5));
+        // The whole cluster goes down and comes back from a new initdb,
+        // one server at a time: timeline 1, another system identifier.
+        let gone = [down(primary(5)), down(standby()), down(standby())];
+        assert_eq!(elect(&gone, &mut m).primary, None);
+        let e = elect(
+            &[of(9, primary(1)), down(standby()), down(standby())],
+            &mut m,
+        );
+        assert_eq!(
+            e.primary,
+            Some(0),
+            "every server that answers is of the new cluster"
+        );
+        assert_eq!((m.system_id, m.floor), (9, 1));
+        let e = elect(
+            &[of(9, primary(1)), of(9, standby()), of(9, standby())],
+            &mut m,
+        );
+        assert_eq!(e.roles, [Role::Primary, Role::Standby, Role::Standby]);
+    }
+
+    #[test]
+    fn a_server_of_another_cluster_gets_no_traffic_whatever_its_timeline() {
+        let mut m = memory(Some(0));
+        elect(&[primary(2), standby(), standby()], &mut m);
+        // A standby replaced by a fresh primary of its own, on a higher
+        // timeline, and another one rebuilt from a different cluster.
+        let e = elect(&[primary(2), of(9, primary(8)), of(9, standby())], &mut m);
+        assert_eq!(e.primary, Some(0));
+        assert_eq!(
+            e.roles,
+            [Role::Primary, Role::OtherCluster, Role::OtherCluster]
+        );
+        assert_eq!(m.system_id, 7, "the cluster followed stays");
+        // Even once the followed primary is gone, the others are not taken.
+        let e = elect(&[down(primary(2)), of(9, primary(8)), standby()], &mut m);
+        assert_eq!(e.primary, None);
+        assert_eq!(e.roles[1], Role::OtherCluster);
+    }
+
+    #[test]
+    fn on_first_sight_the_cluster_most_servers_name_is_followed() {
+        let mut m = memory(Some(2));
+        let e = elect(&[primary(1), of(9, primary(1)), standby()], &mut m);
+        assert_eq!(m.system_id, 7);
+        assert_eq!(e.primary, Some(0));
+        assert_eq!(e.roles[1], Role::OtherCluster);
+        // Servers that do not name theirs (no privilege) are not judged.
+        let mut m = memory(Some(0));
+        let e = elect(&[of(0, primary(1)), standby()], &mut m);
+        assert_eq!(e.primary, Some(0));
+    }
+
+    #[test]
+    fn an_admin_can_accept_a_primary_below_the_remembered_timeline() {
+        let mut m = memory(Some(0));
+        elect(&[primary(1), primary(4), standby()], &mut m);
+        // The timeline-4 server is gone for good; the operator accepts the
+        // one restored on timeline 1.
+        let nodes = [primary(1), down(primary(4)), standby()];
+        assert_eq!(elect(&nodes, &mut m).primary, None);
+        m.accept(0, &nodes[0]);
+        assert_eq!(elect(&nodes, &mut m).primary, Some(0));
     }
 
     #[test]

@@ -41,6 +41,7 @@ const CHECK: &str = "SELECT pg_is_in_recovery(), \
 async fn watch(shared: Weak<Topology>, backend: BackendId) {
     let mut client: Option<tokio_postgres::Client> = None;
     let mut failures = 0u32;
+    let (mut system_id, mut warned) = (0u64, false);
     let mut local_misses = crate::admission::Throttle::new(Duration::from_secs(10));
     loop {
         let Some(s) = shared.upgrade() else { return };
@@ -55,11 +56,19 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
         }
         let outcome = tokio::time::timeout(timeout, async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
-                client = Some(connect_or_miss(&s, backend).await?);
+                let fresh = connect_or_miss(&s, backend).await?;
+                // Asked once per connection: a server gets another cluster
+                // only through a restart, which ends the connection.
+                system_id = cluster_of(&fresh, &mut warned, s.backends[backend].name()).await;
+                client = Some(fresh);
             }
-            check(client.as_ref().expect("connected above"), sent_at_us)
-                .await
-                .map_err(Miss::Server)
+            check(
+                client.as_ref().expect("connected above"),
+                sent_at_us,
+                system_id,
+            )
+            .await
+            .map_err(Miss::Server)
         })
         .await
         .unwrap_or_else(|_| Err(Miss::Server(format!("no answer within {timeout:?}"))));
@@ -98,7 +107,30 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
     }
 }
 
-async fn check(c: &tokio_postgres::Client, sent_at_us: u64) -> Result<Report, String> {
+/// The system identifier of the server's cluster, or 0 if the health user
+/// may not read it (said once per backend, with the fix).
+async fn cluster_of(c: &tokio_postgres::Client, warned: &mut bool, backend: &str) -> u64 {
+    const SQL: &str = "SELECT system_identifier::text FROM pg_control_system()";
+    let id = match c.simple_query(SQL).await {
+        Ok(rows) => rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        }),
+        Err(e) => {
+            if !std::mem::replace(warned, true) {
+                tracing::warn!(%backend, error = %e, "cannot read the system identifier: a re-initialized cluster or a server of another cluster will not be told apart; GRANT EXECUTE ON FUNCTION pg_control_system() TO the health check user (or pg_monitor)");
+            }
+            None
+        }
+    };
+    id.unwrap_or(0)
+}
+
+async fn check(
+    c: &tokio_postgres::Client,
+    sent_at_us: u64,
+    system_id: u64,
+) -> Result<Report, String> {
     let rows = c.simple_query(CHECK).await.map_err(|e| e.to_string())?;
     let row = rows
         .iter()
@@ -112,6 +144,7 @@ async fn check(c: &tokio_postgres::Client, sent_at_us: u64) -> Result<Report, St
         in_recovery: text(0) == "t",
         lsn: parse_lsn(text(1)).unwrap_or(0),
         timeline: text(2).parse().unwrap_or(0),
+        system_id,
         receive_lsn: parse_lsn(text(3)).unwrap_or(0),
         replay_age_millis: text(4).parse::<i64>().ok().map(|v| v.max(0) as u64),
         receiver_status: text(5).to_owned(),

@@ -56,7 +56,15 @@ impl Control {
         }
         let mut st = self.state.lock().unwrap();
         let reports: Vec<_> = s.backends.iter().map(|b| b.node.report()).collect();
+        let followed = st.memory.system_id;
         let e = topology::elect(&reports, &mut st.memory);
+        if followed != 0 && st.memory.system_id != followed {
+            tracing::warn!(
+                was = followed,
+                now = st.memory.system_id,
+                "every backend that answers belongs to a new cluster (re-initialized): following it; the old cluster's timelines no longer fence anything"
+            );
+        }
         for (i, &role) in e.roles.iter().enumerate() {
             let b = &s.backends[BackendId::nth(i)];
             let was = b.node.set_role(role);
@@ -64,7 +72,14 @@ impl Control {
                 continue;
             }
             let name = b.name();
-            if role == Role::StalePrimary && reports[i].up {
+            if role == Role::OtherCluster {
+                tracing::error!(
+                    backend = %name,
+                    system_identifier = reports[i].system_id,
+                    following = st.memory.system_id,
+                    "backend belongs to another cluster than the other backends: it gets no reads and no writes; rebuild it from this cluster's primary, or PGSPLIT ACCEPT it if it is the one to follow"
+                );
+            } else if role == Role::StalePrimary && reports[i].up {
                 let winner = e
                     .primary
                     .map_or("none", |p| s.backends[BackendId::nth(p)].name());
@@ -170,6 +185,30 @@ pub fn detach(s: &Arc<Topology>, i: BackendId) -> Option<String> {
     } else {
         None
     }
+}
+
+/// `PGSPLIT ACCEPT`: an admin's word that `i`, a server that says it is
+/// primary, is the one to write to, whatever timeline or cluster pgsplit
+/// followed before (a cluster restored from a backup, re-initialized in
+/// part).
+pub fn accept(s: &Arc<Topology>, i: BackendId) -> Result<Option<String>, ErrorInfo> {
+    let n = &s.backends[i].node;
+    let name = s.backends[i].name();
+    if !(n.is_up() && n.pg_role() == PgRole::Primary) {
+        return Err(errors::not_acceptable(name));
+    }
+    let report = n.report();
+    s.control
+        .state
+        .lock()
+        .unwrap()
+        .memory
+        .accept(i.index(), &report);
+    tracing::warn!(backend = %name, timeline = report.timeline, system_identifier = report.system_id, "accepted by an admin as the primary; older timelines and other clusters are fenced from now on");
+    s.control.reelect(s);
+    let note = (s.control.primary() != Some(i))
+        .then(|| "accepted, but it is not the primary yet: it may be detached or excluded by a switchover in progress".to_owned());
+    Ok(note)
 }
 
 /// `PGSPLIT ATTACH`: back in service as soon as it is healthy.

@@ -12,4 +12,4 @@ mod check;
 mod control;
 
 pub use check::{parse_lsn, spawn};
-pub use control::{attach, detach, promote};
+pub use control::{accept, attach, detach, promote};

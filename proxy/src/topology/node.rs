@@ -23,6 +23,8 @@ pub struct Node {
     pg_role: AtomicU8,
     role: AtomicU8,
     timeline: AtomicU32,
+    /// The system identifier of its cluster; 0: unknown.
+    system_id: AtomicU64,
     lag_bytes: AtomicU64,
     lag_millis: AtomicU64,
     /// Checks completed, successful or not.
@@ -67,6 +69,7 @@ impl Default for Node {
             pg_role: AtomicU8::new(0),
             role: AtomicU8::new(0),
             timeline: AtomicU32::new(0),
+            system_id: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
             lag_millis: AtomicU64::new(0),
             checks: AtomicU64::new(0),
@@ -117,6 +120,7 @@ fn role_of(v: u8) -> Role {
         1 => Role::Primary,
         2 => Role::Standby,
         3 => Role::StalePrimary,
+        4 => Role::OtherCluster,
         _ => Role::Unknown,
     }
 }
@@ -127,6 +131,7 @@ fn role_code(r: Role) -> u8 {
         Role::Primary => 1,
         Role::Standby => 2,
         Role::StalePrimary => 3,
+        Role::OtherCluster => 4,
     }
 }
 
@@ -183,6 +188,7 @@ impl Node {
             detached: self.is_detached(),
             pg_role: self.pg_role(),
             timeline: self.timeline.load(Ordering::Acquire),
+            system_id: self.system_id.load(Ordering::Acquire),
         }
     }
 
@@ -209,6 +215,7 @@ impl Node {
             Ordering::Release,
         );
         self.timeline.store(r.timeline, Ordering::Release);
+        self.system_id.store(r.system_id, Ordering::Release);
         self.lsn.store(r.lsn, Ordering::Release);
         // After the position: whoever sees this time reads that position
         // or a later one.
@@ -272,6 +279,8 @@ pub struct Report {
     pub lsn: u64,
     pub receive_lsn: u64,
     pub timeline: u32,
+    /// Its cluster's system identifier; 0: it would not say.
+    pub system_id: u64,
     /// Milliseconds since the last replayed transaction's commit.
     pub replay_age_millis: Option<u64>,
     /// The WAL receiver's status ("streaming", ...); empty on a primary.

@@ -13,6 +13,7 @@
 //! and what landed where is checked on the servers directly afterwards.
 
 mod admin;
+mod clusters;
 #[path = "../common/mod.rs"]
 mod common;
 mod deaths;
