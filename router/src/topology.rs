@@ -62,6 +62,9 @@ pub enum Role {
     /// Belongs to another cluster than the one pgsplit follows: gets no
     /// traffic.
     OtherCluster,
+    /// The primary a switchover is moving away from: transactions already
+    /// open there finish, nothing new starts.
+    Draining,
 }
 
 impl Role {
@@ -72,6 +75,7 @@ impl Role {
             Role::Standby => "standby",
             Role::StalePrimary => "stale_primary",
             Role::OtherCluster => "other_cluster",
+            Role::Draining => "draining",
         }
     }
 }
@@ -184,6 +188,7 @@ pub fn elect(nodes: &[NodeReport], memory: &mut Memory) -> Election {
         .map(|i| match nodes[i].pg_role {
             _ if Some(i) == primary => Role::Primary,
             _ if foreign(i) => Role::OtherCluster,
+            PgRole::Primary if memory.excluded == Some(i) && nodes[i].up => Role::Draining,
             PgRole::Primary => Role::StalePrimary,
             PgRole::Standby => Role::Standby,
             PgRole::Unknown => Role::Unknown,
@@ -350,7 +355,7 @@ mod tests {
         m.excluded = Some(0);
         let e = elect(&[primary(1), standby()], &mut m);
         assert_eq!(e.primary, None);
-        assert_eq!(e.roles[0], Role::StalePrimary);
+        assert_eq!(e.roles[0], Role::Draining, "open transactions finish there");
         // Once the switchover target is promoted, it wins on its timeline.
         let e = elect(&[primary(1), primary(2)], &mut m);
         assert_eq!(e.primary, Some(1));

@@ -79,6 +79,11 @@ impl Control {
                     following = st.memory.system_id,
                     "backend belongs to another cluster than the other backends: it gets no reads and no writes; rebuild it from this cluster's primary, or PGSPLIT ACCEPT it if it is the one to follow"
                 );
+            } else if role == Role::Draining {
+                tracing::warn!(backend = %name, "switchover: the primary takes no new transactions; those open on it finish first");
+            } else if role == Role::StalePrimary && st.switched_from == Some(i) {
+                st.switched_from = None;
+                tracing::warn!(backend = %name, "switchover done: the old primary is fenced (no reads, no writes) until it rejoins as a standby");
             } else if role == Role::StalePrimary && reports[i].up {
                 let winner = e
                     .primary
@@ -295,7 +300,12 @@ async fn switch_to(s: &Arc<Topology>, target: BackendId) -> Result<String, Error
             tokio::time::timeout(left.min(Duration::from_millis(100)), topology.changed()).await;
     }
     // The old primary stays fenced by its older timeline.
-    s.control.state.lock().unwrap().memory.excluded = None;
+    {
+        let mut st = s.control.state.lock().unwrap();
+        st.memory.excluded = None;
+        st.switched_from = old.map(BackendId::index);
+    }
+    s.control.reelect(s);
     tracing::warn!(backend = %name, old = ?old.map(|o| s.backends[o].name()), "promoted by PGSPLIT PROMOTE");
     Ok(match old {
         Some(o) => format!(

@@ -30,6 +30,9 @@ pub(crate) struct State {
     pub no_primary_since: Option<Instant>,
     /// A promotion pgsplit started has not been seen to finish.
     pub promoting: bool,
+    /// The old primary of the switchover just done: its fencing is planned,
+    /// not a split brain.
+    pub switched_from: Option<usize>,
 }
 
 impl Control {
@@ -46,6 +49,7 @@ impl Control {
                 },
                 no_primary_since: None,
                 promoting: false,
+                switched_from: None,
             }),
             topology: watch::channel(0).0,
             primary_changes: AtomicU64::new(0),

@@ -121,6 +121,7 @@ fn role_of(v: u8) -> Role {
         2 => Role::Standby,
         3 => Role::StalePrimary,
         4 => Role::OtherCluster,
+        5 => Role::Draining,
         _ => Role::Unknown,
     }
 }
@@ -132,6 +133,7 @@ fn role_code(r: Role) -> u8 {
         Role::Standby => 2,
         Role::StalePrimary => 3,
         Role::OtherCluster => 4,
+        Role::Draining => 5,
     }
 }
 

@@ -325,3 +325,51 @@ async fn switchover_through_pgsplit_writes_nothing_on_the_old_timeline() {
     );
     s.finish().await;
 }
+
+/// pgbench's transactions (BEGIN ... END, several statements each) through
+/// a switchover: the ones open on the old primary finish there, the next
+/// ones wait for the new primary; none is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_switchover_lets_open_transactions_finish() {
+    let s = Scenario::start(|_| {}).await;
+    let conn = s.conn_string();
+    let bindir = pgsplit_cluster::find_bindir().unwrap();
+    let pgbench = move |args: &[&str]| {
+        let mut cmd = std::process::Command::new(bindir.join("pgbench"));
+        cmd.args(args)
+            .arg(&conn)
+            .env("PGPASSWORD", crate::common::PASSWORD);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let init = pgbench(&["-i", "-s", "1", "-q"]).await.unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    s.cluster_op(|c| c.wait_for_replay(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let load = pgbench(&["-n", "-c", "2", "-T", "6"]);
+    sleep(Duration::from_secs(2)).await;
+    let admin = s.client().await;
+    admin
+        .batch_execute("PGSPLIT PROMOTE replica1")
+        .await
+        .unwrap_or_else(|e| panic!("PGSPLIT PROMOTE replica1: {}", describe(&e)));
+    let out = load.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("pgbench through a switchover:\n{stdout}");
+    assert!(out.status.success(), "pgbench failed:\n{stderr}\n{stdout}");
+    assert!(!stderr.contains("aborted"), "{stderr}");
+    assert!(
+        stdout.contains("number of failed transactions: 0 (0.000%)"),
+        "{stdout}"
+    );
+    let (_, rows) = s
+        .wait_pool_nodes("node 1 primary", |r| role(r, 1) == "primary")
+        .await;
+    assert_eq!(role(&rows, 0), "stale_primary");
+    s.finish().await;
+}
