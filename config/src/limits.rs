@@ -18,6 +18,12 @@ pub struct Limits {
     /// Client connections accepted at once; further clients are refused with
     /// an error. Must be at least 1. Default: 10000.
     pub max_client_connections: usize,
+    /// Bytes of client messages pgsplit buffers at once across all sessions,
+    /// beyond the first 64 KiB of each: a client whose message would go
+    /// over it gets FATAL 53200 (out of memory), and only that client.
+    /// Bounds the proxy's memory against many large messages at once.
+    /// Must be at least 1048576 (1 MiB). Default: 268435456 (256 MiB).
+    pub client_buffer_budget: usize,
 }
 
 impl Default for Limits {
@@ -25,6 +31,7 @@ impl Default for Limits {
         Limits {
             max_message_size: 1 << 30,
             max_client_connections: 10_000,
+            client_buffer_budget: 256 << 20,
         }
     }
 }

@@ -58,6 +58,15 @@ fn check_limits(config: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    if config.limits.client_buffer_budget < 1 << 20 {
+        out.push(Problem::new(
+            "limits.client_buffer_budget",
+            format!(
+                "must be at least 1048576 (1 MiB), got {}; set it to the bytes of client messages pgsplit may buffer at once, e.g. 268435456",
+                config.limits.client_buffer_budget
+            ),
+        ));
+    }
     if config.limits.max_client_connections == 0 {
         out.push(Problem::new(
             "limits.max_client_connections",

@@ -50,6 +50,12 @@ pub enum SessionError {
     IdleInTransaction(std::time::Duration),
     #[error("client idle for longer than timeouts.client_idle_timeout ({0:?}); disconnected")]
     IdleSession(std::time::Duration),
+    #[error("a client message needs {need} bytes buffered; limits.client_buffer_budget ({limit}) has {used} in use")]
+    BufferBudget {
+        need: usize,
+        limit: usize,
+        used: usize,
+    },
     #[error("client limit of {0} reached")]
     TooManyClients(usize),
     #[error(transparent)]
@@ -129,6 +135,9 @@ impl SessionError {
                 .detail(format!("The transaction was idle for more than {} (timeouts.idle_transaction_timeout) and was rolled back.", humantime::format_duration(*d))),
             IdleSession(d) => ErrorInfo::fatal("57P05", "terminating connection due to idle-session timeout")
                 .detail(format!("The connection was idle for more than {} (timeouts.client_idle_timeout).", humantime::format_duration(*d))),
+            BufferBudget { need, limit, used } => ErrorInfo::fatal("53200", "out of memory: pgsplit cannot buffer this message now")
+                .detail(format!("The message needs {need} bytes; client messages buffered by all sessions may take limits.client_buffer_budget = {limit} bytes, {used} of which are in use."))
+                .hint("Send smaller messages (COPY in chunks, fewer rows per statement) or raise limits.client_buffer_budget; other sessions are unaffected."),
             TooManyClients(n) => ErrorInfo::fatal("53300", "sorry, too many clients already")
                 .detail(format!("pgsplit is serving its limit of {n} client connections."))
                 .hint("Raise limits.max_client_connections, or close idle connections."),

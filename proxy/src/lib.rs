@@ -9,6 +9,7 @@ pub mod admin;
 mod admission;
 mod app;
 pub mod backend;
+mod budget;
 pub mod cancel;
 mod client;
 pub mod demo;

@@ -182,5 +182,7 @@ pub fn render(s: &Arc<Shared>) -> String {
     }
     let clients = s.admission.in_use();
     let _ = writeln!(out, "# HELP pgsplit_client_connections Client connections being served.\n# TYPE pgsplit_client_connections gauge\npgsplit_client_connections {clients}");
+    let buffered = s.buffers.used();
+    let _ = writeln!(out, "# HELP pgsplit_client_buffer_bytes Bytes of large client messages being buffered, counted against limits.client_buffer_budget.\n# TYPE pgsplit_client_buffer_bytes gauge\npgsplit_client_buffer_bytes {buffered}");
     out
 }

@@ -14,6 +14,7 @@ use pgsplit_router::{Classifier, ClassifierConfig};
 
 use crate::admission::Admission;
 use crate::backend::pool::Pools;
+use crate::budget::Budget;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
 use crate::topology::{BackendId, StatsSnapshot, Topology};
@@ -87,6 +88,8 @@ pub struct Shared {
     startup_params: Mutex<HashMap<(String, String, u64), Reported>>,
     pub cancel: Arc<CancelRegistry>,
     pub admission: Admission,
+    /// What clients' buffered messages may take, all sessions together.
+    pub buffers: Arc<Budget>,
 }
 
 impl Shared {
@@ -127,6 +130,7 @@ impl Shared {
             functions: Arc::default(),
             cancel: Arc::new(CancelRegistry::default()),
             admission: Admission::new(client_limit),
+            buffers: Budget::new(config.limits.client_buffer_budget),
             pins: Default::default(),
             last_write_us: AtomicU64::new(0),
             ryw: RywCounters::default(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use pgsplit_protocol::{encode, TransactionStatus};
 use pgsplit_router::ryw::Ryw;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::phase::Phase;
@@ -47,6 +47,7 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>, ticket: Ti
     };
     let backends = shared.topology.backends.len();
     let mode = super::own::mode_of(e.ryw);
+    let buffer_share = crate::budget::Share::new(&shared.buffers);
     let mut c = Client {
         lag_limit: LagLimit::from_config(&shared.config.health),
         recheck: None,
@@ -73,6 +74,7 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>, ticket: Ti
         database: e.database,
         cancel_key: e.cancel_key,
         spare_frames: BytesMut::new(),
+        buffer_share,
         _permit: e.permit,
     };
     // In transaction pooling an idle client holds nothing: the startup
@@ -127,6 +129,14 @@ async fn report(client: &mut TcpStream, e: &SessionError) {
     }
     let _ = client.write_all(&out).await;
     let _ = client.shutdown().await;
+    // Read what the client still sends (the rest of a refused message), so
+    // that closing does not reset the connection and destroy the error
+    // before the client has read it.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let mut sink = [0u8; 8192];
+        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 fn log_end(e: &SessionError, who: &Who) {

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use pgsplit_protocol::frame::missing_bytes;
 use pgsplit_protocol::{Direction, TransactionStatus};
 use pgsplit_router::ryw::{Mode, Ryw};
 use tokio::io::AsyncWriteExt;
@@ -22,9 +23,10 @@ use super::phase::{Attachment, Phase, DECIDE_LIMIT};
 use super::state::SessionState;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
+use crate::budget::{Share, FREE};
 use crate::cancel::CancelKey;
 use crate::errors::{Loss, SessionError};
-use crate::io::fill;
+use crate::io::{fill, READ_CHUNK};
 use crate::shared::{LagLimit, Shared};
 use crate::topology::BackendId;
 
@@ -78,6 +80,8 @@ pub(super) struct Client {
     pub cancel_key: CancelKey,
     /// The buffer attachments keep frames for a retry in, between them.
     pub spare_frames: BytesMut,
+    /// What `rbuf` takes from the budget shared by all sessions.
+    pub buffer_share: Share,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -121,6 +125,9 @@ impl Session {
             ),
             _ => (true, None),
         };
+        if client_open {
+            c.cover_read(max)?;
+        }
         let busy = server.as_ref().is_some_and(|s| !s.owes_nothing());
         let idle = idle_limit(&c.shared.config.timeouts, c.tx, busy);
         let server_read = async {
@@ -232,6 +239,35 @@ impl Session {
 }
 
 impl Client {
+    /// Before reading more from the client: the buffer may grow to hold the
+    /// message it is waiting for, which must fit in the budget all sessions
+    /// share. Once it holds only ordinary messages again, the memory of a
+    /// large one is given back.
+    fn cover_read(&mut self, max: usize) -> Result<(), SessionError> {
+        let pending = missing_bytes(&self.rbuf, Direction::Frontend, max)?;
+        let need = self.rbuf.len() + pending.max(READ_CHUNK);
+        if need <= FREE {
+            if self.buffer_share.held() > 0 {
+                self.buffer_share.cover(0);
+                if self.rbuf.capacity() > 4 * FREE {
+                    let mut fresh = BytesMut::with_capacity(READ_CHUNK);
+                    fresh.extend_from_slice(&self.rbuf);
+                    self.rbuf = fresh;
+                }
+            }
+            return Ok(());
+        }
+        if self.buffer_share.cover(need) {
+            return Ok(());
+        }
+        let budget = &self.shared.buffers;
+        Err(SessionError::BufferBudget {
+            need,
+            limit: budget.limit(),
+            used: budget.used(),
+        })
+    }
+
     /// Ends an attachment between requests: its connection goes back to
     /// the pool (or to the session's own, in session pooling), or is
     /// closed if it carries state nobody else may inherit.

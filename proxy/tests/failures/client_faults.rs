@@ -183,3 +183,81 @@ async fn a_silent_loss_on_one_session_penalizes_no_server_and_a_passing_check_en
     );
     proxy.shutdown().await;
 }
+
+/// The first `sent` bytes of a simple Query of `len` bytes in all:
+/// `SELECT length('xx...x')`.
+fn big_query(len: usize, sent: usize) -> Vec<u8> {
+    let head = b"SELECT length('";
+    let tail = b"')\0";
+    let mut out = Vec::with_capacity(sent);
+    out.push(b'Q');
+    out.extend_from_slice(&((len - 1) as u32).to_be_bytes());
+    out.extend_from_slice(head);
+    let body = len - 5 - head.len() - tail.len();
+    out.resize(out.len() + body, b'x');
+    out.extend_from_slice(tail);
+    out.truncate(sent);
+    out
+}
+
+#[tokio::test]
+async fn large_messages_share_one_memory_budget_and_only_the_one_over_it_is_refused() {
+    let mut config = routing_only();
+    config.limits.client_buffer_budget = 64 << 20;
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let proxy = start_proxy_with(config).await;
+    let db = fresh_database("faults_budget");
+    let len = 40 << 20;
+    // One client is halfway through a 40 MiB message...
+    let mut first = RawClient::login(&proxy, &db).await;
+    first.send(&big_query(len, 30 << 20)).await;
+    let covered = eventually(Duration::from_secs(10), || async {
+        metric(&metrics_page(&proxy).await, "pgsplit_client_buffer_bytes")
+            >= (len - (64 << 10)) as u64
+    })
+    .await;
+    assert!(covered, "the half-sent message was never counted");
+    // ...so a second one that size does not fit: that client alone is told.
+    let mut second = RawClient::login(&proxy, &db).await;
+    let e = send_while_reading(&mut second, &big_query(len, len))
+        .await
+        .expect("an ErrorResponse");
+    assert_eq!((e.0.as_str(), e.1.as_str()), ("53200", "FATAL"), "{e:?}");
+    still_serving(&proxy).await;
+    // The first one finishes its message and gets its answer.
+    first.send(&big_query(len, len)[30 << 20..]).await;
+    let frames = first.until_ready().await;
+    let n: usize = data_values(&frames)[0].parse().unwrap();
+    assert_eq!(n, len - 5 - "SELECT length('".len() - "')\0".len());
+    // Its memory is given back: the same message now fits for anyone.
+    let freed = eventually(Duration::from_secs(5), || async {
+        metric(&metrics_page(&proxy).await, "pgsplit_client_buffer_bytes") == 0
+    })
+    .await;
+    assert!(freed, "the budget was not given back");
+    let mut third = RawClient::login(&proxy, &db).await;
+    third.send(&big_query(len, len)).await;
+    assert_eq!(data_values(&third.until_ready().await).len(), 1);
+    proxy.shutdown().await;
+}
+
+/// Sends `bytes` while reading whatever comes back until the proxy closes;
+/// the first error in it. (The proxy may answer before all is sent.)
+async fn send_while_reading(c: &mut RawClient, bytes: &[u8]) -> Option<(String, String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = c.stream.split();
+    let write = async {
+        let _ = w.write_all(bytes).await;
+    };
+    let mut got = Vec::new();
+    let read = r.read_to_end(&mut got);
+    let (_, _) = tokio::join!(write, read);
+    let mut buf = bytes::BytesMut::from(&got[..]);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) =
+        pgsplit_protocol::split_frame(&mut buf, pgsplit_protocol::Direction::Backend, 1 << 20)
+    {
+        frames.push(f);
+    }
+    first_error(&frames)
+}
