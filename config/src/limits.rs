@@ -71,6 +71,18 @@ pub struct Timeouts {
     /// PgBouncer's `client_idle_timeout`. Default: "0s" (off).
     #[serde(with = "humantime_serde")]
     pub client_idle_timeout: Duration,
+    /// TCP keepalive on server connections: probes start after this long
+    /// without traffic (then every third of it, three of them), so a
+    /// connection to a server that vanished without a word is found dead.
+    /// "0s" turns it off. Default: "10s".
+    #[serde(with = "humantime_serde")]
+    pub server_keepalive: Duration,
+    /// `TCP_USER_TIMEOUT` on server connections: data left unacknowledged
+    /// this long (a partition, a frozen host) ends the connection instead
+    /// of TCP's retransmissions, which take many minutes. "0s" turns it
+    /// off. Default: "15s".
+    #[serde(with = "humantime_serde")]
+    pub server_tcp_user_timeout: Duration,
 }
 
 impl Default for Timeouts {
@@ -82,6 +94,8 @@ impl Default for Timeouts {
             query_wait_timeout: Duration::from_secs(120),
             idle_transaction_timeout: Duration::ZERO,
             client_idle_timeout: Duration::ZERO,
+            server_keepalive: Duration::from_secs(10),
+            server_tcp_user_timeout: Duration::from_secs(15),
         }
     }
 }

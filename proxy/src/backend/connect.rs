@@ -30,6 +30,9 @@ pub struct ConnectParams<'a> {
     pub extra: &'a [(String, String)],
     pub timeout: Duration,
     pub max_message_size: usize,
+    /// TCP keepalive idle time and `TCP_USER_TIMEOUT` (zero: off).
+    pub keepalive: Duration,
+    pub user_timeout: Duration,
 }
 
 /// An authenticated server connection that has reported ReadyForQuery.
@@ -55,6 +58,14 @@ pub struct ServerConn {
     pub(super) tx: pgsplit_protocol::TransactionStatus,
     /// Bytes queued for this server, written once per batch.
     pub(super) out: BytesMut,
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        self.backend
+            .live
+            .remove(std::os::fd::AsRawFd::as_raw_fd(&self.stream));
+    }
 }
 
 impl ServerConn {
@@ -92,6 +103,8 @@ impl ServerConn {
         let addr = backend.resolve().await.map_err(connect_err)?;
         let stream = TcpStream::connect(addr).await.map_err(connect_err)?;
         stream.set_nodelay(true).map_err(connect_err)?;
+        super::sockets::tune(&stream, p.keepalive, p.user_timeout).map_err(connect_err)?;
+        backend.live.add(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let mut conn = ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(crate::io::READ_CHUNK),

@@ -7,6 +7,7 @@ mod connect;
 pub mod pool;
 mod prepared;
 mod server;
+pub mod sockets;
 
 pub use prepared::{Prepare, Prepared};
 

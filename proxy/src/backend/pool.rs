@@ -26,6 +26,8 @@ struct ConnManager {
     database: String,
     connect_timeout: Duration,
     max_message_size: usize,
+    keepalive: Duration,
+    user_timeout: Duration,
     idle_timeout: Duration,
     lifetime: Duration,
 }
@@ -43,6 +45,8 @@ impl ConnManager {
                 extra: &[],
                 timeout: self.connect_timeout,
                 max_message_size: self.max_message_size,
+                keepalive: self.keepalive,
+                user_timeout: self.user_timeout,
             },
         )
         .await
@@ -317,6 +321,8 @@ impl Pools {
                     database: database.to_owned(),
                     connect_timeout: c.timeouts.connect,
                     max_message_size: c.limits.max_message_size,
+                    keepalive: c.timeouts.server_keepalive,
+                    user_timeout: c.timeouts.server_tcp_user_timeout,
                     idle_timeout: c.pool.server_idle_timeout,
                     lifetime: c.pool.server_lifetime,
                 };

@@ -45,6 +45,13 @@ impl Control {
         }
         if s.backends[i].node.failed(failures >= limit) {
             tracing::error!(backend = %name, %error, failures, "backend is down: {failures} health checks failed in a row");
+            // Sessions waiting on it may wait forever on a silent network:
+            // cutting their connections ends the wait (a read nothing of
+            // which reached its client is retried elsewhere).
+            let cut = s.backends[i].addr.live.shut_all();
+            if cut > 0 {
+                tracing::warn!(backend = %name, connections = cut, "closed every connection to the backend that is down");
+            }
         }
         self.reelect(s);
     }

@@ -45,6 +45,9 @@ pub struct BackendAddr {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// Its open server connections, for the health loop to cut when it
+    /// declares the server down.
+    pub live: Arc<crate::backend::sockets::LiveSockets>,
 }
 
 impl BackendAddr {
@@ -176,6 +179,7 @@ impl Topology {
                     name: b.name.clone(),
                     host: b.host.clone(),
                     port: b.port,
+                    live: Arc::default(),
                 },
                 weight: b.weight,
                 stats: BackendStats::default(),

@@ -226,3 +226,43 @@ pub fn lsn(text: &str) -> u64 {
         .unwrap_or_else(|| panic!("not an LSN: {text:?}"));
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
+
+/// Like [`spawn_readers`], each read taking `hold` on the server, so a
+/// read is nearly always in flight.
+pub fn spawn_slow_readers(conn: String, clients: usize, hold: Duration) -> Load {
+    let sql: &'static str = Box::leak(
+        format!(
+            "SELECT inet_server_port() FROM pg_sleep({})",
+            hold.as_secs_f64()
+        )
+        .into_boxed_str(),
+    );
+    spawn_load(
+        conn,
+        clients,
+        Duration::ZERO,
+        move |client, _, _| async move {
+            let messages = client.simple_query(sql).await?;
+            Ok(first_port(&messages))
+        },
+    )
+}
+
+/// Like [`spawn_writers`], each insert holding its transaction `hold` on
+/// the server, so a write is nearly always in flight.
+pub fn spawn_slow_writers(conn: String, clients: usize, hold: Duration) -> Load {
+    let secs = hold.as_secs_f64();
+    spawn_load(
+        conn,
+        clients,
+        Duration::ZERO,
+        move |client, _, seq| async move {
+            let sql = format!(
+                "WITH w AS (INSERT INTO writes (seq) VALUES ({seq}) RETURNING port) \
+             SELECT port FROM w, pg_sleep({secs})"
+            );
+            let messages = client.simple_query(&sql).await?;
+            Ok(first_port(&messages))
+        },
+    )
+}

@@ -17,6 +17,7 @@ mod clusters;
 #[path = "../common/mod.rs"]
 mod common;
 mod deaths;
+mod partition;
 mod promotion;
 #[path = "../common/failover.rs"]
 mod scenario;
