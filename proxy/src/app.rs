@@ -180,6 +180,10 @@ fn refuse_at_once(stream: tokio::net::TcpStream, shared: &Shared) {
     {
         pgsplit_protocol::encode::error_response(&mut out, &info);
     }
+    // Whatever the client sent already is read first: closing a socket with
+    // unread data resets it, and the reset could destroy the error.
+    let mut sink = [0u8; 1024];
+    let _ = stream.try_read(&mut sink);
     let _ = stream.try_write(&out);
 }
 

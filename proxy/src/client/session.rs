@@ -143,7 +143,7 @@ impl Session {
             }
         };
         tokio::select! {
-            _ = idle_out, if client_open => {
+            _ = idle_out, if client_open && idle.is_some() => {
                 let (limit, in_transaction) = idle.expect("only armed with a limit");
                 Err(if in_transaction {
                     SessionError::IdleInTransaction(limit)
