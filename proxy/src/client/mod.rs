@@ -5,7 +5,8 @@
 //! job: `route` (phase changes per request), `decide` (what a request is),
 //! `attach` (getting a server), `relay` (frames to it), `response`
 //! (replies back), `failover` (losing it), `local` (answered by pgsplit),
-//! `reads` and `own` (read-your-writes needs, pgsplit's own settings).
+//! `reads` and `own` (read-your-writes needs, pgsplit's own settings),
+//! `stream` (large COPY data passed through unbuffered).
 
 mod attach;
 mod auth;
@@ -23,6 +24,7 @@ mod serve;
 mod session;
 mod startup;
 mod state;
+mod stream;
 mod text;
 
 pub use serve::serve_client;

@@ -23,6 +23,10 @@ impl Session {
     pub(super) async fn pump(&mut self) -> Result<Flow, SessionError> {
         let max = self.c.shared.config.limits.max_message_size;
         loop {
+            self.pass_copy_data(max);
+            if self.c.streaming > 0 {
+                return Ok(Flow::Continue);
+            }
             match &mut self.phase {
                 Phase::Rejecting { then_aborted } => {
                     let then_aborted = *then_aborted;

@@ -75,6 +75,7 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>, ticket: Ti
         cancel_key: e.cancel_key,
         spare_frames: BytesMut::new(),
         buffer_share,
+        streaming: 0,
         _permit: e.permit,
     };
     // In transaction pooling an idle client holds nothing: the startup

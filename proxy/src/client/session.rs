@@ -82,6 +82,9 @@ pub(super) struct Client {
     pub spare_frames: BytesMut,
     /// What `rbuf` takes from the budget shared by all sessions.
     pub buffer_share: Share,
+    /// Bytes of a large CopyData message still to pass through unframed
+    /// (`stream.rs`); while not zero, `rbuf` holds only its bytes.
+    pub streaming: usize,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -244,6 +247,10 @@ impl Client {
     /// share. Once it holds only ordinary messages again, the memory of a
     /// large one is given back.
     fn cover_read(&mut self, max: usize) -> Result<(), SessionError> {
+        if self.streaming > 0 {
+            // Passed on as it comes: one read chunk at a time.
+            return Ok(());
+        }
         let pending = missing_bytes(&self.rbuf, Direction::Frontend, max)?;
         let need = self.rbuf.len() + pending.max(READ_CHUNK);
         if need <= FREE {

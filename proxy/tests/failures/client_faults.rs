@@ -261,3 +261,54 @@ async fn send_while_reading(c: &mut RawClient, bytes: &[u8]) -> Option<(String, 
     }
     first_error(&frames)
 }
+
+#[tokio::test]
+async fn a_copy_data_message_larger_than_the_budget_is_passed_through_unbuffered() {
+    let mut config = routing_only();
+    config.limits.client_buffer_budget = 16 << 20;
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let proxy = start_proxy_with(config).await;
+    let db = fresh_database("faults_copy_stream");
+    cluster()
+        .psql(
+            0,
+            &db,
+            "CREATE TABLE big (v text); GRANT ALL ON big TO PUBLIC",
+        )
+        .unwrap();
+    cluster().wait_for_replay(Duration::from_secs(30)).unwrap();
+    let mut c = RawClient::login(&proxy, &db).await;
+    let mut q = BytesMut::new();
+    encode::query(&mut q, "COPY big FROM STDIN");
+    c.send(&q).await;
+    let started = c.recv().await.expect("CopyInResponse");
+    assert_eq!(started.tag(), b'G', "{started:?}");
+    // One CopyData of 64 MiB (four times the budget): a single row.
+    let row = 64 << 20;
+    let mut msg = Vec::with_capacity(row + 6);
+    msg.push(b'd');
+    msg.extend_from_slice(&((row + 1 + 4) as u32).to_be_bytes());
+    msg.resize(5 + row, b'x');
+    msg.push(b'\n');
+    let mut most = 0;
+    for piece in msg.chunks(4 << 20) {
+        c.send(piece).await;
+        most = most.max(metric(
+            &metrics_page(&proxy).await,
+            "pgsplit_client_buffer_bytes",
+        ));
+    }
+    let mut done = BytesMut::new();
+    encode::copy_done(&mut done);
+    c.send(&done).await;
+    let frames = c.until_ready().await;
+    assert_eq!(command_tags(&frames), ["COPY 1"], "{frames:?}");
+    assert_eq!(most, 0, "the message was buffered against the budget");
+    let stored = cluster().psql(0, &db, "SELECT length(v) FROM big").unwrap();
+    assert_eq!(
+        stored.trim(),
+        row.to_string(),
+        "the row reached the primary whole"
+    );
+    proxy.shutdown().await;
+}
