@@ -27,7 +27,7 @@ use crate::Effects;
 /// call. Only reserved (or column-name-only) keywords qualify: anything
 /// else could be the name of a user's function. Sorted for binary search.
 #[rustfmt::skip]
-const PAREN_KEYWORDS: &[&str] = &[
+pub(crate) const PAREN_KEYWORDS: &[&str] = &[
     "all", "and", "any", "array", "as", "between", "cast", "distinct", "else", "except", "exists",
     "from", "group", "having", "in", "intersect", "lateral", "limit", "not", "offset", "on",
     "only", "or", "select", "some", "then", "union", "using", "values", "when", "where", "window",

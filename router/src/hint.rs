@@ -29,7 +29,7 @@ pub(crate) fn leading_hint(sql: &str) -> Option<Hint> {
             Some(b"--") => {
                 let end = s[i..]
                     .iter()
-                    .position(|&b| b == b'\n')
+                    .position(|&b| matches!(b, b'\n' | b'\r'))
                     .map_or(s.len(), |n| i + n);
                 let body = &s[i + 2..end];
                 i = end;

@@ -112,8 +112,12 @@ impl<'a> Lexer<'a> {
                 return Ok(());
             }
             match (b, self.peek(1)) {
+                // PostgreSQL ends a line comment at CR as well as LF.
                 (b'-', b'-') => {
-                    self.pos = match s[self.pos..].iter().position(|&b| b == b'\n') {
+                    self.pos = match s[self.pos..]
+                        .iter()
+                        .position(|&b| matches!(b, b'\n' | b'\r'))
+                    {
                         Some(n) => self.pos + n + 1,
                         None => s.len(),
                     };
