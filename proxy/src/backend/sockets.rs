@@ -1,49 +1,18 @@
-//! Server sockets that notice a silent network, and a way to let go of
-//! every connection to a server the health loop declared down.
+//! Server sockets that notice a silent network.
 //!
 //! A partition or a frozen host sends no RST and no FIN: a session waiting
 //! for a reply would wait for TCP's retransmission timeout, many minutes.
 //! Keepalive probes find an idle connection dead, `TCP_USER_TIMEOUT` one
 //! with data unacknowledged; and when the health loop declares the server
-//! down, every connection to it is shut at once, which ends each waiting
-//! read (a read nothing of which reached the client is retried elsewhere).
+//! down it shuts every connection to it ([`LiveSockets`]).
 
-use std::collections::HashSet;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(test)]
+use crate::topology::LiveSockets;
+
 use tokio::net::TcpStream;
-
-/// The open sockets of one backend.
-#[derive(Debug, Default)]
-pub struct LiveSockets {
-    fds: Mutex<HashSet<RawFd>>,
-}
-
-impl LiveSockets {
-    pub(super) fn add(&self, fd: RawFd) {
-        self.fds.lock().unwrap().insert(fd);
-    }
-
-    /// Called before the socket closes, so the number is never shut after
-    /// the kernel has given it to another socket.
-    pub(super) fn remove(&self, fd: RawFd) {
-        self.fds.lock().unwrap().remove(&fd);
-    }
-
-    /// Shuts every socket down in both directions; returns how many. Their
-    /// owners see the connection end at their next (or pending) read.
-    pub fn shut_all(&self) -> usize {
-        let fds = self.fds.lock().unwrap();
-        for &fd in fds.iter() {
-            // SAFETY: `fd` is an open socket: it leaves the set (under this
-            // lock) before its owner closes it.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
-        fds.len()
-    }
-}
 
 /// Keepalive after `idle` without traffic (then probes every `idle / 3`,
 /// three of them), and `user_timeout` for unacknowledged data; zero turns

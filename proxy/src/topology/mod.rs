@@ -1,9 +1,10 @@
 //! The servers pgsplit knows and what is known of each right now: address,
-//! counters, health (`node.rs`), and which one is the primary
-//! (`control.rs`). The health loop (`crate::health`) writes it; sessions
+//! counters, health (`node.rs`), its open connections (`live.rs`), and
+//! which one is the primary (`control.rs`). The health loop (`crate::health`) writes it; sessions
 //! read it, lock-free, for every request.
 
 pub(crate) mod control;
+mod live;
 mod node;
 
 use std::ops::Index;
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 use pgsplit_config::{Config, RoleHint};
 
 pub use control::Control;
+pub use live::LiveSockets;
 pub use node::{Node, NodeSnapshot, Report};
 
 /// A configured backend, by its place in `[[backends]]`.
@@ -47,7 +49,7 @@ pub struct BackendAddr {
     pub port: u16,
     /// Its open server connections, for the health loop to cut when it
     /// declares the server down.
-    pub live: Arc<crate::backend::sockets::LiveSockets>,
+    pub live: Arc<LiveSockets>,
 }
 
 impl BackendAddr {
