@@ -7,6 +7,11 @@
 //! (`route_idle`), lets a request join the attached one (`route_attached`),
 //! or refuses it (`reject`).
 
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use pgsplit_protocol::encode::{self, ErrorInfo};
 use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::tag::frontend as fe;
@@ -23,9 +28,11 @@ impl Session {
     pub(super) async fn pump(&mut self) -> Result<Flow, SessionError> {
         let max = self.c.shared.config.limits.max_message_size;
         loop {
-            self.pass_copy_data(max);
-            if self.c.streaming > 0 {
-                return Ok(Flow::Continue);
+            if self.c.streaming > 0 || self.c.rbuf.first() == Some(&fe::COPY_DATA) {
+                self.pass_copy_data(max);
+                if self.c.streaming > 0 {
+                    return Ok(Flow::Continue);
+                }
             }
             match &mut self.phase {
                 Phase::Rejecting { then_aborted } => {
@@ -134,15 +141,11 @@ impl Session {
         }
         let limit = self.c.shared.config.timeouts.query_wait_timeout;
         let c = &mut self.c;
-        let attach = async {
-            match plan {
-                Plan::Read(weight) => c.attach_read(weight, retrying).await,
-                _ => c.attach_primary(Purpose::Write, retrying).await,
-            }
-        };
-        let attached = within(limit, attach)
-            .await
-            .ok_or(SessionError::QueryWaitTimeout(limit))?;
+        let attached = match plan {
+            Plan::Read(weight) => Within::new(limit, pin!(c.attach_read(weight, retrying))).await,
+            _ => Within::new(limit, pin!(c.attach_primary(Purpose::Write, retrying))).await,
+        }
+        .ok_or(SessionError::QueryWaitTimeout(limit))?;
         match attached {
             Ok(mut a) => {
                 a.open_request = true;
@@ -241,16 +244,43 @@ impl Session {
     }
 }
 
-/// `f`'s output, or None if it takes longer than `limit` (zero: no limit).
-/// The first poll runs without a timer: most requests get a server at
-/// once, and arming one for each would cost every request a clock read.
-async fn within<F: std::future::Future>(limit: std::time::Duration, f: F) -> Option<F::Output> {
-    use std::task::Poll;
-    let mut f = std::pin::pin!(f);
-    let first = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending if limit.is_zero() => Some(f.await),
-        Poll::Pending => tokio::time::timeout(limit, f).await.ok(),
+/// `f`'s output, or None if it takes longer than `limit` (zero: no
+/// limit). The timer is made only when `f` has to wait: most requests get
+/// a server at their first poll, and a timer for each would cost every
+/// request a clock read.
+struct Within<'a, F> {
+    f: Pin<&'a mut F>,
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a, F> Within<'a, F> {
+    fn new(limit: Duration, f: Pin<&'a mut F>) -> Self {
+        Within {
+            f,
+            limit,
+            timer: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(out) = self.f.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if self.limit.is_zero() {
+            return Poll::Pending;
+        }
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
