@@ -88,6 +88,12 @@ pub(super) struct Client {
     pub _permit: OwnedSemaphorePermit,
 }
 
+/// What woke a session waiting for input.
+enum Input<C, S> {
+    Client(C),
+    Server(S),
+}
+
 pub(super) enum Flow {
     Continue,
     Terminate,
@@ -139,41 +145,49 @@ impl Session {
                 None => std::future::pending().await,
             }
         };
-        // The idle timeout, when on, bounds the client's read itself: no
-        // third branch for every wait.
-        let client_read = async {
-            let read = fill(&mut c.stream, &mut c.rbuf, Direction::Frontend, max);
-            match idle {
-                None => Ok(read.await?),
-                Some((limit, in_transaction)) => match tokio::time::timeout(limit, read).await {
-                    Ok(r) => Ok(r?),
-                    Err(_) if in_transaction => Err(SessionError::IdleInTransaction(limit)),
-                    Err(_) => Err(SessionError::IdleSession(limit)),
-                },
-            }
-        };
-        tokio::select! {
-            r = client_read, if client_open => r,
-            Some(r) = server_read => {
-                let lost = match r {
-                    Ok(true) => None,
-                    Ok(false) => Some("it closed the connection".to_owned()),
-                    Err(e) => Some(match self.phase.attachment() {
-                        Some(a) => a.conn.read_error(e).to_string(),
-                        None => e.to_string(),
-                    }),
-                };
-                let result = match lost {
-                    Some(why) => Err(SessionError::ServerLost { why, loss: Loss::Gone }),
-                    None => self.on_server_data().await,
-                };
-                match result {
-                    Err(SessionError::ServerLost { why, loss }) => self.lose_server(&why, loss)?,
-                    r => r?,
+        // Two selects rather than one with a timer branch that is off: an
+        // idle timeout costs nothing per wait unless it is configured.
+        let input = match idle {
+            None => tokio::select! {
+                r = fill(&mut c.stream, &mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
+                Some(r) = server_read => Input::Server(r),
+            },
+            Some((limit, in_transaction)) => tokio::select! {
+                r = fill(&mut c.stream, &mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
+                Some(r) = server_read => Input::Server(r),
+                _ = tokio::time::sleep(limit), if client_open => {
+                    return Err(if in_transaction {
+                        SessionError::IdleInTransaction(limit)
+                    } else {
+                        SessionError::IdleSession(limit)
+                    });
                 }
-                Ok(true)
-            }
+            },
+        };
+        let r = match input {
+            Input::Client(r) => return Ok(r?),
+            Input::Server(r) => r,
+        };
+        let lost = match r {
+            Ok(true) => None,
+            Ok(false) => Some("it closed the connection".to_owned()),
+            Err(e) => Some(match self.phase.attachment() {
+                Some(a) => a.conn.read_error(e).to_string(),
+                None => e.to_string(),
+            }),
+        };
+        let result = match lost {
+            Some(why) => Err(SessionError::ServerLost {
+                why,
+                loss: Loss::Gone,
+            }),
+            None => self.on_server_data().await,
+        };
+        match result {
+            Err(SessionError::ServerLost { why, loss }) => self.lose_server(&why, loss)?,
+            r => r?,
         }
+        Ok(true)
     }
 
     /// Writes what pgsplit itself has for the client, then queued requests.
