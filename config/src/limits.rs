@@ -37,7 +37,8 @@ impl Default for Limits {
 }
 
 /// How long pgsplit waits for the network and for peers. Written as humantime
-/// strings in TOML and env vars ("5s", "250ms", "1m 30s"); all must be > 0.
+/// strings in TOML and env vars ("5s", "250ms", "1m 30s"). `connect`,
+/// `client_startup` and `cancel` must be > 0; for the others "0s" means off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
