@@ -25,14 +25,20 @@ pub enum ReadError {
     TruncatedMessage,
 }
 
-/// Makes room for the next read: exactly what a large pending frame still
-/// needs, or one chunk.
+/// Room is made for at most this much of a pending frame at a time: a
+/// message that is passed on as it arrives is never held whole, so its
+/// full length must not be reserved either (one that is held grows as it
+/// arrives, doubling).
+const RESERVE_AHEAD: usize = 1 << 20;
+
+/// Makes room for the next read: what a large pending frame still needs
+/// (up to [`RESERVE_AHEAD`]), or one chunk.
 pub fn reserve_for_read(
     buf: &mut BytesMut,
     direction: Direction,
     max: usize,
 ) -> Result<(), ProtocolError> {
-    let want = missing_bytes(buf, direction, max)?.max(READ_CHUNK);
+    let want = missing_bytes(buf, direction, max)?.clamp(READ_CHUNK, RESERVE_AHEAD);
     if buf.capacity() - buf.len() < want / 2 {
         buf.reserve(want);
     }

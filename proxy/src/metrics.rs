@@ -173,7 +173,11 @@ pub fn render(s: &Arc<Shared>) -> String {
         );
     }
     let _ = writeln!(out, "# HELP pgsplit_pinned_sessions_total Sessions pinned to their server connection.\n# TYPE pgsplit_pinned_sessions_total counter");
-    for (reason, i) in [("unmovable_state", 0), ("unreplayable_setting", 1)] {
+    for (reason, i) in [
+        ("unmovable_state", 0),
+        ("unreplayable_setting", 1),
+        ("unread_query", 2),
+    ] {
         let _ = writeln!(
             out,
             "pgsplit_pinned_sessions_total{{reason=\"{reason}\"}} {}",

@@ -78,7 +78,7 @@ pub struct Shared {
     pub ryw: RywCounters,
     /// Sessions pinned to their connection so far, by reason (unmovable
     /// state, unreplayable setting): the pooling cost an operator watches.
-    pub pins: [AtomicU64; 2],
+    pub pins: [AtomicU64; 3],
     /// Statements (by content hash, database included) some server has
     /// parsed without error: a Parse of one can be answered without a server.
     known_statements: Mutex<HashSet<u64>>,

@@ -17,6 +17,7 @@ use pgsplit_router::Analysis;
 
 use super::phase::DECIDE_LIMIT;
 use super::session::Client;
+use super::stream::large_start;
 use super::text::{sql_of, statement_hash, statement_name};
 use crate::errors::SessionError;
 use crate::functions::{LookupTarget, Verdict};
@@ -36,7 +37,8 @@ impl Client {
         let mut unknown: Vec<String> = Vec::new();
         self.decided_query = None;
         let mut first = true;
-        for item in Frames::new(&self.rbuf, Direction::Frontend, max) {
+        let mut frames = Frames::new(&self.rbuf, Direction::Frontend, max);
+        for item in frames.by_ref() {
             let (tag, body) = item?;
             let frame_is_first = std::mem::take(&mut first);
             parse_only &= match tag {
@@ -84,6 +86,25 @@ impl Client {
             }
             if shape.writes && !parse_only {
                 break;
+            }
+        }
+        if !terminated {
+            if let Some(large) = large_start(&self.rbuf[frames.consumed()..], max) {
+                // Passed on as it comes (`stream.rs`): what follows it
+                // cannot be seen before it is sent.
+                first = false;
+                terminated = true;
+                shape.runs = true;
+                match large.tag {
+                    // Too large to read: the primary is safe for anything.
+                    fe::QUERY => shape.writes = true,
+                    _ => {
+                        let body = &self.rbuf[frames.consumed() + 5..];
+                        if let Some(a) = self.statement_analysis(fe::BIND, body) {
+                            self.add_statement(&mut shape, &a, &mut unknown);
+                        }
+                    }
+                }
             }
         }
         if first {

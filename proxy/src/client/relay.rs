@@ -166,7 +166,7 @@ impl Client {
 
     /// The request's terminator is being sent: whatever it changes is
     /// recorded when its ReadyForQuery comes back.
-    fn end_segment(&mut self, a: &mut Attachment) {
+    pub(super) fn end_segment(&mut self, a: &mut Attachment) {
         a.open_request = false;
         self.segments.push_back(self.current_meta.take());
     }
@@ -210,7 +210,7 @@ impl Client {
 
     /// Prepares `st` on the connection first if it lacks it; the server's
     /// reply to that is not forwarded.
-    fn ensure_prepared(&mut self, conn: &mut ServerConn, st: &Statement) {
+    pub(super) fn ensure_prepared(&mut self, conn: &mut ServerConn, st: &Statement) {
         let max = self.shared.config.pool.max_prepared_statements;
         if st.server_name.is_empty() {
             if !conn.prepared().has_unnamed(st.hash) {
@@ -244,7 +244,7 @@ impl Client {
         self.note_effects(a, &analysis, cmd);
     }
 
-    fn note_effects(
+    pub(super) fn note_effects(
         &mut self,
         a: &mut Attachment,
         an: &Analysis,
@@ -286,7 +286,7 @@ impl Client {
         }
     }
 
-    fn pin(&mut self, why: Pin) {
+    pub(super) fn pin(&mut self, why: Pin) {
         if self.state.pinned.is_none() {
             self.shared.pins[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

@@ -21,6 +21,7 @@ use pgsplit_router::topology::Role;
 
 use super::phase::{Phase, Purpose};
 use super::session::{Flow, Session};
+use super::stream::large_start;
 use crate::errors::{Loss, SessionError};
 
 impl Session {
@@ -29,7 +30,7 @@ impl Session {
         let max = self.c.shared.config.limits.max_message_size;
         loop {
             if self.c.streaming > 0 || self.c.rbuf.first() == Some(&fe::COPY_DATA) {
-                self.pass_copy_data(max);
+                self.pass_through(max);
                 if self.c.streaming > 0 {
                     return Ok(Flow::Continue);
                 }
@@ -39,6 +40,12 @@ impl Session {
                     let then_aborted = *then_aborted;
                     let Some(frame) = split_frame(&mut self.c.rbuf, Direction::Frontend, max)?
                     else {
+                        // A large message of the refused request: dropped
+                        // as it comes.
+                        if let Some(large) = large_start(&self.c.rbuf, max) {
+                            self.c.streaming = large.total;
+                            continue;
+                        }
                         return Ok(Flow::Continue);
                     };
                     match frame.tag() {
@@ -50,6 +57,9 @@ impl Session {
                 Phase::Attached(a) if a.open_request => {
                     let Some(frame) = split_frame(&mut self.c.rbuf, Direction::Frontend, max)?
                     else {
+                        if self.c.start_large(a, max) {
+                            continue;
+                        }
                         return Ok(Flow::Continue);
                     };
                     a.retry.keep(frame.as_bytes());
@@ -83,7 +93,11 @@ impl Session {
         let max = self.c.shared.config.limits.max_message_size;
         let aborted = self.phase.is_aborted();
         let (tag, local) = match Frames::new(&self.c.rbuf, Direction::Frontend, max).next() {
-            None => return Ok(false),
+            // A large Query or Bind is routed by its start (`decide`).
+            None => match large_start(&self.c.rbuf, max) {
+                Some(large) if !aborted && large.tag != fe::COPY_DATA => (large.tag, false),
+                _ => return Ok(false),
+            },
             Some(Err(e)) => return Err(e.into()),
             Some(Ok((tag, body))) => (tag, self.c.front_is_local(tag, body, aborted)),
         };

@@ -21,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::ledger::{Event, SegmentMeta};
 use super::phase::{Attachment, Phase, DECIDE_LIMIT};
 use super::state::SessionState;
+use super::stream::streamable;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::budget::{Share, FREE};
@@ -124,6 +125,8 @@ impl Session {
     /// handles what the server sent. False: the client is gone.
     async fn wait_for_input(&mut self) -> Result<bool, SessionError> {
         let max = self.c.shared.config.limits.max_message_size;
+        // An aborted transaction answers a message only once it is whole.
+        let passes_large = !self.phase.is_aborted();
         let c = &mut self.c;
         // While a request waits for the attached server to finish, stop
         // reading a client that keeps sending, so memory stays bounded.
@@ -135,7 +138,7 @@ impl Session {
             _ => (true, None),
         };
         if client_open {
-            c.cover_read(max)?;
+            c.cover_read(max, passes_large)?;
         }
         let busy = server.as_ref().is_some_and(|s| !s.owes_nothing());
         let idle = idle_limit(&c.shared.config.timeouts, c.tx, busy);
@@ -256,14 +259,19 @@ impl Client {
     /// Before reading more from the client: the buffer may grow to hold the
     /// message it is waiting for, which must fit in the budget all sessions
     /// share. Once it holds only ordinary messages again, the memory of a
-    /// large one is given back.
-    fn cover_read(&mut self, max: usize) -> Result<(), SessionError> {
+    /// large one is given back. A message passed on as it comes (when
+    /// `passes_large`) needs only what is buffered of it.
+    fn cover_read(&mut self, max: usize, passes_large: bool) -> Result<(), SessionError> {
         // Between requests the buffer is empty and holds nothing: done.
         // While streaming, it is passed on as it comes, a chunk at a time.
         if (self.rbuf.len() < 5 && self.buffer_share.held() == 0) || self.streaming > 0 {
             return Ok(());
         }
-        let pending = missing_bytes(&self.rbuf, Direction::Frontend, max)?;
+        let pending = if passes_large && streamable(&self.rbuf, max) {
+            0
+        } else {
+            missing_bytes(&self.rbuf, Direction::Frontend, max)?
+        };
         let need = self.rbuf.len() + pending.max(READ_CHUNK);
         if need <= FREE {
             if self.buffer_share.held() > 0 {

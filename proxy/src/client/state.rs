@@ -52,6 +52,9 @@ pub enum Pin {
     /// A settings change pgsplit cannot replay exactly (`set_config()`, or
     /// SET combined with other statements in one query string).
     UnreplayableSetting,
+    /// A Query too large to read was sent unread (`stream.rs`): what it did
+    /// to the session is unknown.
+    UnreadQuery,
 }
 
 /// A connection's settings fingerprint that matches no session: it must be

@@ -6,6 +6,7 @@ mod client_faults;
 #[path = "../common/mod.rs"]
 mod common;
 mod descriptors;
+mod large_messages;
 mod logs;
 
 use std::time::{Duration, Instant};
