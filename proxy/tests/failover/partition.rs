@@ -13,7 +13,8 @@ const TABLE: &str = "pgsplit_partition";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_server_releases_the_sessions_waiting_on_it() {
     if std::env::var_os(IN_NETNS).is_some() {
-        return partitioned().await;
+        partitioned().await;
+        return unnoticed_by_the_health_loop().await;
     }
     let name = format!("pgsplit-test-{}", std::process::id());
     let ip = |args: &[&str]| {
@@ -158,5 +159,65 @@ async fn partitioned() {
         writes.iter().any(|a| a.sent > cut && a.result == Ok(p0)),
         "writes did not resume on the primary after the partition healed"
     );
+    s.finish().await;
+}
+
+/// The same partitions with a health loop that would take over a minute to
+/// notice them: each session's own server socket bounds its wait for a
+/// reply that never starts (keepalive once nothing is unacknowledged,
+/// `TCP_USER_TIMEOUT` while something is), and a connection attempt is
+/// bounded by `timeouts.connect`.
+async fn unnoticed_by_the_health_loop() {
+    let s = Scenario::start(|c| {
+        c.health.health_check_period = Duration::from_secs(30);
+        c.health.health_check_timeout = Duration::from_secs(30);
+        c.timeouts.server_keepalive = Duration::from_secs(1);
+        c.timeouts.server_tcp_user_timeout = Duration::from_secs(2);
+        c.timeouts.connect = Duration::from_secs(2);
+    })
+    .await;
+    let t = &s.config.timeouts;
+    let bound = t.server_keepalive + t.server_tcp_user_timeout + Duration::from_secs(2);
+    let (p0, p1) = (s.port(0), s.port(1));
+
+    let readers = spawn_slow_readers(s.conn_string(), 4, Duration::from_millis(300));
+    sleep(Duration::from_secs(1)).await;
+    let cut = Instant::now();
+    drop_port(p1);
+    sleep(bound + Duration::from_secs(1)).await;
+    let reads = readers.stop().await.attempts;
+    heal();
+    let in_flight = released_within(&reads, cut, bound, "reads (sockets alone)");
+    let failed = failures(&reads);
+    let longest = reads.iter().map(|a| a.done - a.sent).max().unwrap();
+    println!(
+        "replica partitioned, health loop too slow to see it: {in_flight} reads in flight, {} in all, {} failed, longest {longest:?}, bound {bound:?}",
+        reads.len(),
+        failed.len()
+    );
+    assert!(in_flight > 0, "no read was in flight at the partition");
+    assert!(failed.is_empty(), "reads failed: {}", show(&failed));
+    assert!(
+        longest <= bound,
+        "a read waited {longest:?} (bound {bound:?})"
+    );
+
+    let writers = spawn_slow_writers(s.conn_string(), 2, Duration::from_millis(300));
+    sleep(Duration::from_secs(1)).await;
+    let cut = Instant::now();
+    drop_port(p0);
+    sleep(bound + Duration::from_secs(1)).await;
+    let writes = writers.stop().await.attempts;
+    heal();
+    // Writes sent after the cut wait for a primary (`failover_timeout`);
+    // those already on it end with 08006, each within the bound.
+    let in_flight = released_within(&writes, cut, bound, "writes (sockets alone)");
+    for a in writes.iter().filter(|a| a.sent <= cut && a.done > cut) {
+        if let Err(e) = &a.result {
+            assert!(e.contains("08006"), "{a:?}");
+        }
+    }
+    println!("primary partitioned, health loop too slow to see it: {in_flight} writes in flight, each ended within {bound:?}");
+    assert!(in_flight > 0, "no write was in flight at the partition");
     s.finish().await;
 }
