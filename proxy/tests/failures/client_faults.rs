@@ -97,7 +97,7 @@ async fn a_client_terminating_its_own_backend_penalizes_no_server() {
 /// A TCP relay to `target` that closes a connection (FIN both ways, no
 /// error from any server) when a query carrying [`CUT`] passes through it,
 /// so a session loses its server connection silently. Counts the cuts.
-async fn cutting_relay(target: u16) -> (u16, Arc<AtomicUsize>) {
+pub(super) async fn cutting_relay(target: u16) -> (u16, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -141,7 +141,7 @@ async fn cutting_relay(target: u16) -> (u16, Arc<AtomicUsize>) {
     (port, cuts)
 }
 
-const CUT: &str = "relay: cut this connection";
+pub(super) const CUT: &str = "relay: cut this connection";
 
 /// Sends reads carrying [`CUT`] until the relay has cut `until` in all.
 async fn cut_connections(proxy: &pgsplit::ProxyHandle, cuts: &AtomicUsize, until: usize) {

@@ -304,3 +304,45 @@ async fn a_bind_larger_than_the_budget_is_passed_through_and_routed_by_its_state
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_lost_while_a_large_bind_passes_fails_that_request_alone() {
+    let mut config = routing_only();
+    config.limits.client_buffer_budget = 16 << 20;
+    // Reads go to replica 1 only, through a relay that cuts the connection
+    // when it sees the marker pass.
+    config.backends.truncate(2);
+    let (relay, cuts) = super::client_faults::cutting_relay(config.backends[1].port).await;
+    config.backends[1].port = relay;
+    let proxy = start_proxy_with(config).await;
+    let db = fresh_database("faults_bind_lost");
+    let mut c = RawClient::login(&proxy, &db).await;
+    let mut message = BytesMut::new();
+    encode::parse(&mut message, "", "SELECT length($1::text)", &[]);
+    let mut param = vec![b'y'; 24 << 20];
+    // Several times, so that one is whole in some read of the relay.
+    for at in [8 << 20, (8 << 20) + 100_000, (8 << 20) + 200_000] {
+        param[at..at + CUT_LEN].copy_from_slice(super::client_faults::CUT.as_bytes());
+    }
+    encode::bind(&mut message, "", "", &[Some(&param)]);
+    encode::execute(&mut message, "", 0);
+    encode::sync(&mut message);
+    c.send(&message).await;
+    let frames = c.until_ready().await;
+    assert_eq!(
+        cuts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the relay never cut"
+    );
+    let e = first_error(&frames).expect("an ErrorResponse");
+    // Half of it was sent: it cannot be sent again elsewhere.
+    assert_eq!(e.0, "08006", "{e:?}");
+    // The session goes on, and so does everyone else.
+    let frames = c.simple("SELECT 1").await;
+    assert_eq!(data_values(&frames), ["1"], "{:?}", first_error(&frames));
+    let other = connect(&proxy, &db).await;
+    assert_eq!(scalar(&other, "SELECT 2").await, "2");
+    proxy.shutdown().await;
+}
+
+const CUT_LEN: usize = super::client_faults::CUT.len();
