@@ -15,9 +15,9 @@ use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
 use pgsplit_router::plan::{plan, Functions, Plan, RequestShape, SessionFacts};
 use pgsplit_router::Analysis;
 
+use super::large::large_start;
 use super::phase::DECIDE_LIMIT;
 use super::session::Client;
-use super::stream::large_start;
 use super::text::{sql_of, statement_hash, statement_name};
 use crate::errors::SessionError;
 use crate::functions::{LookupTarget, Verdict};

@@ -12,6 +12,7 @@ mod attach;
 mod auth;
 mod decide;
 mod failover;
+mod large;
 mod ledger;
 mod local;
 mod own;

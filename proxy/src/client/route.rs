@@ -19,9 +19,9 @@ use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
 use pgsplit_router::plan::{join, Join, Plan, ReadNeed};
 use pgsplit_router::topology::Role;
 
+use super::large::large_start;
 use super::phase::{Phase, Purpose};
 use super::session::{Flow, Session};
-use super::stream::large_start;
 use crate::errors::{Loss, SessionError};
 
 impl Session {

@@ -18,10 +18,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::large::streamable;
 use super::ledger::{Event, SegmentMeta};
 use super::phase::{Attachment, Phase, DECIDE_LIMIT};
 use super::state::SessionState;
-use super::stream::streamable;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::budget::{Share, FREE};
