@@ -33,6 +33,7 @@ mod load;
 mod pool;
 mod routing;
 mod secret;
+mod tls;
 mod user;
 mod validate;
 
@@ -49,6 +50,7 @@ pub use limits::{Limits, Timeouts};
 pub use pool::{Pool, PoolMode};
 pub use routing::{PrimaryReads, ReadYourWrites, Routing, Strategy};
 pub use secret::{PasswordKind, Secret};
+pub use tls::{ClientTls, Tls};
 pub use user::{AuthMethod, User};
 
 /// Everything pgsplit needs to run. Fields are public so a `Config` can also
@@ -78,6 +80,8 @@ pub struct Config {
     pub pool: Pool,
     /// Health checks, role discovery and failover (`[health]`).
     pub health: Health,
+    /// TLS certificates and modes (`[tls]`).
+    pub tls: Tls,
     /// PostgreSQL servers, one `[[backends]]` table each. At least one is
     /// required.
     pub backends: Vec<Backend>,
@@ -99,6 +103,7 @@ impl Default for Config {
             routing: Routing::default(),
             pool: Pool::default(),
             health: Health::default(),
+            tls: Tls::default(),
             backends: Vec::new(),
             users: Vec::new(),
         }

@@ -32,7 +32,44 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     check_routing(config, &mut out);
     check_pool(config, &mut out);
     check_health(config, &mut out);
+    check_tls(&config.tls, &mut out);
     out
+}
+
+fn check_tls(tls: &crate::Tls, out: &mut Vec<Problem>) {
+    use crate::ClientTls;
+    let needs_files = tls.client_mode() != ClientTls::Disable;
+    match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(_), None) => out.push(Problem::new(
+            "tls.client_key_file",
+            "is missing: a certificate needs its private key; set it to the key's PEM file",
+        )),
+        (None, Some(_)) => out.push(Problem::new(
+            "tls.client_cert_file",
+            "is missing: a private key needs its certificate; set it to the certificate's PEM file",
+        )),
+        (None, None) if needs_files => out.push(Problem::new(
+            "tls.client_tls",
+            "needs a certificate: set tls.client_cert_file and tls.client_key_file, or client_tls = \"disable\"",
+        )),
+        _ => {}
+    }
+    for (key, file) in [
+        ("tls.client_cert_file", &tls.client_cert_file),
+        ("tls.client_key_file", &tls.client_key_file),
+    ] {
+        if let Some(path) = file {
+            if let Err(e) = std::fs::metadata(path) {
+                out.push(Problem::new(
+                    key,
+                    format!(
+                        "cannot read {}: {e}; give the path of an existing PEM file",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 fn check_listen(listen: &str, out: &mut Vec<Problem>) {

@@ -434,3 +434,37 @@ fn pool_settings_are_checked() {
     );
     assert_eq!(Config::default().pool.pool_size, 20);
 }
+
+#[test]
+fn tls_needs_a_certificate_with_its_key_and_files_that_exist() {
+    use pgsplit_config::ClientTls;
+    assert_eq!(Config::default().tls.client_mode(), ClientTls::Disable);
+    let mut c = valid();
+    c.tls.client_tls = Some(ClientTls::Require);
+    assert_only_problem(&c, "tls.client_tls", "needs a certificate");
+    let mut c = valid();
+    c.tls.client_cert_file = Some("/nonexistent/server.pem".into());
+    assert_eq!(
+        c.tls.client_mode(),
+        ClientTls::Allow,
+        "on once a certificate is set"
+    );
+    let problems = problems(&c);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "tls.client_key_file" && p.message.contains("is missing")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "tls.client_cert_file" && p.message.contains("cannot read")),
+        "{problems:?}"
+    );
+    let mut c = valid();
+    c.tls.client_tls = Some(ClientTls::Disable);
+    c.tls.client_cert_file = Some("/nonexistent/server.pem".into());
+    c.tls.client_key_file = Some("/nonexistent/server.key".into());
+    assert_eq!(c.tls.client_mode(), ClientTls::Disable);
+}

@@ -16,6 +16,8 @@ pub const SSL_REQUEST_CODE: u32 = 80_877_103;
 /// The one-byte answer declining an SSLRequest or GSSENCRequest: the
 /// client goes on unencrypted (or gives up, if it requires encryption).
 pub const ENCRYPTION_DECLINED: &[u8] = b"N";
+/// The answer to SSLRequest when the TLS handshake follows.
+pub const ENCRYPTION_ACCEPTED: &[u8] = b"S";
 pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 pub const PROTOCOL_3_0: u32 = 3 << 16;

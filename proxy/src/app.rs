@@ -88,7 +88,9 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
              (ulimit -n, LimitNOFILE=) or lower max_client_connections"
         );
     }
-    let shared = Arc::new(Shared::new(config, client_limit));
+    let client_tls =
+        crate::tls::ClientTlsSetup::load(&config.tls).map_err(std::io::Error::other)?;
+    let shared = Arc::new(Shared::new(config, client_limit, client_tls));
     // Bound before anything starts, so a taken port fails cleanly.
     let metrics_addr = match shared.config.metrics_listen.as_deref() {
         Some(addr) => {

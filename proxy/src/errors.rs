@@ -32,6 +32,15 @@ pub enum SessionError {
     /// before the answer: they would bypass the negotiation (CVE-2021-23214).
     #[error("client sent unencrypted data after its encryption request, before the answer")]
     DataAfterEncryptionRequest,
+    /// `tls.client_tls = "require"` and the client did not negotiate TLS.
+    #[error("client did not use TLS, which tls.client_tls = \"require\" demands")]
+    TlsRequired,
+    #[error("TLS handshake with the client failed: {0}")]
+    TlsHandshake(std::io::Error),
+    /// Direct TLS (PostgreSQL 17's `sslnegotiation=direct`) is only
+    /// PostgreSQL's when the client says so by ALPN.
+    #[error("client negotiated TLS directly without ALPN \"postgresql\"")]
+    DirectTlsWithoutAlpn,
     #[error("client sent {0} where startup was expected")]
     UnexpectedStartup(&'static str),
     #[error("user {0:?} is not configured in pgsplit: add a [[users]] entry for it (the client was told \"password authentication failed\", as for a wrong password)")]
@@ -112,7 +121,11 @@ impl SessionError {
     pub fn reply(&self) -> Reply {
         use SessionError::*;
         let info = match self {
-            ClientIo(_) | ClientTruncated | ClientGone => return Reply::None,
+            ClientIo(_) | ClientTruncated | ClientGone | TlsHandshake(_) => return Reply::None,
+            TlsRequired => ErrorInfo::fatal("28000", "pgsplit requires TLS: this connection did not use it")
+                .hint("Connect with sslmode=require (or verify-ca / verify-full); pgsplit is configured with tls.client_tls = \"require\"."),
+            DirectTlsWithoutAlpn => ErrorInfo::fatal("08P01", "received a direct TLS connection without the ALPN protocol \"postgresql\"")
+                .hint("Use a client that sends ALPN \"postgresql\" with sslnegotiation=direct (libpq 17 and later), or the default sslnegotiation=postgres."),
             ClientProtocol(e) => ErrorInfo::fatal("08P01", format!("invalid message from client: {e}"))
                 .hint("This is a bug in the client or its driver; pgsplit closed this connection and keeps serving others."),
             UnknownMessage(tag) => ErrorInfo::fatal("08P01", format!("invalid frontend message type {tag}"))

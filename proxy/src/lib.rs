@@ -19,6 +19,7 @@ pub mod health;
 mod io;
 pub mod metrics;
 pub mod shared;
+pub mod tls;
 pub mod topology;
 
 pub use app::{listen, start, start_with_listener, ProxyHandle};

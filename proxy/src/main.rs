@@ -74,25 +74,35 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
 }
 
 fn check_config(path: Option<PathBuf>) -> ExitCode {
-    match Config::load(path.as_deref()) {
-        Ok(config) => {
+    match load(path) {
+        Some(config) => {
             print!("{}", config.to_masked_toml());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
+        None => ExitCode::FAILURE,
     }
 }
 
-fn run(path: Option<PathBuf>) -> ExitCode {
+/// The validated configuration, its certificates read and checked; None
+/// (with the reasons printed) if it cannot be used.
+fn load(path: Option<PathBuf>) -> Option<Config> {
     let config = match Config::load(path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::FAILURE;
+            return None;
         }
+    };
+    if let Err(e) = pgsplit::tls::ClientTlsSetup::load(&config.tls) {
+        eprintln!("{e}");
+        return None;
+    }
+    Some(config)
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let Some(config) = load(path) else {
+        return ExitCode::FAILURE;
     };
     runtime(config.threads()).block_on(async move {
         let listen = config.listen.clone();

@@ -17,6 +17,7 @@ use crate::backend::pool::Pools;
 use crate::budget::Budget;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
+use crate::tls::ClientTlsSetup;
 use crate::topology::{BackendId, StatsSnapshot, Topology};
 
 /// How one configured user logs in, prepared once at startup so that no
@@ -86,6 +87,8 @@ pub struct Shared {
     /// with given settings: later clients like it are answered from here,
     /// so connecting needs no server connection.
     startup_params: Mutex<HashMap<(String, String, u64), Reported>>,
+    /// TLS for clients (`[tls]`).
+    pub client_tls: ClientTlsSetup,
     pub cancel: Arc<CancelRegistry>,
     pub admission: Admission,
     /// What clients' buffered messages may take, all sessions together.
@@ -95,7 +98,7 @@ pub struct Shared {
 impl Shared {
     /// `client_limit`: the client sockets served at once, as the open-file
     /// budget allows ([`crate::admission::client_limit`]).
-    pub fn new(config: Config, client_limit: usize) -> Shared {
+    pub fn new(config: Config, client_limit: usize, client_tls: ClientTlsSetup) -> Shared {
         let users = config
             .users
             .iter()
@@ -136,6 +139,7 @@ impl Shared {
             ryw: RywCounters::default(),
             known_statements: Mutex::default(),
             startup_params: Mutex::default(),
+            client_tls,
             config,
         }
     }

@@ -100,3 +100,36 @@ fn demo_says_so_when_the_port_is_taken() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_config_reads_the_tls_files_and_names_the_key_of_a_bad_one() {
+    let not_pem = write_config("not-a-cert.pem", "this is not a certificate\n");
+    let body = format!(
+        r#"
+listen = "127.0.0.1:6432"
+[tls]
+client_cert_file = "{0}"
+client_key_file = "{0}"
+[[backends]]
+name = "a"
+host = "127.0.0.1"
+port = 5432
+[[users]]
+name = "app"
+auth = "trust"
+"#,
+        not_pem.display()
+    );
+    let path = write_config("bad-tls.toml", &body);
+    let out = pgsplit()
+        .args(["check-config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tls.client_cert_file") && stderr.contains("no certificate"),
+        "{stderr}"
+    );
+}

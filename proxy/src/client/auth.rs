@@ -8,11 +8,9 @@ use pgsplit_protocol::auth::{md5_verify, ScramSecret, ScramServer, SCRAM_SHA_256
 use pgsplit_protocol::frontend::{self, parse_password, parse_sasl_initial, FrontendMessage};
 use pgsplit_protocol::{encode, Direction, Frame};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
+use super::socket::ClientStream;
 use crate::errors::SessionError;
-use crate::io::read_frame;
 use crate::shared::UserAuth;
 
 /// Password messages are small; a generous cap keeps a hostile client from
@@ -24,7 +22,7 @@ const MAX_AUTH_MESSAGE: usize = 64 * 1024;
 /// as for a wrong password and cannot probe which users exist. The error
 /// (and so the log) says which it was.
 pub async fn refuse_unknown(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     user_name: &str,
 ) -> SessionError {
@@ -36,7 +34,7 @@ pub async fn refuse_unknown(
 }
 
 pub async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     user_name: &str,
     user: &UserAuth,
@@ -49,7 +47,7 @@ pub async fn authenticate(
             let source = user.md5_source.as_deref().ok_or_else(failed)?;
             let salt: [u8; 4] = rand::random();
             encode::auth_md5(&mut out, salt);
-            stream.write_all(&out).await?;
+            stream.send(&out).await?;
             out.clear();
             let frame = password_frame(stream, buf).await?;
             let response = parse_password(password_body(&frame)?)?;
@@ -63,14 +61,14 @@ pub async fn authenticate(
         }
     }
     encode::auth_ok(&mut out);
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
     Ok(())
 }
 
 /// A SCRAM-SHA-256 exchange up to the server's final message, which is
 /// returned unsent so that AuthenticationOk can go in the same write.
 async fn scram(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     secret: Arc<ScramSecret>,
     failed: impl Fn() -> SessionError,
@@ -78,7 +76,7 @@ async fn scram(
     let mut out = BytesMut::with_capacity(256);
     let mut server = ScramServer::new(secret);
     encode::auth_sasl(&mut out, &[SCRAM_SHA_256]);
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
     out.clear();
 
     let frame = password_frame(stream, buf).await?;
@@ -88,7 +86,7 @@ async fn scram(
     }
     let server_first = server.client_first(data).map_err(|_| failed())?;
     encode::auth_sasl_continue(&mut out, &server_first);
-    stream.write_all(&out).await?;
+    stream.send(&out).await?;
     out.clear();
 
     let frame = password_frame(stream, buf).await?;
@@ -112,8 +110,12 @@ fn mock_secret(user_name: &str) -> Arc<ScramSecret> {
     Arc::new(ScramSecret::mock(salt))
 }
 
-async fn password_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, SessionError> {
-    read_frame(stream, buf, Direction::Frontend, MAX_AUTH_MESSAGE)
+async fn password_frame(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Frame, SessionError> {
+    stream
+        .read_frame(buf, Direction::Frontend, MAX_AUTH_MESSAGE)
         .await?
         .ok_or(SessionError::ClientTruncated)
 }

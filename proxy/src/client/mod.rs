@@ -6,7 +6,8 @@
 //! `attach` (getting a server), `relay` (frames to it), `response`
 //! (replies back), `failover` (losing it), `local` (answered by pgsplit),
 //! `reads` and `own` (read-your-writes needs, pgsplit's own settings),
-//! `stream` (large COPY data passed through unbuffered).
+//! `stream` and `large` (large messages passed through unbuffered),
+//! `socket` (the client's connection, plaintext or TLS).
 
 mod attach;
 mod auth;
@@ -23,6 +24,7 @@ mod response;
 mod route;
 mod serve;
 mod session;
+mod socket;
 mod startup;
 mod state;
 mod stream;

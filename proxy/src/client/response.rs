@@ -12,7 +12,6 @@ use pgsplit_protocol::pipeline::ResponseTracker;
 use pgsplit_protocol::tag::backend as be;
 use pgsplit_protocol::{Direction, TransactionStatus};
 use pgsplit_router::session_cmd::SessionCommand;
-use tokio::io::AsyncWriteExt;
 
 use super::ledger::{Event, SegmentMeta};
 use super::phase::{Attachment, Phase, Purpose};
@@ -47,10 +46,10 @@ impl Session {
         }
         match replies.batch {
             None => {
-                self.c.stream.write_all(&self.c.wbuf).await?;
+                self.c.stream.send(&self.c.wbuf).await?;
                 self.c.wbuf.clear();
             }
-            Some(batch) if !batch.is_empty() => self.c.stream.write_all(&batch).await?,
+            Some(batch) if !batch.is_empty() => self.c.stream.send(&batch).await?,
             Some(_) => {}
         }
         match replies.lost {

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use super::phase::Phase;
 use super::session::{Client, Session};
+use super::socket::ClientStream;
 use super::startup::{establish, read_opening, Opening, Who};
 use crate::admission::Ticket;
 use crate::errors::{Reply, SessionError};
@@ -19,13 +20,14 @@ use crate::shared::{LagLimit, Shared};
 
 /// Serves one client connection to the end. Never panics on client input;
 /// every failure ends with an ErrorResponse where the client can still read it.
-pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>, ticket: Ticket) {
+pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket) {
     let _ = stream.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(1024);
     let mut who = Who {
         addr: stream.peer_addr().ok(),
         ..Who::default()
     };
+    let mut stream = ClientStream::Plain(stream);
     let permit = match ticket {
         Ticket::Client(permit) => permit,
         Ticket::OverLimit(_held) => return serve_over_limit(stream, rbuf, &shared, &who).await,
@@ -103,14 +105,19 @@ pub async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>, ticket: Ti
 /// A socket over the client limit: a CancelRequest on it is served (the
 /// query it cancels may be what keeps the others waiting); a startup is
 /// told 53300. It gets a short while to say which.
-async fn serve_over_limit(mut stream: TcpStream, mut rbuf: BytesMut, shared: &Shared, who: &Who) {
+async fn serve_over_limit(
+    mut stream: ClientStream,
+    mut rbuf: BytesMut,
+    shared: &Shared,
+    who: &Who,
+) {
     let patience = shared
         .config
         .timeouts
         .client_startup
         .min(OVER_LIMIT_PATIENCE);
     let opening =
-        tokio::time::timeout(patience, read_opening(&mut stream, &mut rbuf, shared)).await;
+        tokio::time::timeout(patience, read_opening(&mut stream, &mut rbuf, shared, None)).await;
     if let Ok(Ok(Opening::Startup(_))) = opening {
         let e = SessionError::TooManyClients(shared.admission.limit);
         log_end(&e, who);
@@ -121,14 +128,14 @@ async fn serve_over_limit(mut stream: TcpStream, mut rbuf: BytesMut, shared: &Sh
 /// How long a socket over the client limit may take to send its first packet.
 const OVER_LIMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn report(client: &mut TcpStream, e: &SessionError) {
+async fn report(client: &mut ClientStream, e: &SessionError) {
     let mut out = BytesMut::new();
     match e.reply() {
         Reply::None => return,
         Reply::Error(info) => encode::error_response(&mut out, &info),
         Reply::Raw(frame) => out.extend_from_slice(frame.as_bytes()),
     }
-    let _ = client.write_all(&out).await;
+    let _ = client.send(&out).await;
     let _ = client.shutdown().await;
     // Read what the client still sends (the rest of a refused message), so
     // that closing does not reset the connection and destroy the error
@@ -145,7 +152,9 @@ fn log_end(e: &SessionError, who: &Who) {
     let user = who.user.as_deref().unwrap_or("");
     let database = who.database.as_deref().unwrap_or("");
     match e {
-        SessionError::ClientIo(_) | SessionError::ClientTruncated => {
+        SessionError::ClientIo(_)
+        | SessionError::ClientTruncated
+        | SessionError::TlsHandshake(_) => {
             tracing::debug!(%client, user, database, error = %e, "client connection ended")
         }
         SessionError::IdleSession(_) | SessionError::IdleInTransaction(_) => {

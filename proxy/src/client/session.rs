@@ -14,20 +14,19 @@ use bytes::BytesMut;
 use pgsplit_protocol::frame::missing_bytes;
 use pgsplit_protocol::{Direction, TransactionStatus};
 use pgsplit_router::ryw::{Mode, Ryw};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::large::streamable;
 use super::ledger::{Event, SegmentMeta};
 use super::phase::{Attachment, Phase, DECIDE_LIMIT};
+use super::socket::ClientStream;
 use super::state::SessionState;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::budget::{Share, FREE};
 use crate::cancel::CancelKey;
 use crate::errors::{Loss, SessionError};
-use crate::io::{fill, READ_CHUNK};
+use crate::io::READ_CHUNK;
 use crate::shared::{LagLimit, Shared};
 use crate::topology::BackendId;
 
@@ -39,7 +38,7 @@ pub(super) struct Session {
 /// The client side of a session, and what outlives its phases.
 pub(super) struct Client {
     pub shared: Arc<Shared>,
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     /// Client bytes not yet sent on (partial frames, or frames waiting for
     /// a routing decision).
     pub rbuf: BytesMut,
@@ -152,11 +151,11 @@ impl Session {
         // idle timeout costs nothing per wait unless it is configured.
         let input = match idle {
             None => tokio::select! {
-                r = fill(&mut c.stream, &mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
+                r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
             },
             Some((limit, in_transaction)) => tokio::select! {
-                r = fill(&mut c.stream, &mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
+                r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
                 _ = tokio::time::sleep(limit), if client_open => {
                     return Err(if in_transaction {
@@ -196,7 +195,7 @@ impl Session {
     /// Writes what pgsplit itself has for the client, then queued requests.
     pub(super) async fn flush(&mut self) -> Result<(), SessionError> {
         if !self.c.wbuf.is_empty() {
-            self.c.stream.write_all(&self.c.wbuf).await?;
+            self.c.stream.send(&self.c.wbuf).await?;
             self.c.wbuf.clear();
         }
         if let Phase::Attached(a) = &mut self.phase {

@@ -4,21 +4,23 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use pgsplit_config::ClientTls;
 use pgsplit_protocol::encode;
 use pgsplit_protocol::startup::{split_startup, StartupMessage, StartupPacket};
 use pgsplit_protocol::TransactionStatus;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::attach::checkout;
 use super::auth::{authenticate, refuse_unknown};
+use super::socket::ClientStream;
 use super::state::SessionState;
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::cancel::{send_cancel, CancelKey};
 use crate::errors::SessionError;
 use crate::shared::Shared;
+use crate::tls::{ClientTlsSetup, HANDSHAKE_RECORD};
 use crate::topology::BackendId;
 
 pub enum Opening {
@@ -30,24 +32,48 @@ pub enum Opening {
 }
 
 /// Reads startup-phase packets until a StartupMessage or CancelRequest.
-/// Encryption requests are declined with 'N', after which libpq and other
+/// TLS is negotiated on the way when `tls` offers it: by SSLRequest, or
+/// directly when the first byte is a TLS handshake record. Otherwise an
+/// encryption request is declined with 'N', after which libpq and other
 /// drivers continue in plaintext (or give up if they require TLS).
 pub async fn read_opening(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     shared: &Shared,
+    tls: Option<&ClientTlsSetup>,
 ) -> Result<Opening, SessionError> {
+    if let (Some(tls), ClientStream::Plain(tcp)) = (tls, &*stream) {
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await? == 1 && first[0] == HANDSHAKE_RECORD {
+            stream.upgrade(tls, true).await?;
+        }
+    }
     loop {
         match split_startup(buf)? {
-            Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
+            Some(packet @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
                 // A client must not pipeline past an encryption request: bytes
                 // already buffered would bypass the negotiation (CVE-2021-23214).
                 if !buf.is_empty() {
                     return Err(SessionError::DataAfterEncryptionRequest);
                 }
-                stream
-                    .write_all(pgsplit_protocol::startup::ENCRYPTION_DECLINED)
-                    .await?;
+                if stream.is_tls() {
+                    return Err(SessionError::UnexpectedStartup(
+                        "an encryption request inside TLS",
+                    ));
+                }
+                match tls {
+                    Some(tls) if matches!(packet, StartupPacket::SslRequest) => {
+                        stream
+                            .send(pgsplit_protocol::startup::ENCRYPTION_ACCEPTED)
+                            .await?;
+                        stream.upgrade(tls, false).await?;
+                    }
+                    _ => {
+                        stream
+                            .send(pgsplit_protocol::startup::ENCRYPTION_DECLINED)
+                            .await?
+                    }
+                }
             }
             Some(StartupPacket::Cancel { pid, secret }) => {
                 if let Some(target) = shared.cancel.lookup(pid, secret) {
@@ -178,20 +204,24 @@ pub(super) struct Established {
 }
 
 pub(super) async fn establish(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     rbuf: &mut BytesMut,
     shared: &Arc<Shared>,
     who: &mut Who,
     permit: OwnedSemaphorePermit,
 ) -> Result<Option<Established>, SessionError> {
-    let startup = match read_opening(client, rbuf, shared).await? {
+    let tls = shared.client_tls.offered().then_some(&shared.client_tls);
+    let startup = match read_opening(client, rbuf, shared, tls).await? {
         Opening::Startup(m) => m,
         Opening::Cancel | Opening::Closed => return Ok(None),
     };
+    if shared.client_tls.mode == ClientTls::Require && !client.is_tls() {
+        return Err(SessionError::TlsRequired);
+    }
     let mut out = BytesMut::with_capacity(512);
     negotiate_version(&startup, &mut out);
     if !out.is_empty() {
-        client.write_all(&out).await?;
+        client.send(&out).await?;
         out.clear();
     }
     let user_name = startup.user().ok_or(SessionError::NoUser)?.to_owned();
@@ -239,7 +269,7 @@ pub(super) async fn establish(
     }
     encode::backend_key_data(&mut out, cancel_key.pid, cancel_key.secret);
     encode::ready_for_query(&mut out, TransactionStatus::Idle);
-    client.write_all(&out).await?;
+    client.send(&out).await?;
     tracing::debug!(user = %user_name, %database, "session started");
     Ok(Some(Established {
         conn,

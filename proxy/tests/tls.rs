@@ -1,0 +1,293 @@
+//! TLS between clients and pgsplit, with certificates made for the test
+//! (a CA and a server certificate for `localhost` and 127.0.0.1): psql,
+//! pgbench, psycopg (by SSLRequest and by direct TLS) and asyncpg verify
+//! the certificate and are served, reads still on the replicas;
+//! `client_tls = "require"` refuses plaintext; bad negotiations are refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use common::*;
+use pgsplit_config::ClientTls;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// Certificate files written once per test binary.
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    /// A CA that signed nothing of pgsplit's.
+    other_ca: PathBuf,
+}
+
+fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("pgsplit-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, ca_key) = make_ca("pgsplit test CA");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "pgsplit test server");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let (other, _) = make_ca("some other CA");
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Certs {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("server.pem", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
+            other_ca: write("other-ca.pem", other.pem()),
+        }
+    })
+}
+
+fn make_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    (params.self_signed(&key).unwrap(), key)
+}
+
+async fn tls_proxy(mode: Option<ClientTls>) -> pgsplit::ProxyHandle {
+    let mut config = routing_only();
+    let c = certs();
+    config.tls.client_tls = mode;
+    config.tls.client_cert_file = Some(c.cert.clone());
+    config.tls.client_key_file = Some(c.key.clone());
+    start_proxy_with(config).await
+}
+
+fn tool(name: &str) -> Command {
+    let bindir = pgsplit_cluster::find_bindir().expect("PostgreSQL binaries");
+    let mut cmd = Command::new(bindir.join(name));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("PGPASSWORD", PASSWORD).env("LC_ALL", "C");
+    cmd
+}
+
+/// A libpq connection string to the proxy by host name `localhost`.
+fn libpq(proxy: &pgsplit::ProxyHandle, db: &str, ssl: &str) -> String {
+    format!(
+        "host=localhost hostaddr=127.0.0.1 port={} dbname={db} user=postgres {ssl}",
+        proxy.local_addr().port()
+    )
+}
+
+fn psql(conn: &str, sql: &str) -> (bool, String) {
+    let out = tool("psql")
+        .args(["-X", "-At", "-d", conn, "-c", sql])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn verify_full(ca: &Path) -> String {
+    format!("sslmode=verify-full sslrootcert={}", ca.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_verifies_pgsplit_and_is_served_over_tls() {
+    let proxy = tls_proxy(None).await;
+    let db = fresh_database("tls_psql");
+    let conn = libpq(&proxy, &db, &verify_full(&certs().ca));
+    let (ok, out) = psql(&conn, "\\conninfo");
+    assert!(ok && out.contains("SSL connection"), "{out}");
+    // Routing is unchanged over TLS: a read on a replica, a write on the primary.
+    let (ok, out) = psql(&conn, "SELECT inet_server_port()");
+    assert!(ok, "{out}");
+    assert_replica(out.trim().parse().unwrap(), "a read over TLS");
+    let (ok, out) = psql(
+        &conn,
+        "CREATE TABLE t AS SELECT inet_server_port() AS port; SELECT port FROM t",
+    );
+    assert!(ok, "{out}");
+    let port = out.lines().last().unwrap().parse().unwrap();
+    assert_primary(port, "a write over TLS");
+    // With "allow" (the default once a certificate is set) plaintext works too.
+    let (ok, out) = psql(&libpq(&proxy, &db, "sslmode=disable"), "\\conninfo");
+    assert!(ok && !out.contains("SSL connection"), "{out}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_or_host_name_fails_with_a_clear_error() {
+    let proxy = tls_proxy(None).await;
+    let db = fresh_database("tls_wrong");
+    let (ok, out) = psql(
+        &libpq(&proxy, &db, &verify_full(&certs().other_ca)),
+        "SELECT 1",
+    );
+    assert!(!ok && out.contains("certificate verify failed"), "{out}");
+    let wrong_name = format!(
+        "host=127.0.0.2 hostaddr=127.0.0.1 port={} dbname={db} user=postgres {}",
+        proxy.local_addr().port(),
+        verify_full(&certs().ca)
+    );
+    let (ok, out) = psql(&wrong_name, "SELECT 1");
+    assert!(!ok && out.contains("does not match host name"), "{out}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_over_tls() {
+    let proxy = tls_proxy(Some(ClientTls::Require)).await;
+    let db = fresh_database("tls_pgbench");
+    let conn = libpq(&proxy, &db, "sslmode=require");
+    let run = |args: &[&str]| {
+        let out = tool("pgbench").args(args).arg(&conn).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "pgbench {args:?}: {text}");
+        text
+    };
+    run(&["-i", "-s", "1", "-q"]);
+    cluster()
+        .wait_for_replay(std::time::Duration::from_secs(30))
+        .unwrap();
+    for mode in ["simple", "extended", "prepared"] {
+        let out = run(&["-n", "-c", "4", "-t", "50", "-M", mode]);
+        assert!(
+            out.contains("number of transactions actually processed: 200/200"),
+            "{mode}: {out}"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tls_require_refuses_plaintext_with_28000() {
+    let proxy = tls_proxy(Some(ClientTls::Require)).await;
+    let db = fresh_database("tls_require");
+    let (ok, out) = psql(&libpq(&proxy, &db, "sslmode=disable"), "SELECT 1");
+    assert!(!ok && out.contains("pgsplit requires TLS"), "{out}");
+    let e = tokio_postgres::connect(
+        &conn_string(&proxy, "postgres", PASSWORD, &db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(sqlstate(&e), "28000", "{e}");
+    let (ok, out) = psql(&libpq(&proxy, &db, "sslmode=require"), "SELECT 1");
+    assert!(ok && out.trim() == "1", "{out}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_verify_pgsplit_by_sslrequest_and_direct_tls() {
+    let proxy = tls_proxy(Some(ClientTls::Require)).await;
+    let db = fresh_database("tls_py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/tls.py");
+    let port = proxy.local_addr().port().to_string();
+    let ca = certs().ca.display().to_string();
+    let replicas = format!("{},{}", cluster().port(1), cluster().port(2));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, "localhost", &port, &db, &ca, &replicas])
+            .output()
+            .expect("python3 runs (install psycopg[binary] and asyncpg: see .ci/run)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("tls drivers ok"),
+        "python drivers over TLS failed:\n{stdout}\n{stderr}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn bytes_after_sslrequest_are_refused_before_the_handshake() {
+    let proxy = tls_proxy(None).await;
+    let mut c = RawClient::connect(&proxy).await;
+    // SSLRequest with a StartupMessage pipelined behind it, in one write.
+    let mut out = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let mut startup = bytes::BytesMut::new();
+    pgsplit_protocol::encode::startup_message(&mut startup, &[("user", "postgres")]);
+    out.extend_from_slice(&startup);
+    c.send(&out).await;
+    let frames = c.until_closed().await;
+    let e = first_error(&frames).expect("an ErrorResponse");
+    assert_eq!(e.0, "08P01", "{e:?}");
+    assert!(e.2.contains("after an encryption request"), "{e:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn direct_tls_without_alpn_is_refused() {
+    use tokio::io::AsyncReadExt;
+    let proxy = tls_proxy(None).await;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(&certs().ca).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let connect = |alpn: bool| {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        if alpn {
+            config.alpn_protocols = vec![b"postgresql".to_vec()];
+        }
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let addr = proxy.local_addr();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        }
+    };
+    // Without ALPN: told why, in the TLS session, then closed.
+    let mut tls = connect(false).await;
+    let mut got = Vec::new();
+    let _ = tls.read_to_end(&mut got).await;
+    let mut buf = bytes::BytesMut::from(&got[..]);
+    let frame =
+        pgsplit_protocol::split_frame(&mut buf, pgsplit_protocol::Direction::Backend, 1 << 20)
+            .unwrap()
+            .expect("an ErrorResponse");
+    let e = first_error(&[frame]).unwrap();
+    assert_eq!(e.0, "08P01", "{e:?}");
+    assert!(e.2.contains("ALPN"), "{e:?}");
+    // With it, a startup inside TLS gets a login.
+    let mut tls = connect(true).await;
+    use tokio::io::AsyncWriteExt;
+    let mut startup = bytes::BytesMut::new();
+    pgsplit_protocol::encode::startup_message(
+        &mut startup,
+        &[
+            ("user", pgsplit_cluster::TRUST_USER),
+            ("database", "postgres"),
+        ],
+    );
+    tls.write_all(&startup).await.unwrap();
+    let mut first = [0u8; 9];
+    tls.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[0], b'R', "an authentication message: {first:?}");
+    assert_eq!(&first[5..9], &0u32.to_be_bytes(), "AuthenticationOk");
+    proxy.shutdown().await;
+}
