@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pgsplit_config::ClientTls;
+use pgsplit_protocol::auth::tls_server_end_point;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpStream;
@@ -39,19 +40,31 @@ pub enum TlsConfigError {
 pub struct ClientTlsSetup {
     pub mode: ClientTls,
     acceptor: Option<TlsAcceptor>,
+    /// Channel binding data of the certificate (none if its signature
+    /// algorithm defines none: then SCRAM-SHA-256-PLUS is not offered).
+    end_point: Option<Arc<[u8]>>,
 }
 
 impl ClientTlsSetup {
     /// Loads the certificate and key `tls` names (none when TLS is off).
     pub fn load(tls: &pgsplit_config::Tls) -> Result<ClientTlsSetup, TlsConfigError> {
         let mode = tls.client_mode();
-        let acceptor = match (&tls.client_cert_file, &tls.client_key_file) {
+        let (acceptor, end_point) = match (&tls.client_cert_file, &tls.client_key_file) {
             (Some(cert), Some(key)) if mode != ClientTls::Disable => {
-                Some(TlsAcceptor::from(Arc::new(server_config(cert, key)?)))
+                let (config, end_point) = server_config(cert, key)?;
+                (Some(TlsAcceptor::from(Arc::new(config))), end_point)
             }
-            _ => None,
+            _ => (None, None),
         };
-        Ok(ClientTlsSetup { mode, acceptor })
+        Ok(ClientTlsSetup {
+            mode,
+            acceptor,
+            end_point,
+        })
+    }
+
+    pub fn end_point(&self) -> Option<Arc<[u8]>> {
+        self.end_point.clone()
     }
 
     /// Whether clients may negotiate TLS.
@@ -69,7 +82,10 @@ impl ClientTlsSetup {
     }
 }
 
-fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsConfigError> {
+/// The server configuration, and the channel binding data of its certificate.
+type Loaded = (rustls::ServerConfig, Option<Arc<[u8]>>);
+
+fn server_config(cert: &Path, key: &Path) -> Result<Loaded, TlsConfigError> {
     let read = |key_name, path: &Path| {
         std::fs::read(path).map_err(|e| TlsConfigError::Read {
             key: key_name,
@@ -88,6 +104,7 @@ fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsCon
     if chain.is_empty() {
         return Err(TlsConfigError::NoCertificate(cert.display().to_string()));
     }
+    let end_point = tls_server_end_point(&chain[0]).map(Arc::from);
     let key_pem = read("client_key_file", key)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsConfigError::Read {
         key: "client_key_file",
@@ -102,5 +119,5 @@ fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsCon
         .with_single_cert(chain, private)
         .map_err(|e| TlsConfigError::Mismatch(e.to_string()))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(config)
+    Ok((config, end_point))
 }

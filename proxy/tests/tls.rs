@@ -127,6 +127,32 @@ async fn psql_verifies_pgsplit_and_is_served_over_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_require_logs_in_by_scram_sha_256_plus() {
+    let proxy = tls_proxy(None).await;
+    let db = fresh_database("tls_binding");
+    let pass = format!("password={PASSWORD}");
+    let bound = format!(
+        "{} channel_binding=require {pass}",
+        verify_full(&certs().ca)
+    );
+    let (ok, out) = psql(&libpq(&proxy, &db, &bound), "SELECT inet_server_port()");
+    assert!(ok, "{out}");
+    assert_replica(out.trim().parse().unwrap(), "a read after a bound login");
+    // A wrong password is still refused, bound or not.
+    let wrong = "sslmode=require channel_binding=require password=wrong";
+    let (ok, out) = psql(&libpq(&proxy, &db, wrong), "SELECT 1");
+    assert!(
+        !ok && out.contains("password authentication failed"),
+        "{out}"
+    );
+    // Without TLS there is nothing to bind to: libpq refuses on its own.
+    let plain = format!("sslmode=disable channel_binding=require {pass}");
+    let (ok, out) = psql(&libpq(&proxy, &db, &plain), "SELECT 1");
+    assert!(!ok && out.contains("channel binding"), "{out}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ca_or_host_name_fails_with_a_clear_error() {
     let proxy = tls_proxy(None).await;
     let db = fresh_database("tls_wrong");

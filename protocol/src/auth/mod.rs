@@ -5,12 +5,14 @@
 //! costly part, can be kept between logins; the server side is checked
 //! against rust-postgres's client in the tests.
 
+mod channel_binding;
 mod md5;
 mod scram;
 mod scram_client;
 
+pub use self::channel_binding::tls_server_end_point;
 pub use self::md5::{md5_hash, md5_response, md5_verify};
-pub use self::scram::{ScramError, ScramSecret, ScramServer, SCRAM_SHA_256};
+pub use self::scram::{ScramError, ScramSecret, ScramServer, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 pub use self::scram_client::{salted_password, ScramClient};
 
 /// Compares secrets in time independent of where they differ.

@@ -1,6 +1,9 @@
 //! SCRAM-SHA-256 (RFC 5802/7677) as the server, the way PostgreSQL does it:
-//! the user name inside the exchange is ignored (the startup packet's wins),
-//! and channel binding is not offered (no TLS yet), so `p=` is refused.
+//! the user name inside the exchange is ignored (the startup packet's wins).
+//! On TLS connections SCRAM-SHA-256-PLUS is offered too, with channel
+//! binding `tls-server-end-point` (the hash of the server's certificate):
+//! a client that binds proves it talks to the holder of that certificate,
+//! not to someone relaying the TLS session.
 
 use std::sync::Arc;
 
@@ -12,6 +15,9 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The only channel binding type PostgreSQL (and pgsplit) supports.
+const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -20,7 +26,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum ScramError {
     #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
-    #[error("channel binding is not supported")]
+    #[error("channel binding negotiation failed")]
     ChannelBinding,
     #[error("password authentication failed")]
     BadProof,
@@ -103,7 +109,9 @@ enum State {
     AwaitingClientFinal {
         client_first_bare: String,
         server_first: String,
-        gs2_header: String,
+        /// What the client-final's `c=` must carry: the gs2 header, then
+        /// the channel binding data if the client binds.
+        binding: Vec<u8>,
         nonce: String,
     },
     Done,
@@ -113,14 +121,47 @@ enum State {
 pub struct ScramServer {
     secret: Arc<ScramSecret>,
     state: State,
+    /// `tls-server-end-point` data when the connection offers binding.
+    end_point: Option<Vec<u8>>,
+    plus: bool,
 }
 
 impl ScramServer {
     pub fn new(secret: Arc<ScramSecret>) -> ScramServer {
+        ScramServer::with_channel_binding(secret, None)
+    }
+
+    /// An exchange on a TLS connection whose certificate gives `end_point`
+    /// (see [`super::tls_server_end_point`]): SCRAM-SHA-256-PLUS is offered.
+    pub fn with_channel_binding(
+        secret: Arc<ScramSecret>,
+        end_point: Option<Vec<u8>>,
+    ) -> ScramServer {
         ScramServer {
             secret,
             state: State::AwaitingClientFirst,
+            end_point,
+            plus: false,
         }
+    }
+
+    /// The mechanisms to offer, preferred first.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.end_point.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
+        }
+    }
+
+    /// The mechanism the client chose (its SASLInitialResponse), before
+    /// [`ScramServer::client_first`].
+    pub fn choose(&mut self, mechanism: &str) -> Result<(), ScramError> {
+        if !self.mechanisms().contains(&mechanism) {
+            return Err(ScramError::Malformed("mechanism not offered"));
+        }
+        self.plus = mechanism == SCRAM_SHA_256_PLUS;
+        Ok(())
     }
 
     /// Takes the client-first-message, returns the server-first-message.
@@ -130,6 +171,7 @@ impl ScramServer {
         }
         let msg = std::str::from_utf8(data).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (gs2_header, client_first_bare) = split_gs2(msg)?;
+        let binding = self.binding_for(gs2_header)?;
         let client_nonce = attribute(client_first_bare, 'r')?;
         let mut raw = [0u8; 18];
         rand::thread_rng().fill_bytes(&mut raw);
@@ -143,10 +185,34 @@ impl ScramServer {
         self.state = State::AwaitingClientFinal {
             client_first_bare: client_first_bare.to_owned(),
             server_first,
-            gs2_header: gs2_header.to_owned(),
+            binding,
             nonce,
         };
         Ok(reply)
+    }
+
+    /// Checks the client's channel binding flag against what was offered
+    /// and chosen, as PostgreSQL does; returns what `c=` must decode to.
+    fn binding_for(&self, gs2_header: &str) -> Result<Vec<u8>, ScramError> {
+        let mut binding = gs2_header.as_bytes().to_vec();
+        match gs2_header.as_bytes()[0] {
+            b'p' => {
+                let name = gs2_header[..gs2_header.find(',').unwrap_or(0)].strip_prefix("p=");
+                match (&self.end_point, self.plus, name) {
+                    (Some(data), true, Some(TLS_SERVER_END_POINT)) => {
+                        binding.extend_from_slice(data)
+                    }
+                    _ => return Err(ScramError::ChannelBinding),
+                }
+            }
+            // "Binds, but thinks the server cannot": a downgrade when
+            // PLUS was offered.
+            b'y' if self.end_point.is_some() => return Err(ScramError::ChannelBinding),
+            // PLUS chosen without binding.
+            _ if self.plus => return Err(ScramError::ChannelBinding),
+            _ => {}
+        }
+        Ok(binding)
     }
 
     /// Takes the client-final-message; on a valid proof returns the
@@ -155,7 +221,7 @@ impl ScramServer {
         let State::AwaitingClientFinal {
             client_first_bare,
             server_first,
-            gs2_header,
+            binding: expected,
             nonce,
         } = std::mem::replace(&mut self.state, State::Done)
         else {
@@ -166,7 +232,7 @@ impl ScramServer {
             .rsplit_once(",p=")
             .ok_or(ScramError::Malformed("missing proof"))?;
         let binding = attribute(without_proof, 'c')?;
-        if B64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
+        if B64.decode(binding).ok().as_deref() != Some(&expected[..]) {
             return Err(ScramError::Malformed("channel binding data does not match"));
         }
         if attribute(without_proof, 'r')? != nonce {
@@ -201,16 +267,15 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Splits `gs2-header` (`n,,` / `y,,` / `n,a=authzid,`) from the bare message.
+/// Splits `gs2-header` (`n,,` / `y,,` / `p=tls-server-end-point,,` /
+/// `n,a=authzid,`) from the bare message.
 fn split_gs2(msg: &str) -> Result<(&str, &str), ScramError> {
     let flag = msg
         .as_bytes()
         .first()
         .ok_or(ScramError::Malformed("empty"))?;
-    match flag {
-        b'n' | b'y' => {}
-        b'p' => return Err(ScramError::ChannelBinding),
-        _ => return Err(ScramError::Malformed("bad channel binding flag")),
+    if !matches!(flag, b'n' | b'y' | b'p') {
+        return Err(ScramError::Malformed("bad channel binding flag"));
     }
     let first = msg
         .find(',')
@@ -297,6 +362,66 @@ mod tests {
             s.client_final(b"c=biws,r=WRONGNONCE,p=AAAA"),
             Err(ScramError::Malformed(_))
         ));
+    }
+
+    /// A login by SCRAM-SHA-256-PLUS; the client binds to `client_sees`,
+    /// the server to `server_has`.
+    fn login_plus(server_has: &[u8], client_sees: &[u8]) -> Result<(), ScramError> {
+        let secret = Arc::new(ScramSecret::from_password("pw"));
+        let mut server = ScramServer::with_channel_binding(secret, Some(server_has.to_vec()));
+        assert_eq!(server.mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
+        server.choose(SCRAM_SHA_256_PLUS)?;
+        let binding = ChannelBinding::tls_server_end_point(client_sees.to_vec());
+        let mut client = ScramClient::new(b"pw", binding);
+        let server_first = server.client_first(client.message())?;
+        client.update(&server_first).expect("server-first");
+        let server_final = server.client_final(client.message())?;
+        client.finish(&server_final).expect("server signature");
+        Ok(())
+    }
+
+    #[test]
+    fn channel_binding_to_the_same_certificate_only() {
+        assert_eq!(login_plus(b"cert hash", b"cert hash"), Ok(()));
+        assert_eq!(
+            login_plus(b"cert hash", b"another certificate"),
+            Err(ScramError::Malformed("channel binding data does not match"))
+        );
+    }
+
+    #[test]
+    fn binding_flags_must_match_what_was_offered_and_chosen() {
+        let secret = Arc::new(ScramSecret::from_password("x"));
+        let offered = || ScramServer::with_channel_binding(secret.clone(), Some(vec![1; 32]));
+        // The client binds but believes the server cannot: a downgrade.
+        let mut s = offered();
+        s.choose(SCRAM_SHA_256).unwrap();
+        assert_eq!(
+            s.client_first(b"y,,n=,r=abc"),
+            Err(ScramError::ChannelBinding)
+        );
+        // PLUS chosen, then no binding.
+        let mut s = offered();
+        s.choose(SCRAM_SHA_256_PLUS).unwrap();
+        assert_eq!(
+            s.client_first(b"n,,n=,r=abc"),
+            Err(ScramError::ChannelBinding)
+        );
+        // A binding type other than tls-server-end-point.
+        let mut s = offered();
+        s.choose(SCRAM_SHA_256_PLUS).unwrap();
+        assert_eq!(
+            s.client_first(b"p=tls-unique,,n=,r=abc"),
+            Err(ScramError::ChannelBinding)
+        );
+        // Plain SCRAM on a TLS connection is fine.
+        let mut s = offered();
+        s.choose(SCRAM_SHA_256).unwrap();
+        assert!(s.client_first(b"n,,n=,r=abc").is_ok());
+        // PLUS is not offered without TLS.
+        let mut s = ScramServer::new(secret.clone());
+        assert!(s.choose(SCRAM_SHA_256_PLUS).is_err());
+        assert_eq!(s.mechanisms(), [SCRAM_SHA_256]);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use pgsplit_config::AuthMethod;
-use pgsplit_protocol::auth::{md5_verify, ScramSecret, ScramServer, SCRAM_SHA_256};
+use pgsplit_protocol::auth::{md5_verify, ScramSecret, ScramServer};
 use pgsplit_protocol::frontend::{self, parse_password, parse_sasl_initial, FrontendMessage};
 use pgsplit_protocol::{encode, Direction, Frame};
 use sha2::{Digest, Sha256};
@@ -74,16 +74,15 @@ async fn scram(
     failed: impl Fn() -> SessionError,
 ) -> Result<BytesMut, SessionError> {
     let mut out = BytesMut::with_capacity(256);
-    let mut server = ScramServer::new(secret);
-    encode::auth_sasl(&mut out, &[SCRAM_SHA_256]);
+    let end_point = stream.end_point().map(<[u8]>::to_vec);
+    let mut server = ScramServer::with_channel_binding(secret, end_point);
+    encode::auth_sasl(&mut out, server.mechanisms());
     stream.send(&out).await?;
     out.clear();
 
     let frame = password_frame(stream, buf).await?;
     let (mechanism, data) = parse_sasl_initial(password_body(&frame)?)?;
-    if mechanism != SCRAM_SHA_256 {
-        return Err(failed());
-    }
+    server.choose(mechanism).map_err(|_| failed())?;
     let server_first = server.client_first(data).map_err(|_| failed())?;
     encode::auth_sasl_continue(&mut out, &server_first);
     stream.send(&out).await?;

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -18,7 +19,8 @@ use crate::tls::{ClientTlsSetup, ALPN};
 
 pub enum ClientStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// With the channel binding data of the certificate it was made with.
+    Tls(Box<TlsStream<TcpStream>>, Option<Arc<[u8]>>),
     /// During a TLS handshake, which owns the socket; left behind if the
     /// handshake fails, when nothing can be told to the client anyway.
     Upgrading,
@@ -33,7 +35,16 @@ fn upgrading() -> io::Error {
 
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        matches!(self, ClientStream::Tls(..))
+    }
+
+    /// `tls-server-end-point` data for SCRAM-SHA-256-PLUS, on a TLS
+    /// connection whose certificate has it.
+    pub fn end_point(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Tls(_, end_point) => end_point.as_deref(),
+            _ => None,
+        }
     }
 
     /// Negotiates TLS on a plaintext connection; `direct`: the client
@@ -49,7 +60,7 @@ impl ClientStream {
         };
         let s = tls.accept(tcp).await.map_err(SessionError::TlsHandshake)?;
         let alpn_ok = s.get_ref().1.alpn_protocol() == Some(ALPN);
-        *self = ClientStream::Tls(Box::new(s));
+        *self = ClientStream::Tls(Box::new(s), tls.end_point());
         if direct && !alpn_ok {
             return Err(SessionError::DirectTlsWithoutAlpn);
         }
@@ -60,7 +71,7 @@ impl ClientStream {
     /// may hold back what the socket did not take at once.
     pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
         self.write_all(data).await?;
-        if let ClientStream::Tls(s) = self {
+        if let ClientStream::Tls(s, _) = self {
             s.flush().await?;
         }
         Ok(())
@@ -76,7 +87,7 @@ impl ClientStream {
     ) -> Result<bool, ReadError> {
         match self {
             ClientStream::Plain(s) => fill(s, buf, direction, max).await,
-            ClientStream::Tls(s) => {
+            ClientStream::Tls(s, _) => {
                 reserve_for_read(buf, direction, max)?;
                 match s.read_buf(buf).await? {
                     0 if buf.is_empty() => Ok(false),
@@ -114,7 +125,7 @@ impl AsyncRead for ClientStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -128,7 +139,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s, _) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -136,7 +147,7 @@ impl AsyncWrite for ClientStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s, _) => Pin::new(s).poll_flush(cx),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -144,7 +155,7 @@ impl AsyncWrite for ClientStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -156,7 +167,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -164,7 +175,7 @@ impl AsyncWrite for ClientStream {
     fn is_write_vectored(&self) -> bool {
         match self {
             ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
+            ClientStream::Tls(s, _) => s.is_write_vectored(),
             ClientStream::Upgrading => false,
         }
     }

@@ -25,7 +25,8 @@ def check(what, port):
 
 def psycopg_verify_full(negotiation):
     dsn = (f"host={HOST} port={PORT} dbname={DB} user=postgres password=postgres "
-           f"sslmode=verify-full sslrootcert={CA} sslnegotiation={negotiation}")
+           f"sslmode=verify-full sslrootcert={CA} sslnegotiation={negotiation} "
+           "channel_binding=require")
     with psycopg.connect(dsn, autocommit=True) as conn:
         if not conn.pgconn.ssl_in_use:
             sys.exit(f"psycopg ({negotiation}): the connection is not encrypted")
