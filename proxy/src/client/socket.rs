@@ -2,6 +2,7 @@
 //! one type either way; a plaintext read keeps its cheaper path
 //! (`io::fill`: readiness first, one system call).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -69,33 +70,39 @@ impl ClientStream {
 
     /// Writes all of `data` out: through TLS, flushed too, since rustls
     /// may hold back what the socket did not take at once.
-    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        self.write_all(data).await?;
-        if let ClientStream::Tls(s, _) = self {
-            s.flush().await?;
+    pub fn send<'a>(&'a mut self, data: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+        match self {
+            ClientStream::Plain(s) => Either::Plain(s.write_all(data)),
+            other => Either::Other(Box::pin(async move {
+                other.write_all(data).await?;
+                other.flush().await
+            })),
         }
-        Ok(())
     }
 
     /// Reads more bytes; `Ok(false)` on a clean EOF at a frame boundary.
-    /// Cancel safe: a read dropped while pending loses nothing.
-    pub async fn fill(
-        &mut self,
-        buf: &mut BytesMut,
+    /// Cancel safe: a read dropped while pending loses nothing. A
+    /// plaintext read is `io::fill` itself, not wrapped in another future
+    /// (this is polled on every wait of every session).
+    pub fn fill<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
         direction: Direction,
         max: usize,
-    ) -> Result<bool, ReadError> {
+    ) -> impl Future<Output = Result<bool, ReadError>> + 'a {
         match self {
-            ClientStream::Plain(s) => fill(s, buf, direction, max).await,
-            ClientStream::Tls(s, _) => {
+            ClientStream::Plain(s) => Either::Plain(fill(s, buf, direction, max)),
+            other => Either::Other(Box::pin(async move {
+                let ClientStream::Tls(s, _) = other else {
+                    return Err(upgrading().into());
+                };
                 reserve_for_read(buf, direction, max)?;
                 match s.read_buf(buf).await? {
                     0 if buf.is_empty() => Ok(false),
                     0 => Err(ReadError::TruncatedMessage),
                     _ => Ok(true),
                 }
-            }
-            ClientStream::Upgrading => Err(upgrading().into()),
+            })),
         }
     }
 
@@ -177,6 +184,28 @@ impl AsyncWrite for ClientStream {
             ClientStream::Plain(s) => s.is_write_vectored(),
             ClientStream::Tls(s, _) => s.is_write_vectored(),
             ClientStream::Upgrading => false,
+        }
+    }
+}
+
+/// One of two futures with the same output.
+enum Either<P, O> {
+    Plain(P),
+    Other(O),
+}
+
+impl<P: Future, O: Future<Output = P::Output> + Unpin> Future for Either<P, O> {
+    type Output = P::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<P::Output> {
+        // SAFETY: the future inside is never moved out of the pinned enum
+        // (no method takes it out or replaces the variant), so pinning
+        // the enum pins it.
+        unsafe {
+            match self.get_unchecked_mut() {
+                Either::Plain(p) => Pin::new_unchecked(p).poll(cx),
+                Either::Other(o) => Pin::new(o).poll(cx),
+            }
         }
     }
 }
