@@ -78,7 +78,16 @@ pub async fn run(listen: &str, replicas: usize) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = config_for(&cluster, listen);
+    let mut config = config_for(&cluster, listen);
+    let cert = match self_signed(&cluster.base_dir().join("pgsplit-tls")) {
+        Ok(cert) => cert,
+        Err(e) => {
+            eprintln!("pgsplit demo: could not make a TLS certificate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    config.tls.client_cert_file = Some(cert.clone());
+    config.tls.client_key_file = Some(cert.with_extension("key"));
     if let Err(e) = config.validate() {
         eprintln!("pgsplit demo: internal configuration error:\n{e}");
         return ExitCode::FAILURE;
@@ -100,11 +109,18 @@ pub async fn run(listen: &str, replicas: usize) -> ExitCode {
         );
     }
     println!(
-        "pgsplit is ready. Connect with:\n  psql \"host={} port={} user={} password={} dbname=postgres\"\nPress Ctrl-C to stop; the cluster and its data are removed.",
+        "pgsplit is ready. Connect with:\n  psql \"host={} port={} user={} password={} dbname=postgres\"\n\
+         TLS is on too (self-signed certificate {}), e.g.:\n  psql \"host=localhost port={} user={} password={} dbname=postgres sslmode=verify-full sslrootcert={}\"\n\
+         Press Ctrl-C to stop; the cluster and its data are removed.",
         addr.ip(),
         addr.port(),
         cluster.superuser(),
-        cluster.password()
+        cluster.password(),
+        cert.display(),
+        addr.port(),
+        cluster.superuser(),
+        cluster.password(),
+        cert.display(),
     );
     wait_for_signal().await;
     eprintln!("pgsplit demo: stopping...");
@@ -112,6 +128,29 @@ pub async fn run(listen: &str, replicas: usize) -> ExitCode {
     let _ = tokio::task::spawn_blocking(move || cluster.shutdown()).await;
     eprintln!("pgsplit demo: stopped, data removed.");
     ExitCode::SUCCESS
+}
+
+/// Writes a self-signed certificate for `localhost` and 127.0.0.1 (and
+/// its key, `.key` beside it) into `dir`; returns the certificate's path.
+/// It lives as long as the demo's cluster, in the cluster's directory.
+fn self_signed(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let path = dir.join("server.pem");
+    std::fs::write(&path, cert.pem()).map_err(|e| e.to_string())?;
+    // The key is for this process alone.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path.with_extension("key"))
+        .and_then(|mut f| f.write_all(key_pair.serialize_pem().as_bytes()))
+        .map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 /// Ctrl-C or SIGTERM.

@@ -133,3 +133,70 @@ auth = "trust"
         "{stderr}"
     );
 }
+
+/// Runs `pgsplit demo` as a user would and connects over TLS with the
+/// certificate it prints, verifying it; a read is served by a replica.
+#[test]
+fn the_demo_serves_tls_with_the_certificate_it_prints() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut demo = pgsplit()
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = demo.stderr.take().unwrap();
+    let replicas = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.trim_start().starts_with("replica"))
+            .take(2)
+            .map(|l| {
+                l.split(':')
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<String>>()
+    });
+    let mut conn = None;
+    for line in BufReader::new(demo.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("sslrootcert=") {
+            conn = Some(
+                line.trim()
+                    .trim_start_matches("psql ")
+                    .trim_matches('"')
+                    .to_owned(),
+            );
+            break;
+        }
+    }
+    let conn = conn.expect("the demo prints a TLS connection string");
+    let replicas = replicas.join().unwrap();
+    let bindir = pgsplit_cluster::find_bindir().expect("PostgreSQL binaries");
+    let out = Command::new(bindir.join("psql"))
+        .args(["-X", "-At", "-d", &conn, "-c", "SELECT inet_server_port()"])
+        .output()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status();
+    let _ = demo.wait();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{conn}: {text}");
+    assert!(
+        replicas.contains(&text.trim().to_owned()),
+        "read on {text}, replicas {replicas:?}"
+    );
+}
