@@ -79,6 +79,9 @@ impl Cluster {
         let primary_dir = self.data_dir(0);
         setup::initdb(&self.runner, opts, &primary_dir)?;
         setup::configure_primary(&primary_dir, &opts.extra_conf)?;
+        if let Some(tls) = &opts.tls {
+            setup::configure_tls(&primary_dir, tls, self.runner.owner)?;
+        }
         let primary = self.start_fresh(0)?;
         let primary_port = primary.port;
         let primary_log = primary.log_file.clone();

@@ -69,6 +69,18 @@ pub struct ClusterOptions {
     /// (`("log_statement", "all")`) and quoted by the harness; a value that is
     /// already single-quoted is written as is.
     pub extra_conf: Vec<(String, String)>,
+    /// TLS on every server with this certificate; replicas get it by
+    /// `pg_basebackup`. Default: none (ssl off).
+    pub tls: Option<ServerCert>,
+}
+
+/// A certificate and key for the servers, as PEM.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Clients other than replication must use TLS (`hostssl` rules only).
+    pub hostssl_only: bool,
 }
 
 impl Default for ClusterOptions {
@@ -78,6 +90,7 @@ impl Default for ClusterOptions {
             superuser: "postgres".to_owned(),
             password: "postgres".to_owned(),
             extra_conf: Vec::new(),
+            tls: None,
         }
     }
 }

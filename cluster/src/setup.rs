@@ -153,6 +153,33 @@ pub(crate) fn configure_primary(
     Ok(())
 }
 
+/// Turns TLS on with `tls`'s certificate (files in the data dir, so
+/// `pg_basebackup` copies them to the replicas), and with `hostssl_only`
+/// requires it of every login but replication.
+pub(crate) fn configure_tls(
+    data_dir: &Path,
+    tls: &crate::ServerCert,
+    owner: Option<Owner>,
+) -> Result<(), ClusterError> {
+    write_owned(&data_dir.join("server.crt"), &tls.cert_pem, owner)?;
+    write_owned(&data_dir.join("server.key"), &tls.key_pem, owner)?;
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(data_dir.join("postgresql.conf"))?;
+    file.write_all(b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")?;
+    if tls.hostssl_only {
+        let hba: String = HBA_CONF
+            .lines()
+            .map(|l| match l.strip_prefix("host all ") {
+                Some(rest) => format!("hostssl all {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        fs::write(data_dir.join("pg_hba.conf"), hba)?;
+    }
+    Ok(())
+}
+
 /// GUC values may always be single-quoted, whatever their type, so quoting
 /// everything accepts numbers, units, booleans and lists alike.
 fn quote_value(value: &str) -> String {

@@ -25,6 +25,10 @@ pub struct Backend {
     /// primary). Default: 1.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// TLS to this server ("disable" ... "verify-full"); default: the
+    /// `[tls] server_tls` setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_tls: Option<crate::ServerTls>,
 }
 
 /// The role a backend is expected to have before the health loop has asked it.
@@ -55,6 +59,7 @@ impl Default for Backend {
             port: default_port(),
             role: RoleHint::default(),
             weight: default_weight(),
+            server_tls: None,
         }
     }
 }

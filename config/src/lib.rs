@@ -50,7 +50,7 @@ pub use limits::{Limits, Timeouts};
 pub use pool::{Pool, PoolMode};
 pub use routing::{PrimaryReads, ReadYourWrites, Routing, Strategy};
 pub use secret::{PasswordKind, Secret};
-pub use tls::{ClientTls, Tls};
+pub use tls::{ClientTls, ServerTls, Tls};
 pub use user::{AuthMethod, User};
 
 /// Everything pgsplit needs to run. Fields are public so a `Config` can also

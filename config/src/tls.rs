@@ -16,8 +16,44 @@ pub enum ClientTls {
     Require,
 }
 
-/// TLS on the client side. With a certificate and key configured, TLS is
-/// offered (`client_tls = "allow"`) unless `client_tls` says otherwise.
+/// How pgsplit's connections to a server use TLS, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTls {
+    /// Plaintext.
+    Disable,
+    /// TLS if the server accepts it, else plaintext; no certificate check.
+    Prefer,
+    /// TLS or no connection; no certificate check.
+    Require,
+    /// TLS with a certificate signed by `server_root_cert_file`.
+    VerifyCa,
+    /// As verify-ca, and the certificate names the backend's host.
+    VerifyFull,
+}
+
+impl ServerTls {
+    /// As written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTls::Disable => "disable",
+            ServerTls::Prefer => "prefer",
+            ServerTls::Require => "require",
+            ServerTls::VerifyCa => "verify-ca",
+            ServerTls::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the server's certificate is checked against the roots.
+    pub fn verifies(self) -> bool {
+        matches!(self, ServerTls::VerifyCa | ServerTls::VerifyFull)
+    }
+}
+
+/// TLS on both sides. To clients: with a certificate and key configured,
+/// TLS is offered (`client_tls = "allow"`) unless `client_tls` says
+/// otherwise. To servers: `server_tls` for every backend that does not set
+/// its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tls {
@@ -33,6 +69,26 @@ pub struct Tls {
     /// or SEC1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key_file: Option<PathBuf>,
+    /// "disable", "prefer" (default), "require", "verify-ca" or
+    /// "verify-full", for backends without their own `server_tls`.
+    pub server_tls: ServerTls,
+    /// PEM file of the certificate authorities a server's certificate must
+    /// chain to (verify-ca, verify-full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_root_cert_file: Option<PathBuf>,
+    /// PEM certificate pgsplit presents to servers that ask for one
+    /// (`clientcert` in pg_hba.conf), with its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_key_file: Option<PathBuf>,
+}
+
+impl Default for ServerTls {
+    /// libpq's default.
+    fn default() -> Self {
+        ServerTls::Prefer
+    }
 }
 
 impl Tls {

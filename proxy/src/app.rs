@@ -90,7 +90,9 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     }
     let client_tls =
         crate::tls::ClientTlsSetup::load(&config.tls).map_err(std::io::Error::other)?;
-    let shared = Arc::new(Shared::new(config, client_limit, client_tls));
+    let server_tls =
+        crate::tls::ServerTlsSetup::load_all(&config).map_err(std::io::Error::other)?;
+    let shared = Arc::new(Shared::new(config, client_limit, client_tls, server_tls));
     // Bound before anything starts, so a taken port fails cleanly.
     let metrics_addr = match shared.config.metrics_listen.as_deref() {
         Some(addr) => {

@@ -25,6 +25,7 @@ pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
                 RoleHint::Replica
             },
             weight: 1,
+            server_tls: None,
         })
         .collect();
     Config {

@@ -176,6 +176,10 @@ fn backend_reply(e: &BackendError) -> Reply {
             .hint("Set server_password (or a plaintext password) for this user in the pgsplit configuration."),
         Scram { .. } => ErrorInfo::fatal("28P01", format!("pgsplit: {e}"))
             .hint("Check the configured server_password for this user."),
+        Tls { .. } => ErrorInfo::fatal("08001", format!("pgsplit: {e}"))
+            .hint("Check [tls] server_tls and server_root_cert_file (or the backend's server_tls) against the server's certificate."),
+        TlsRefused { .. } => ErrorInfo::fatal("08001", format!("pgsplit: {e}"))
+            .hint("Turn ssl on in the server, or lower server_tls to \"prefer\" or \"disable\" for this backend."),
         Closed { .. } | Io { .. } | Protocol { .. } => ErrorInfo::fatal("08006", format!("pgsplit: {e}"))
             .detail("The server connection was lost; a transaction that was open on it has been rolled back by the server.")
             .hint("Reconnect and retry the transaction."),

@@ -30,8 +30,8 @@ pub enum Verdict {
 
 /// Where and as whom to run a lookup.
 pub struct LookupTarget {
-    pub host: String,
-    pub port: u16,
+    pub addr: crate::backend::BackendAddr,
+    pub timeouts: pgsplit_config::Timeouts,
     pub user: String,
     pub password: Option<String>,
     pub database: String,
@@ -98,22 +98,19 @@ impl FunctionCatalog {
 
 /// For each function: true when any overload is volatile, or none exists
 /// (it may live in a schema the lookup cannot see: stay conservative).
-async fn query(t: &LookupTarget, functions: &[String]) -> Result<Vec<bool>, tokio_postgres::Error> {
+async fn query(t: &LookupTarget, functions: &[String]) -> Result<Vec<bool>, String> {
     let mut config = tokio_postgres::Config::new();
     config
-        .host(&t.host)
-        .port(t.port)
         .user(&t.user)
         .dbname(&t.database)
-        .application_name("pgsplit function lookup")
-        .connect_timeout(Duration::from_secs(5));
+        .application_name("pgsplit function lookup");
     if let Some(p) = &t.password {
         config.password(p);
     }
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let limit = Duration::from_secs(5);
+    let client = crate::backend::negotiate::postgres_client(&t.addr, &config, limit, &t.timeouts)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(functions.len());
     for f in functions {
         let (schema, name) = match f.split_once('.') {
@@ -127,7 +124,8 @@ async fn query(t: &LookupTarget, functions: &[String]) -> Result<Vec<bool>, toki
                  WHERE p.proname = $1 AND ($2::text IS NULL OR n.nspname = $2)",
                 &[&name, &schema],
             )
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         out.push(row.get::<_, bool>(0));
     }
     Ok(out)

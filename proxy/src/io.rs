@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 use pgsplit_protocol::frame::missing_bytes;
-use pgsplit_protocol::{split_frame, Direction, Frame, ProtocolError};
+use pgsplit_protocol::{Direction, ProtocolError};
 use tokio::net::TcpStream;
 
 /// Typical read size: large enough for a batch of small messages or a few
@@ -109,22 +109,5 @@ fn read_draining(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usiz
         Ok(()) => Ok(got),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => Ok(got),
         Err(e) => Err(e),
-    }
-}
-
-/// Reads until one whole frame is available; `Ok(None)` on clean EOF.
-pub async fn read_frame(
-    r: &mut TcpStream,
-    buf: &mut BytesMut,
-    direction: Direction,
-    max: usize,
-) -> Result<Option<Frame>, ReadError> {
-    loop {
-        if let Some(f) = split_frame(buf, direction, max)? {
-            return Ok(Some(f));
-        }
-        if !fill(r, buf, direction, max).await? {
-            return Ok(None);
-        }
     }
 }

@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod shared;
 pub mod tls;
 pub mod topology;
+mod wire;
 
 pub use app::{listen, start, start_with_listener, ProxyHandle};

@@ -97,6 +97,10 @@ fn load(path: Option<PathBuf>) -> Option<Config> {
         eprintln!("{e}");
         return None;
     }
+    if let Err(e) = pgsplit::tls::ServerTlsSetup::load_all(&config) {
+        eprintln!("{e}");
+        return None;
+    }
     Some(config)
 }
 

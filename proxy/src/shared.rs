@@ -98,7 +98,12 @@ pub struct Shared {
 impl Shared {
     /// `client_limit`: the client sockets served at once, as the open-file
     /// budget allows ([`crate::admission::client_limit`]).
-    pub fn new(config: Config, client_limit: usize, client_tls: ClientTlsSetup) -> Shared {
+    pub fn new(
+        config: Config,
+        client_limit: usize,
+        client_tls: ClientTlsSetup,
+        server_tls: Vec<Arc<crate::tls::ServerTlsSetup>>,
+    ) -> Shared {
         let users = config
             .users
             .iter()
@@ -123,7 +128,7 @@ impl Shared {
             },
         );
         let config = Arc::new(config);
-        let topology = Arc::new(Topology::new(Arc::clone(&config)));
+        let topology = Arc::new(Topology::new(Arc::clone(&config), server_tls));
         Shared {
             pools: Pools::new(Arc::clone(&config), topology.backends.addrs()),
             topology,

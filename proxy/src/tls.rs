@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use pgsplit_config::ClientTls;
+use pgsplit_config::{ClientTls, ServerTls};
 use pgsplit_protocol::auth::tls_server_end_point;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -30,9 +30,9 @@ pub enum TlsConfigError {
         path: String,
         error: String,
     },
-    #[error("tls.client_cert_file: {0} holds no certificate; give a PEM file with the certificate chain")]
-    NoCertificate(String),
-    #[error("tls.client_key_file and tls.client_cert_file do not fit together: {0}")]
+    #[error("tls.{key}: {path} holds no certificate; give a PEM file with certificates")]
+    NoCertificate { key: &'static str, path: String },
+    #[error("the [tls] certificates and keys do not fit together: {0}")]
     Mismatch(String),
 }
 
@@ -86,31 +86,9 @@ impl ClientTlsSetup {
 type Loaded = (rustls::ServerConfig, Option<Arc<[u8]>>);
 
 fn server_config(cert: &Path, key: &Path) -> Result<Loaded, TlsConfigError> {
-    let read = |key_name, path: &Path| {
-        std::fs::read(path).map_err(|e| TlsConfigError::Read {
-            key: key_name,
-            path: path.display().to_string(),
-            error: e.to_string(),
-        })
-    };
-    let cert_pem = read("client_cert_file", cert)?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsConfigError::Read {
-            key: "client_cert_file",
-            path: cert.display().to_string(),
-            error: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsConfigError::NoCertificate(cert.display().to_string()));
-    }
+    let chain = read_certs("client_cert_file", cert)?;
     let end_point = tls_server_end_point(&chain[0]).map(Arc::from);
-    let key_pem = read("client_key_file", key)?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsConfigError::Read {
-        key: "client_key_file",
-        path: key.display().to_string(),
-        error: format!("no private key in it ({e})"),
-    })?;
+    let private = read_key("client_key_file", key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -120,4 +98,264 @@ fn server_config(cert: &Path, key: &Path) -> Result<Loaded, TlsConfigError> {
         .map_err(|e| TlsConfigError::Mismatch(e.to_string()))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok((config, end_point))
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
+    std::fs::read(path).map_err(|e| TlsConfigError::Read {
+        key,
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })
+}
+
+/// The certificates in a PEM file: at least one.
+fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let pem = read_file(key, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsConfigError::Read {
+            key,
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::NoCertificate {
+            key,
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    let pem = read_file(key, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsConfigError::Read {
+        key,
+        path: path.display().to_string(),
+        error: format!("no private key in it ({e})"),
+    })
+}
+
+/// TLS from pgsplit to one backend: its mode and, unless disabled, the
+/// connector (certificate checks as the mode says).
+pub struct ServerTlsSetup {
+    pub mode: ServerTls,
+    connector: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for ServerTlsSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerTlsSetup({:?})", self.mode)
+    }
+}
+
+impl ServerTlsSetup {
+    /// Plaintext only.
+    pub fn disabled() -> ServerTlsSetup {
+        ServerTlsSetup {
+            mode: ServerTls::Disable,
+            connector: None,
+        }
+    }
+
+    /// One setup per backend, in `config.backends` order (backends with
+    /// the same mode share one).
+    pub fn load_all(
+        config: &pgsplit_config::Config,
+    ) -> Result<Vec<Arc<ServerTlsSetup>>, TlsConfigError> {
+        let mut made: Vec<Arc<ServerTlsSetup>> = Vec::new();
+        let mut out = Vec::with_capacity(config.backends.len());
+        for b in &config.backends {
+            let mode = b.server_tls.unwrap_or(config.tls.server_tls);
+            let setup = match made.iter().find(|s| s.mode == mode) {
+                Some(s) => Arc::clone(s),
+                None => {
+                    let s = Arc::new(ServerTlsSetup::load(&config.tls, mode)?);
+                    made.push(Arc::clone(&s));
+                    s
+                }
+            };
+            out.push(setup);
+        }
+        Ok(out)
+    }
+
+    fn load(tls: &pgsplit_config::Tls, mode: ServerTls) -> Result<ServerTlsSetup, TlsConfigError> {
+        if mode == ServerTls::Disable {
+            return Ok(ServerTlsSetup::disabled());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsConfigError::Mismatch(e.to_string()))?;
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if mode.verifies() {
+            let path =
+                tls.server_root_cert_file
+                    .as_deref()
+                    .ok_or_else(|| TlsConfigError::Read {
+                        key: "server_root_cert_file",
+                        path: String::new(),
+                        error: "not set, and verify-ca / verify-full need it".into(),
+                    })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs("server_root_cert_file", path)? {
+                roots.add(cert).map_err(|e| TlsConfigError::Read {
+                    key: "server_root_cert_file",
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                })?;
+            }
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| TlsConfigError::Mismatch(e.to_string()))?;
+            Arc::new(Verify {
+                inner: webpki,
+                check_name: mode == ServerTls::VerifyFull,
+            })
+        } else {
+            Arc::new(NoCheck(provider))
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match (&tls.server_cert_file, &tls.server_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = read_certs("server_cert_file", cert)?;
+                let key = read_key("server_key_file", key)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsConfigError::Mismatch(e.to_string()))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(ServerTlsSetup {
+            mode,
+            connector: Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
+        })
+    }
+
+    /// The TLS handshake with a server that accepted SSLRequest; `host` is
+    /// the name (or address) its certificate must carry for verify-full.
+    pub async fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector = self
+            .connector
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("TLS to servers is disabled"))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| std::io::Error::other(format!("{host:?} is not a host name: {e}")))?;
+        connector.connect(name, tcp).await
+    }
+}
+
+/// verify-ca and verify-full: the chain must lead to a configured root;
+/// for verify-ca the host name is not compared.
+#[derive(Debug)]
+struct Verify {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check_name: bool,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verify {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// prefer and require, as libpq: encrypted, but any certificate will do
+/// (the handshake's signatures are still checked).
+#[derive(Debug)]
+struct NoCheck(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoCheck {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -13,13 +13,11 @@ use pgsplit_protocol::backend::{self, Authentication, BackendMessage};
 use pgsplit_protocol::pipeline::{Request, ResponseTracker};
 use pgsplit_protocol::{encode, Direction, Frame};
 use sha2::Digest;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use pgsplit_protocol::tag::backend as be;
 
 use super::{BackendAddr, BackendError};
-use crate::io::{read_frame, ReadError};
+use crate::io::ReadError;
 
 /// What a server connection is opened with.
 pub struct ConnectParams<'a> {
@@ -37,7 +35,9 @@ pub struct ConnectParams<'a> {
 
 /// An authenticated server connection that has reported ReadyForQuery.
 pub struct ServerConn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: super::negotiate::ServerStream,
+    /// The socket's descriptor, registered in `BackendAddr::live`.
+    pub(super) fd: std::os::fd::RawFd,
     /// Bytes read from the server not yet consumed; owned here so reads are
     /// cancel-safe and partial frames survive between calls.
     pub(super) rbuf: BytesMut,
@@ -62,9 +62,7 @@ pub struct ServerConn {
 
 impl Drop for ServerConn {
     fn drop(&mut self) {
-        self.backend
-            .live
-            .remove(std::os::fd::AsRawFd::as_raw_fd(&self.stream));
+        self.backend.live.remove(self.fd);
     }
 }
 
@@ -86,27 +84,12 @@ impl ServerConn {
         backend: &BackendAddr,
         p: &ConnectParams<'_>,
     ) -> Result<ServerConn, BackendError> {
-        let connect_err = |source: std::io::Error| {
-            if super::out_of_descriptors(&source) {
-                return BackendError::OutOfDescriptors {
-                    backend: backend.name.clone(),
-                    source,
-                };
-            }
-            BackendError::Connect {
-                backend: backend.name.clone(),
-                host: backend.host.clone(),
-                port: backend.port,
-                source,
-            }
-        };
-        let addr = backend.resolve().await.map_err(connect_err)?;
-        let stream = TcpStream::connect(addr).await.map_err(connect_err)?;
-        stream.set_nodelay(true).map_err(connect_err)?;
-        super::sockets::tune(&stream, p.keepalive, p.user_timeout).map_err(connect_err)?;
-        backend.live.add(std::os::fd::AsRawFd::as_raw_fd(&stream));
+        let (stream, addr, fd) =
+            super::negotiate::open(backend, p.keepalive, p.user_timeout).await?;
+        backend.live.add(fd);
         let mut conn = ServerConn {
             stream,
+            fd,
             rbuf: BytesMut::with_capacity(crate::io::READ_CHUNK),
             backend: backend.clone(),
             addr,
@@ -130,7 +113,7 @@ impl ServerConn {
     }
 
     pub async fn send(&mut self, out: &mut BytesMut) -> Result<(), BackendError> {
-        let r = self.stream.write_all(out).await;
+        let r = self.stream.send(out).await;
         out.clear();
         r.map_err(|source| BackendError::Io {
             backend: self.backend.name.clone(),
@@ -139,7 +122,11 @@ impl ServerConn {
     }
 
     pub async fn recv(&mut self, max: usize) -> Result<Frame, BackendError> {
-        match read_frame(&mut self.stream, &mut self.rbuf, Direction::Backend, max).await {
+        match self
+            .stream
+            .read_frame(&mut self.rbuf, Direction::Backend, max)
+            .await
+        {
             Ok(Some(f)) => Ok(f),
             Ok(None) => Err(BackendError::Closed {
                 backend: self.backend.name.clone(),
@@ -153,7 +140,7 @@ impl ServerConn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.stream.write_all(&self.out).await;
+        let r = self.stream.send(&self.out).await;
         self.out.clear();
         r.map_err(|source| BackendError::Io {
             backend: self.backend.name.clone(),
@@ -402,7 +389,7 @@ impl ServerConn {
     pub async fn terminate(mut self) {
         let mut out = BytesMut::with_capacity(5);
         encode::terminate(&mut out);
-        let _ = self.stream.write_all(&out).await;
+        let _ = self.stream.send(&out).await;
     }
 }
 

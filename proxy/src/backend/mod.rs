@@ -4,6 +4,7 @@
 //! has; `pool.rs` keeps idle ones per backend, database and user.
 
 mod connect;
+pub mod negotiate;
 pub mod pool;
 mod prepared;
 mod server;
@@ -50,6 +51,12 @@ pub enum BackendError {
     Scram { backend: String, reason: String },
     #[error("backend \"{backend}\" closed the connection")]
     Closed { backend: String },
+    /// The TLS handshake failed: a certificate that does not verify, no
+    /// protocol in common.
+    #[error("TLS with backend \"{backend}\" failed: {reason}")]
+    Tls { backend: String, reason: String },
+    #[error("backend \"{backend}\" does not accept TLS, which server_tls = \"{mode}\" requires")]
+    TlsRefused { backend: String, mode: &'static str },
     #[error("I/O error talking to backend \"{backend}\": {source}")]
     Io {
         backend: String,

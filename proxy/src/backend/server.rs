@@ -8,7 +8,7 @@ use pgsplit_protocol::pipeline::{Disposition, Request, ResponseTracker};
 use pgsplit_protocol::{Direction, TransactionStatus};
 
 use super::{Prepared, ServerConn};
-use crate::io::{fill, ReadError};
+use crate::io::ReadError;
 
 impl ServerConn {
     pub fn backend_name(&self) -> &str {
@@ -77,7 +77,9 @@ impl ServerConn {
 
     /// Reads more from the server; false: it closed the connection.
     pub async fn read_more(&mut self, max: usize) -> Result<bool, ReadError> {
-        fill(&mut self.stream, &mut self.rbuf, Direction::Backend, max).await
+        self.stream
+            .fill(&mut self.rbuf, Direction::Backend, max)
+            .await
     }
 
     /// The replies read and not yet consumed, taken out so they can be read

@@ -153,8 +153,8 @@ impl Client {
         let b = &self.shared.topology.backends[primary].addr;
         self.shared.functions.look_up(
             LookupTarget {
-                host: b.host.clone(),
-                port: b.port,
+                addr: b.clone(),
+                timeouts: self.shared.config.timeouts.clone(),
                 user: auth.server_user.clone(),
                 password: auth.server_password.clone(),
                 database: self.database.clone(),

@@ -183,8 +183,7 @@ enum Miss {
 
 async fn connect_or_miss(s: &Topology, backend: BackendId) -> Result<tokio_postgres::Client, Miss> {
     connect_raw(s, backend).await.map_err(|e| {
-        let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
-        if io.is_some_and(crate::backend::out_of_descriptors) {
+        if e.is_local() {
             Miss::Local(e.to_string())
         } else {
             Miss::Server(e.to_string())
@@ -202,25 +201,20 @@ pub(super) async fn connect(
 async fn connect_raw(
     s: &Topology,
     backend: BackendId,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+) -> Result<tokio_postgres::Client, crate::backend::negotiate::ClientError> {
     let (user, password) = login(s);
     let b = &s.backends[backend].addr;
     let mut config = tokio_postgres::Config::new();
     config
-        .host(&b.host)
-        .port(b.port)
         .user(&user)
         .dbname(&s.config.health.health_check_database)
-        .application_name("pgsplit health check")
-        .connect_timeout(s.config.timeouts.connect.min(Duration::from_secs(5)));
+        .application_name("pgsplit health check");
     if let Some(p) = &password {
         config.password(p);
     }
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    let t = &s.config.timeouts;
+    let limit = t.connect.min(Duration::from_secs(5));
+    crate::backend::negotiate::postgres_client(b, &config, limit, t).await
 }
 
 #[cfg(test)]

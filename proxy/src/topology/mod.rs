@@ -50,6 +50,8 @@ pub struct BackendAddr {
     /// Its open server connections, for the health loop to cut when it
     /// declares the server down.
     pub live: Arc<LiveSockets>,
+    /// How connections to it use TLS.
+    pub tls: Arc<crate::tls::ServerTlsSetup>,
 }
 
 impl BackendAddr {
@@ -165,7 +167,8 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn new(config: Arc<Config>) -> Topology {
+    /// `tls`: each backend's TLS setup, in `config.backends` order.
+    pub fn new(config: Arc<Config>, tls: Vec<Arc<crate::tls::ServerTlsSetup>>) -> Topology {
         let hint = config
             .backends
             .iter()
@@ -174,14 +177,16 @@ impl Topology {
         let backends = config
             .backends
             .iter()
+            .zip(tls)
             .enumerate()
-            .map(|(i, b)| Backend {
+            .map(|(i, (b, tls))| Backend {
                 id: BackendId::nth(i),
                 addr: BackendAddr {
                     name: b.name.clone(),
                     host: b.host.clone(),
                     port: b.port,
                     live: Arc::default(),
+                    tls,
                 },
                 weight: b.weight,
                 stats: BackendStats::default(),
@@ -357,7 +362,10 @@ mod tests {
                 .collect(),
             ..Config::default()
         };
-        Arc::new(Topology::new(Arc::new(config)))
+        let tls = (0..config.backends.len())
+            .map(|_| Arc::new(crate::tls::ServerTlsSetup::disabled()))
+            .collect();
+        Arc::new(Topology::new(Arc::new(config), tls))
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn backend(name: &str, port: u16, role: RoleHint) -> Backend {
         host: "127.0.0.1".into(),
         port,
         role,
-        weight: 1,
+        ..Backend::default()
     }
 }
 

@@ -306,19 +306,17 @@ async fn encryption_requests_are_declined_and_newer_protocols_negotiated() {
 
 #[tokio::test]
 async fn a_primary_that_is_down_gives_08001_quickly() {
-    // A port nothing listens on: bind, read it, release it.
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on, and that no test's proxy can be given:
+    // a port released after binding it may be handed to another test's
+    // listener at once (an ephemeral port), and then the connect succeeds.
+    let dead_port = 1;
     let mut config = config();
     config.backends = vec![Backend {
         name: "gone".into(),
         host: "127.0.0.1".into(),
         port: dead_port,
         role: pgsplit_config::RoleHint::Primary,
-        weight: 1,
+        ..Backend::default()
     }];
     let proxy = start_proxy_with(config).await;
     let started = Instant::now();
