@@ -468,3 +468,32 @@ fn tls_needs_a_certificate_with_its_key_and_files_that_exist() {
     c.tls.client_key_file = Some("/nonexistent/server.key".into());
     assert_eq!(c.tls.client_mode(), ClientTls::Disable);
 }
+
+#[test]
+fn verifying_servers_needs_their_ca_file() {
+    use pgsplit_config::ServerTls;
+    assert_eq!(
+        Config::default().tls.server_tls,
+        ServerTls::Prefer,
+        "libpq's default"
+    );
+    let mut c = valid();
+    c.tls.server_tls = ServerTls::VerifyFull;
+    assert_only_problem(&c, "tls.server_tls", "server_root_cert_file");
+    let mut c = valid();
+    c.backends[1].server_tls = Some(ServerTls::VerifyCa);
+    assert_only_problem(&c, "backends[1].server_tls", "server_root_cert_file");
+    let mut c = valid();
+    c.tls.server_cert_file = Some("/nonexistent/pgsplit.pem".into());
+    let problems = problems(&c);
+    assert!(
+        problems.iter().any(|p| p.key == "tls.server_key_file"),
+        "{problems:?}"
+    );
+    // A backend's own mode is read from TOML with libpq's spelling.
+    let toml = "name = \"a\"\nhost = \"h\"\nserver_tls = \"verify-full\"\n";
+    let b: Backend = figment::Figment::from(figment::providers::Toml::string(toml))
+        .extract()
+        .unwrap();
+    assert_eq!(b.server_tls, Some(ServerTls::VerifyFull));
+}

@@ -108,6 +108,7 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
     tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
+    tokio::spawn(crate::tls::watch(Arc::downgrade(&shared)));
     crate::health::spawn(&shared.topology);
     let metrics_addr = metrics_addr.map(|(l, bound)| {
         tokio::spawn(crate::metrics::serve(l, Arc::downgrade(&shared)));

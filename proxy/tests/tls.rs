@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use common::*;
 use pgsplit_config::{ClientTls, ServerTls};
@@ -414,4 +415,128 @@ async fn pgsplit_reaches_servers_that_take_only_tls_and_verifies_them() {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .unwrap();
+}
+
+/// A fresh CA and a certificate for localhost signed by it, as PEM:
+/// (CA certificate, server certificate, server key).
+fn fresh_chain(ca_name: &str) -> (String, String, String) {
+    let (ca, ca_key) = make_ca(ca_name);
+    let params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A TLS session to the proxy (direct TLS), logged in as the trust user.
+async fn tls_session(
+    proxy: &pgsplit::ProxyHandle,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncWriteExt;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(proxy.local_addr())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut startup = bytes::BytesMut::new();
+    pgsplit_protocol::encode::startup_message(
+        &mut startup,
+        &[
+            ("user", pgsplit_cluster::TRUST_USER),
+            ("database", "postgres"),
+        ],
+    );
+    tls.write_all(&startup).await.unwrap();
+    until_ready(&mut tls).await;
+    tls
+}
+
+/// Reads frames up to ReadyForQuery; returns them.
+async fn until_ready(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Vec<pgsplit_protocol::Frame> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    loop {
+        while let Some(f) =
+            pgsplit_protocol::split_frame(&mut buf, pgsplit_protocol::Direction::Backend, 1 << 20)
+                .unwrap()
+        {
+            let done = f.tag() == b'Z';
+            frames.push(f);
+            if done {
+                return frames;
+            }
+        }
+        assert!(
+            tls.read_buf(&mut buf).await.unwrap() > 0,
+            "closed: {frames:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_certificate_is_used_for_new_connections_and_old_ones_keep_theirs() {
+    use tokio::io::AsyncWriteExt;
+    let dir = std::env::temp_dir().join(format!("pgsplit-tls-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let (ca1, cert1, key1) = fresh_chain("first CA");
+    std::fs::write(&cert, cert1).unwrap();
+    std::fs::write(&key, key1).unwrap();
+    let (ca1_file, ca2_file) = (dir.join("ca1.pem"), dir.join("ca2.pem"));
+    std::fs::write(&ca1_file, &ca1).unwrap();
+    let mut config = routing_only();
+    config.tls.client_cert_file = Some(cert.clone());
+    config.tls.client_key_file = Some(key.clone());
+    let proxy = start_proxy_with(config).await;
+    let db = fresh_database("tls_reload");
+    let mut old = tls_session(&proxy, &ca1).await;
+    let (ok, out) = psql(&libpq(&proxy, &db, &verify_full(&ca1_file)), "SELECT 1");
+    assert!(ok, "{out}");
+
+    // The files are replaced by a certificate from another CA.
+    let (ca2, cert2, key2) = fresh_chain("second CA");
+    std::fs::write(&ca2_file, &ca2).unwrap();
+    std::fs::write(&key, key2).unwrap();
+    std::fs::write(&cert, cert2).unwrap();
+    let took = time_until(Duration::from_secs(15), || async {
+        psql(&libpq(&proxy, &db, &verify_full(&ca2_file)), "SELECT 1").0
+    })
+    .await
+    .expect("new connections get the new certificate");
+    println!("new certificate in use after {took:?}");
+    let (ok, out) = psql(&libpq(&proxy, &db, &verify_full(&ca1_file)), "SELECT 1");
+    assert!(!ok && out.contains("certificate verify failed"), "{out}");
+
+    // The session made before keeps its TLS session and is served.
+    let mut q = bytes::BytesMut::new();
+    pgsplit_protocol::encode::query(&mut q, "SELECT 41 + 1");
+    old.write_all(&q).await.unwrap();
+    assert_eq!(data_values(&until_ready(&mut old).await), ["42"]);
+
+    // A broken file is not taken: the certificate in use stays.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    tokio::time::sleep(pgsplit::tls::WATCH_EVERY * 2).await;
+    let (ok, out) = psql(&libpq(&proxy, &db, &verify_full(&ca2_file)), "SELECT 1");
+    assert!(ok, "the broken file replaced a working certificate: {out}");
+    proxy.shutdown().await;
 }

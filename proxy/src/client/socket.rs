@@ -20,9 +20,9 @@ impl ClientStream {
         let Wire::Plain(tcp) = std::mem::replace(self, Wire::Upgrading) else {
             return Err(SessionError::ClientIo(upgrading()));
         };
-        let s = tls.accept(tcp).await.map_err(SessionError::TlsHandshake)?;
+        let (s, end_point) = tls.accept(tcp).await.map_err(SessionError::TlsHandshake)?;
         let alpn_ok = s.get_ref().1.alpn_protocol() == Some(ALPN);
-        *self = Wire::Tls(Box::new(s), tls.end_point());
+        *self = Wire::Tls(Box::new(s), end_point);
         if direct && !alpn_ok {
             return Err(SessionError::DirectTlsWithoutAlpn);
         }
