@@ -20,7 +20,10 @@ trap 'kill -INT $demo 2>/dev/null; wait $demo 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 300); do grep -q "pgsplit is ready" "$work/demo.log" && break; sleep 0.2; done
 grep -q "pgsplit is ready" "$work/demo.log" || { cat "$work/demo.log" >&2; exit 1; }
 primary=$(awk '/^  primary/ {split($2, a, ":"); print a[2]}' "$work/demo.log")
+# The demo offers TLS, which libpq takes by default (sslmode=prefer): the
+# count is of the plaintext path unless PGSSLMODE says otherwise.
 export PGPASSWORD=postgres PGUSER=postgres PGHOST=127.0.0.1 PGDATABASE=postgres
+export PGSSLMODE="${PGSSLMODE:-disable}"
 pgbench -q -i -s 1 -p "$primary" >/dev/null 2>&1
 args=("$@"); [ ${#args[@]} -gt 0 ] || args=(-S)
 pgbench -n -c 4 -t 500 "${args[@]}" -p "$port" >/dev/null
