@@ -41,6 +41,8 @@ pub enum SessionError {
     /// PostgreSQL's when the client says so by ALPN.
     #[error("client negotiated TLS directly without ALPN \"postgresql\"")]
     DirectTlsWithoutAlpn,
+    #[error("client sent an encryption request inside its TLS session")]
+    EncryptionRequestInsideTls,
     #[error("client sent {0} where startup was expected")]
     UnexpectedStartup(&'static str),
     #[error("user {0:?} is not configured in pgsplit: add a [[users]] entry for it (the client was told \"password authentication failed\", as for a wrong password)")]
@@ -122,6 +124,8 @@ impl SessionError {
         use SessionError::*;
         let info = match self {
             ClientIo(_) | ClientTruncated | ClientGone | TlsHandshake(_) => return Reply::None,
+            EncryptionRequestInsideTls => ErrorInfo::fatal("08P01", "received an encryption request on a connection that is already encrypted")
+                .hint("This is a bug in the client or its driver."),
             TlsRequired => ErrorInfo::fatal("28000", "pgsplit requires TLS: this connection did not use it")
                 .hint("Connect with sslmode=require (or verify-ca / verify-full); pgsplit is configured with tls.client_tls = \"require\"."),
             DirectTlsWithoutAlpn => ErrorInfo::fatal("08P01", "received a direct TLS connection without the ALPN protocol \"postgresql\"")

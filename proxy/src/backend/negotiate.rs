@@ -122,6 +122,10 @@ pub async fn postgres_client(
     limit: Duration,
     timeouts: &pgsplit_config::Timeouts,
 ) -> Result<tokio_postgres::Client, ClientError> {
+    // TLS, if any, is already on the stream: tokio-postgres must not ask
+    // for it again.
+    let mut config = config.clone();
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
     let connect = async {
         let (stream, _, _) = open(
             backend,

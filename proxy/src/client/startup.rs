@@ -57,9 +57,7 @@ pub async fn read_opening(
                     return Err(SessionError::DataAfterEncryptionRequest);
                 }
                 if stream.is_tls() {
-                    return Err(SessionError::UnexpectedStartup(
-                        "an encryption request inside TLS",
-                    ));
+                    return Err(SessionError::EncryptionRequestInsideTls);
                 }
                 match tls {
                     Some(tls) if matches!(packet, StartupPacket::SslRequest) => {

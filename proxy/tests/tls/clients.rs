@@ -186,3 +186,25 @@ async fn direct_tls_without_alpn_is_refused() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_encryption_request_inside_tls_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = tls_proxy(None).await;
+    let ca = std::fs::read_to_string(&certs().ca).unwrap();
+    let mut tls = tls_connect(&proxy, &ca, true).await;
+    tls.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tls.read_to_end(&mut got).await;
+    let mut buf = bytes::BytesMut::from(&got[..]);
+    let frame =
+        pgsplit_protocol::split_frame(&mut buf, pgsplit_protocol::Direction::Backend, 1 << 20)
+            .unwrap()
+            .expect("an ErrorResponse");
+    let e = first_error(&[frame]).unwrap();
+    assert_eq!(e.0, "08P01", "{e:?}");
+    assert!(e.2.contains("already encrypted"), "{e:?}");
+    proxy.shutdown().await;
+}
