@@ -108,7 +108,7 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
     tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
-    tokio::spawn(crate::tls::watch(Arc::downgrade(&shared)));
+    tokio::spawn(watch_certificates(Arc::downgrade(&shared)));
     crate::health::spawn(&shared.topology);
     let metrics_addr = metrics_addr.map(|(l, bound)| {
         tokio::spawn(crate::metrics::serve(l, Arc::downgrade(&shared)));
@@ -201,6 +201,29 @@ async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
         match shared.upgrade() {
             Some(s) => s.pools.maintain().await,
             None => return,
+        }
+    }
+}
+
+/// Looks at every certificate file every `tls::WATCH_EVERY` while `shared`
+/// lives, and reads again the ones that changed.
+async fn watch_certificates(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(crate::tls::WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let config = &shared.config;
+        shared.client_tls.reload_if_changed(&config.tls);
+        let mut done: Vec<&Arc<crate::tls::ServerTlsSetup>> = Vec::new();
+        for b in shared.topology.backends.iter() {
+            let tls = &b.addr.tls;
+            if !done.iter().any(|d| Arc::ptr_eq(d, tls)) {
+                tls.reload_if_changed(&config.tls);
+                done.push(tls);
+            }
         }
     }
 }

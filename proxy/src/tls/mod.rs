@@ -1,8 +1,9 @@
 //! TLS with rustls, both ways: to clients (`client.rs`: the certificate
 //! pgsplit presents, either negotiation) and to servers (`server.rs`: the
 //! certificate checks of libpq's sslmode). Certificates are read from PEM
-//! files, and read again when the files change (`watch`): new handshakes
-//! use the new ones, connections already made keep theirs.
+//! files, and read again when the files change (`reload_if_changed`, which
+//! the proxy calls every [`WATCH_EVERY`]): new handshakes use the new ones,
+//! connections already made keep theirs.
 
 mod client;
 mod server;
@@ -96,29 +97,6 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
             Some((m.modified().ok()?, m.len()))
         })
         .collect()
-}
-
-/// Looks at every certificate file every [`WATCH_EVERY`] while `shared`
-/// lives, and reads again the ones that changed.
-pub async fn watch(shared: std::sync::Weak<crate::shared::Shared>) {
-    let mut tick = tokio::time::interval(WATCH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let config = &shared.config;
-        shared.client_tls.reload_if_changed(&config.tls);
-        let mut done: Vec<&Arc<ServerTlsSetup>> = Vec::new();
-        for b in shared.topology.backends.iter() {
-            let tls = &b.addr.tls;
-            if !done.iter().any(|d| Arc::ptr_eq(d, tls)) {
-                tls.reload_if_changed(&config.tls);
-                done.push(tls);
-            }
-        }
-    }
 }
 
 fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
