@@ -147,7 +147,11 @@ pub(super) const CUT: &str = "relay: cut this connection";
 async fn cut_connections(proxy: &pgsplit::ProxyHandle, cuts: &AtomicUsize, until: usize) {
     let c = connect(proxy, "postgres").await;
     let sql = format!("SELECT '{CUT}'");
-    for _ in 0..50 {
+    // Paced, and bounded by time rather than a count: after two cuts the
+    // replica is skipped until its health check passes, and back-to-back
+    // reads could all go by before that on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
         if cuts.load(Ordering::SeqCst) >= until {
             return;
         }
@@ -156,6 +160,7 @@ async fn cut_connections(proxy: &pgsplit::ProxyHandle, cuts: &AtomicUsize, until
         c.simple_query(&sql)
             .await
             .unwrap_or_else(|e| panic!("the cut read was not retried: {e}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the relay cut {} connections", cuts.load(Ordering::SeqCst));
 }
