@@ -32,80 +32,8 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     check_routing(config, &mut out);
     check_pool(config, &mut out);
     check_health(config, &mut out);
-    check_tls(&config.tls, &mut out);
-    check_server_tls(config, &mut out);
+    crate::tls::check(config, &mut out);
     out
-}
-
-/// A backend whose certificate must be verified needs roots to verify it by.
-fn check_server_tls(config: &Config, out: &mut Vec<Problem>) {
-    if config.tls.server_root_cert_file.is_some() {
-        return;
-    }
-    if config.tls.server_tls.verifies() {
-        out.push(Problem::new(
-            "tls.server_tls",
-            "verify-ca and verify-full need tls.server_root_cert_file: set it to the PEM file of the CA that signed the servers' certificates",
-        ));
-    }
-    for (i, b) in config.backends.iter().enumerate() {
-        if b.server_tls.is_some_and(|m| m.verifies()) {
-            out.push(Problem::new(
-                format!("backends[{i}].server_tls"),
-                "verify-ca and verify-full need tls.server_root_cert_file: set it to the PEM file of the CA that signed the servers' certificates",
-            ));
-        }
-    }
-}
-
-fn check_tls(tls: &crate::Tls, out: &mut Vec<Problem>) {
-    use crate::ClientTls;
-    let needs_files = tls.client_mode() != ClientTls::Disable;
-    match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(_), None) => out.push(Problem::new(
-            "tls.client_key_file",
-            "is missing: a certificate needs its private key; set it to the key's PEM file",
-        )),
-        (None, Some(_)) => out.push(Problem::new(
-            "tls.client_cert_file",
-            "is missing: a private key needs its certificate; set it to the certificate's PEM file",
-        )),
-        (None, None) if needs_files => out.push(Problem::new(
-            "tls.client_tls",
-            "needs a certificate: set tls.client_cert_file and tls.client_key_file, or client_tls = \"disable\"",
-        )),
-        _ => {}
-    }
-    match (&tls.server_cert_file, &tls.server_key_file) {
-        (Some(_), None) => out.push(Problem::new(
-            "tls.server_key_file",
-            "is missing: tls.server_cert_file needs its private key; set it to the key's PEM file",
-        )),
-        (None, Some(_)) => out.push(Problem::new(
-            "tls.server_cert_file",
-            "is missing: tls.server_key_file needs its certificate; set it to the certificate's PEM file",
-        )),
-        _ => {}
-    }
-    for (key, file) in [
-        ("tls.client_cert_file", &tls.client_cert_file),
-        ("tls.client_key_file", &tls.client_key_file),
-        ("tls.server_root_cert_file", &tls.server_root_cert_file),
-        ("tls.server_cert_file", &tls.server_cert_file),
-        ("tls.server_key_file", &tls.server_key_file),
-    ] {
-        if let Some(path) = file {
-            if let Err(e) = std::fs::metadata(path) {
-                out.push(Problem::new(
-                    key,
-                    format!(
-                        "cannot read {}: {e}; give the path of an existing PEM file",
-                        path.display()
-                    ),
-                ));
-            }
-        }
-    }
 }
 
 fn check_listen(listen: &str, out: &mut Vec<Problem>) {

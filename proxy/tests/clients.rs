@@ -6,19 +6,6 @@ use std::process::{Command, Output};
 
 use common::*;
 
-fn tool(name: &str) -> Command {
-    let bindir = pgsplit_cluster::find_bindir().expect("PostgreSQL binaries");
-    let mut cmd = Command::new(bindir.join(name));
-    // Keep the user's environment from redirecting the client elsewhere.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PG") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("PGPASSWORD", PASSWORD).env("LC_ALL", "C");
-    cmd
-}
-
 fn run(cmd: &mut Command) -> (bool, String, String) {
     let Output {
         status,

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod tools;
+#[allow(unused_imports)] // not every test binary runs the tools
+pub use tools::tool;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 

@@ -162,19 +162,11 @@ async fn bytes_after_sslrequest_are_refused_before_the_handshake() {
 
 #[tokio::test]
 async fn direct_tls_without_alpn_is_refused() {
-    use tokio::io::AsyncReadExt;
     let proxy = tls_proxy(None).await;
     let ca = std::fs::read_to_string(&certs().ca).unwrap();
     // Without ALPN: told why, in the TLS session, then closed.
     let mut tls = tls_connect(&proxy, &ca, false).await;
-    let mut got = Vec::new();
-    let _ = tls.read_to_end(&mut got).await;
-    let mut buf = bytes::BytesMut::from(&got[..]);
-    let frame =
-        pgsplit_protocol::split_frame(&mut buf, pgsplit_protocol::Direction::Backend, 1 << 20)
-            .unwrap()
-            .expect("an ErrorResponse");
-    let e = first_error(&[frame]).unwrap();
+    let e = error_until_closed(&mut tls).await;
     assert_eq!(e.0, "08P01", "{e:?}");
     assert!(e.2.contains("ALPN"), "{e:?}");
     // With it, a startup inside TLS gets a login and is served.
@@ -189,21 +181,14 @@ async fn direct_tls_without_alpn_is_refused() {
 
 #[tokio::test]
 async fn an_encryption_request_inside_tls_is_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let proxy = tls_proxy(None).await;
     let ca = std::fs::read_to_string(&certs().ca).unwrap();
     let mut tls = tls_connect(&proxy, &ca, true).await;
     tls.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let _ = tls.read_to_end(&mut got).await;
-    let mut buf = bytes::BytesMut::from(&got[..]);
-    let frame =
-        pgsplit_protocol::split_frame(&mut buf, pgsplit_protocol::Direction::Backend, 1 << 20)
-            .unwrap()
-            .expect("an ErrorResponse");
-    let e = first_error(&[frame]).unwrap();
+    let e = error_until_closed(&mut tls).await;
     assert_eq!(e.0, "08P01", "{e:?}");
     assert!(e.2.contains("already encrypted"), "{e:?}");
     proxy.shutdown().await;

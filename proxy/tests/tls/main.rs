@@ -13,7 +13,6 @@ mod reload;
 mod servers;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use common::*;
@@ -72,18 +71,6 @@ pub async fn tls_proxy(mode: Option<ClientTls>) -> pgsplit::ProxyHandle {
     config.tls.client_cert_file = Some(c.cert.clone());
     config.tls.client_key_file = Some(c.key.clone());
     start_proxy_with(config).await
-}
-
-pub fn tool(name: &str) -> Command {
-    let bindir = pgsplit_cluster::find_bindir().expect("PostgreSQL binaries");
-    let mut cmd = Command::new(bindir.join(name));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PG") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("PGPASSWORD", PASSWORD).env("LC_ALL", "C");
-    cmd
 }
 
 /// A libpq connection string to the proxy by host name `localhost`.
@@ -206,4 +193,19 @@ pub async fn until_ready(
             "closed: {frames:?}"
         );
     }
+}
+
+/// Reads `tls` until the proxy closes it; the first ErrorResponse in it.
+pub async fn error_until_closed(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> (String, String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let _ = tls.read_to_end(&mut got).await;
+    let mut buf = bytes::BytesMut::from(&got[..]);
+    let frame =
+        pgsplit_protocol::split_frame(&mut buf, pgsplit_protocol::Direction::Backend, 1 << 20)
+            .unwrap()
+            .expect("an ErrorResponse");
+    first_error(&[frame]).expect("an ErrorResponse")
 }

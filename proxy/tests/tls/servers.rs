@@ -67,13 +67,7 @@ async fn pgsplit_reaches_servers_that_take_only_tls_and_verifies_them() {
 
     // A certificate from a CA pgsplit was not told about: refused, saying why.
     let proxy = start_proxy_with(with(ServerTls::VerifyFull, &certs().other_ca)).await;
-    let e = tokio_postgres::connect(
-        &conn_string(&proxy, "postgres", PASSWORD, "postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .err()
-    .expect("refused");
+    let e = refused(&proxy).await;
     assert_eq!(sqlstate(&e), "08001", "{e}");
     let message = e.as_db_error().unwrap().message().to_owned();
     assert!(
@@ -84,13 +78,7 @@ async fn pgsplit_reaches_servers_that_take_only_tls_and_verifies_them() {
 
     // Without TLS, the server's own refusal is relayed.
     let proxy = start_proxy_with(with(ServerTls::Disable, &certs().ca)).await;
-    let e = tokio_postgres::connect(
-        &conn_string(&proxy, "postgres", PASSWORD, "postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .err()
-    .expect("refused");
+    let e = refused(&proxy).await;
     let message = e
         .as_db_error()
         .map(|d| d.message().to_owned())
@@ -100,4 +88,15 @@ async fn pgsplit_reaches_servers_that_take_only_tls_and_verifies_them() {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .unwrap();
+}
+
+/// A login through `proxy` that must fail: its error.
+async fn refused(proxy: &pgsplit::ProxyHandle) -> tokio_postgres::Error {
+    tokio_postgres::connect(
+        &conn_string(proxy, "postgres", PASSWORD, "postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("refused")
 }
