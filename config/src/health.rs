@@ -24,8 +24,9 @@ pub struct Health {
     /// success brings it back `up`. Default: 3.
     pub health_check_max_retries: u32,
     /// Role the checks log in as. Default: the first `[[users]]` entry's
-    /// server credentials. Give it `pg_monitor` so it can see the WAL
-    /// receiver's state.
+    /// server credentials when it has a password, else `[auth_query]`'s
+    /// login, else the first entry without a password. Give it `pg_monitor`
+    /// so it can see the WAL receiver's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_user: Option<String>,
     /// Password for `health_check_user` (plaintext). Default: none.

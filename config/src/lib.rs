@@ -25,6 +25,7 @@
 //! snapshots (e.g. behind an `ArcSwap`) to whoever needs them, so reloads and
 //! tests never share hidden state.
 
+mod auth_query;
 mod backend;
 mod error;
 mod health;
@@ -43,6 +44,7 @@ use std::path::Path;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use auth_query::{AuthQuery, WILDCARD_USER};
 pub use backend::{Backend, RoleHint};
 pub use error::{ConfigError, Problem};
 pub use health::Health;
@@ -82,6 +84,9 @@ pub struct Config {
     pub health: Health,
     /// TLS certificates and modes (`[tls]`).
     pub tls: Tls,
+    /// Credentials looked up in PostgreSQL for users without a password
+    /// (`[auth_query]`).
+    pub auth_query: AuthQuery,
     /// PostgreSQL servers, one `[[backends]]` table each. At least one is
     /// required.
     pub backends: Vec<Backend>,
@@ -104,6 +109,7 @@ impl Default for Config {
             pool: Pool::default(),
             health: Health::default(),
             tls: Tls::default(),
+            auth_query: AuthQuery::default(),
             backends: Vec::new(),
             users: Vec::new(),
         }
@@ -159,16 +165,24 @@ impl Config {
         }
     }
 
-    /// The user entry clients log in as `name`, if configured.
+    /// The user entry clients log in as `name`, if configured: its own,
+    /// else the wildcard entry (`name = "*"`).
     pub fn user(&self, name: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.name == name)
+        let named = self.users.iter().find(|u| u.name == name);
+        named.or_else(|| self.users.iter().find(|u| u.name == WILDCARD_USER))
     }
 
     /// The effective configuration as TOML with every password replaced by
     /// "********": safe to log or show in an admin console.
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
-        if let Some(p) = &mut masked.health.health_check_password {
+        for p in [
+            &mut masked.health.health_check_password,
+            &mut masked.auth_query.password,
+        ]
+        .into_iter()
+        .flatten()
+        {
             *p = Secret::new(secret::MASK);
         }
         for user in &mut masked.users {

@@ -11,13 +11,18 @@ use crate::secret::{PasswordKind, Secret};
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// User name clients send in their startup message. Required, unique.
+    /// `"*"` is the wildcard entry: any role without an entry of its own
+    /// logs in as itself, checked with `[auth_query]`.
     pub name: String,
     /// What clients are checked against: a plaintext password, a SCRAM
     /// verifier copied from `pg_authid.rolpassword`
     /// (`SCRAM-SHA-256$<iter>:<salt>$<storedkey>:<serverkey>`), or an md5
     /// hash ("md5" + 32 lowercase hex digits, i.e. md5(password || name)).
-    /// Required unless `auth` is "trust". A verifier or hash cannot log in to
-    /// a backend, so it needs `server_password` next to it.
+    /// Required unless `auth` is "trust" or `[auth_query]` is set up, in
+    /// which case a user without one is checked against the password
+    /// PostgreSQL stores for the role, and pgsplit logs in to the backends
+    /// with what the client proved. A verifier or hash cannot log in to a
+    /// backend, so it needs `server_password` next to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
     /// How clients authenticate to pgsplit: "scram-sha-256" (needs a

@@ -28,7 +28,8 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     check_limits(config, &mut out);
     check_timeouts(config, &mut out);
     check_backends(&config.backends, &mut out);
-    check_users(&config.users, &mut out);
+    check_users(&config.users, config.auth_query.enabled(), &mut out);
+    crate::auth_query::check(config, &mut out);
     check_routing(config, &mut out);
     check_pool(config, &mut out);
     check_health(config, &mut out);
@@ -159,7 +160,7 @@ fn check_backends(backends: &[Backend], out: &mut Vec<Problem>) {
     }
 }
 
-fn check_users(users: &[User], out: &mut Vec<Problem>) {
+fn check_users(users: &[User], lookups: bool, out: &mut Vec<Problem>) {
     if users.is_empty() {
         out.push(Problem::new(
             "users",
@@ -190,7 +191,7 @@ fn check_users(users: &[User], out: &mut Vec<Problem>) {
             ));
         }
         check_password(u, &key("password"), out);
-        check_client_auth(u, &key("password"), out);
+        check_client_auth(u, &key("password"), lookups, out);
         check_server_password(u, i, out);
     }
 }
@@ -219,13 +220,16 @@ fn check_password(u: &User, key: &str, out: &mut Vec<Problem>) {
 }
 
 /// Whether the stored form can verify the configured client auth method.
-fn check_client_auth(u: &User, key: &str, out: &mut Vec<Problem>) {
+fn check_client_auth(u: &User, key: &str, lookups: bool, out: &mut Vec<Problem>) {
     let kind = u.password.as_ref().map(Secret::kind);
     let problem = match (u.auth, kind) {
         (AuthMethod::Trust, _) => None,
+        // Looked up in PostgreSQL at login ([auth_query]).
+        (_, None) if lookups => None,
         (AuthMethod::ScramSha256, None) => Some(
             "required because auth = \"scram-sha-256\"; set the plaintext password or the \
-             SCRAM verifier from pg_authid.rolpassword, or set auth = \"trust\""
+             SCRAM verifier from pg_authid.rolpassword, or configure [auth_query] to look it \
+             up in PostgreSQL, or set auth = \"trust\""
                 .to_string(),
         ),
         (AuthMethod::ScramSha256, Some(PasswordKind::Md5Hash)) => Some(
@@ -235,7 +239,8 @@ fn check_client_auth(u: &User, key: &str, out: &mut Vec<Problem>) {
         ),
         (AuthMethod::Md5, None) => Some(
             "required because auth = \"md5\"; set the plaintext password or its md5 hash \
-             (\"md5\" + md5(password || user name)), or set auth = \"trust\""
+             (\"md5\" + md5(password || user name)), or configure [auth_query] to look it \
+             up in PostgreSQL, or set auth = \"trust\""
                 .to_string(),
         ),
         (AuthMethod::Md5, Some(PasswordKind::ScramVerifier)) => Some(

@@ -51,6 +51,12 @@ pub enum SessionError {
     NoUser,
     #[error("authentication failed for user {0:?}")]
     AuthFailed(String),
+    /// `[auth_query]` found no password that can check this client: no
+    /// such role, NOLOGIN, no password, or an md5 hash for a SCRAM login.
+    #[error("role {0:?} has no password in PostgreSQL that can check this login (no such role, NOLOGIN, no password, or an md5 hash where auth = \"scram-sha-256\"); the client was told \"password authentication failed\"")]
+    NoStoredPassword(String),
+    #[error("could not look up the password of role {0:?} with [auth_query]: {1}")]
+    Lookup(String, crate::login::lookup::LookupError),
     #[error("replication connections are not supported")]
     Replication,
     #[error(
@@ -142,7 +148,11 @@ impl SessionError {
             NoUser => ErrorInfo::fatal("28000", "no PostgreSQL user name specified in startup packet"),
             // The same answer for both, as PostgreSQL gives: a client must
             // not learn which user names exist. The log tells them apart.
-            AuthFailed(u) | UnknownUser(u) => ErrorInfo::fatal("28P01", format!("password authentication failed for user \"{u}\"")),
+            AuthFailed(u) | UnknownUser(u) | NoStoredPassword(u) => ErrorInfo::fatal("28P01", format!("password authentication failed for user \"{u}\"")),
+            Lookup(u, e @ crate::login::lookup::LookupError::Unreachable(_)) => ErrorInfo::fatal("08006", format!("pgsplit cannot check the password of user \"{u}\" now: {e}"))
+                .hint("Try again once a server is up; pgsplit looks passwords up in PostgreSQL ([auth_query])."),
+            Lookup(u, e) => ErrorInfo::fatal("28000", format!("pgsplit could not look up the password of user \"{u}\": {e}"))
+                .hint("Check [auth_query] in the pgsplit configuration (user, password, database, query) and what auth_query.user may read."),
             Replication => ErrorInfo::fatal("0A000", "replication connections are not supported through pgsplit")
                 .hint("Connect replication clients (pg_basebackup, pg_receivewal, standbys) to the server directly."),
             QueryWaitTimeout(d) => ErrorInfo::fatal("57014", "canceling the request: no server could take it in time (query_wait_timeout)")

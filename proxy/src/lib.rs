@@ -17,6 +17,7 @@ pub mod errors;
 mod functions;
 pub mod health;
 mod io;
+pub mod login;
 pub mod metrics;
 pub mod shared;
 pub mod tls;

@@ -1,5 +1,5 @@
-//! State shared by every session: the configuration snapshot, precomputed
-//! credentials, the classifier, the balancer and read candidates, the
+//! State shared by every session: the configuration snapshot, the users
+//! (`crate::login`), the classifier, the balancer and read candidates, the
 //! topology (`crate::topology`: backends, their health and counters, the
 //! primary), pools, the cancel registry and the client-connection limit.
 
@@ -7,8 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pgsplit_config::{AuthMethod, Config, PasswordKind};
-use pgsplit_protocol::auth::ScramSecret;
+use pgsplit_config::Config;
 use pgsplit_router::balance::{Balancer, Candidate, PrimaryReads, Strategy};
 use pgsplit_router::{Classifier, ClassifierConfig};
 
@@ -17,19 +16,10 @@ use crate::backend::pool::Pools;
 use crate::budget::Budget;
 use crate::cancel::CancelRegistry;
 use crate::functions::FunctionCatalog;
+use crate::login::lookup::Lookups;
+use crate::login::Users;
 use crate::tls::ClientTlsSetup;
 use crate::topology::{BackendId, StatsSnapshot, Topology};
-
-/// How one configured user logs in, prepared once at startup so that no
-/// session pays for PBKDF2.
-pub struct UserAuth {
-    pub method: AuthMethod,
-    pub scram: Option<Arc<ScramSecret>>,
-    /// Plaintext password or stored md5 hash, for md5 challenges.
-    pub md5_source: Option<String>,
-    pub server_user: String,
-    pub server_password: Option<String>,
-}
 
 /// What read-your-writes did, for operators (and tests).
 #[derive(Default, Debug)]
@@ -65,7 +55,9 @@ pub type Reported = Arc<Vec<(String, String)>>;
 
 pub struct Shared {
     pub config: Arc<Config>,
-    pub users: HashMap<String, UserAuth>,
+    pub users: Users,
+    /// Credentials looked up in PostgreSQL (`[auth_query]`).
+    pub lookups: Lookups,
     /// The backends and what is known of each, shared with the health loop.
     pub topology: Arc<Topology>,
     pub classifier: Classifier,
@@ -104,11 +96,7 @@ impl Shared {
         client_tls: ClientTlsSetup,
         server_tls: Vec<Arc<crate::tls::ServerTlsSetup>>,
     ) -> Shared {
-        let users = config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), prepare_user(u)))
-            .collect();
+        let users = Users::new(&config);
         let r = &config.routing;
         let classifier = Classifier::new(ClassifierConfig {
             write_functions: r.write_functions.clone(),
@@ -130,6 +118,7 @@ impl Shared {
         let config = Arc::new(config);
         let topology = Arc::new(Topology::new(Arc::clone(&config), server_tls));
         Shared {
+            lookups: Lookups::new(Arc::clone(&config), Arc::clone(&topology)),
             pools: Pools::new(Arc::clone(&config), topology.backends.addrs()),
             topology,
             users,
@@ -272,27 +261,5 @@ impl Shared {
             }));
             f(list).map(BackendId::nth)
         })
-    }
-}
-
-fn prepare_user(u: &pgsplit_config::User) -> UserAuth {
-    let (scram, md5_source) = match &u.password {
-        None => (None, None),
-        Some(p) => match p.kind() {
-            PasswordKind::Plain => (
-                (u.auth == AuthMethod::ScramSha256)
-                    .then(|| Arc::new(ScramSecret::from_password(p.expose()))),
-                Some(p.expose().to_owned()),
-            ),
-            PasswordKind::ScramVerifier => (ScramSecret::parse(p.expose()).map(Arc::new), None),
-            PasswordKind::Md5Hash => (None, Some(p.expose().to_owned())),
-        },
-    };
-    UserAuth {
-        method: u.auth,
-        scram,
-        md5_source,
-        server_user: u.server_user().to_owned(),
-        server_password: u.server_password().map(str::to_owned),
     }
 }

@@ -12,7 +12,9 @@ mod scram_client;
 
 pub use self::channel_binding::tls_server_end_point;
 pub use self::md5::{md5_hash, md5_response, md5_verify};
-pub use self::scram::{ScramError, ScramSecret, ScramServer, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
+pub use self::scram::{
+    ScramError, ScramKeys, ScramSecret, ScramServer, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 pub use self::scram_client::{salted_password, ScramClient};
 
 /// Compares secrets in time independent of where they differ.

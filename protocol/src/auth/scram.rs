@@ -36,6 +36,8 @@ pub enum ScramError {
     BadServerSignature,
     #[error("the server ended the exchange: {0}")]
     Server(String),
+    #[error("the server keeps another verifier for this role (another salt or iteration count) than the one the client proved its password against: the password differs on this server, or was just changed")]
+    OtherVerifier,
 }
 
 /// What a server must know to check a SCRAM login: never the password itself.
@@ -104,6 +106,25 @@ impl ScramSecret {
     }
 }
 
+/// What a client's valid proof reveals: its ClientKey (proof XOR
+/// ClientSignature), with the verifier's salt, iteration count and
+/// ServerKey. It logs in to any server holding the same verifier, as the
+/// client would, without the password; streaming replicas share the
+/// primary's catalog and so its verifiers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub(super) iterations: u32,
+    pub(super) salt: Vec<u8>,
+    pub(super) client_key: [u8; 32],
+    pub(super) server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramKeys(********)")
+    }
+}
+
 enum State {
     AwaitingClientFirst,
     AwaitingClientFinal {
@@ -124,6 +145,8 @@ pub struct ScramServer {
     /// `tls-server-end-point` data when the connection offers binding.
     end_point: Option<Vec<u8>>,
     plus: bool,
+    /// The client's ClientKey, once its proof checked out.
+    proven: Option<[u8; 32]>,
 }
 
 impl ScramServer {
@@ -142,6 +165,7 @@ impl ScramServer {
             state: State::AwaitingClientFirst,
             end_point,
             plus: false,
+            proven: None,
         }
     }
 
@@ -256,8 +280,20 @@ impl ScramServer {
         if !super::constant_time_eq(&derived, &self.secret.stored_key) {
             return Err(ScramError::BadProof);
         }
+        self.proven = Some(client_key);
         let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
+    }
+
+    /// After [`ScramServer::client_final`] accepted the proof: the keys
+    /// that log in to servers as this client.
+    pub fn proven_keys(&self) -> Option<ScramKeys> {
+        self.proven.map(|client_key| ScramKeys {
+            iterations: self.secret.iterations,
+            salt: self.secret.salt.clone(),
+            client_key,
+            server_key: self.secret.server_key,
+        })
     }
 }
 

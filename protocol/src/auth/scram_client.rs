@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::scram::{attribute, ScramError};
+use super::scram::{attribute, ScramError, ScramKeys};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -37,20 +37,39 @@ enum State {
     Done,
 }
 
+/// What the client proves its identity with.
+enum Credential {
+    /// The password after SASLprep.
+    Password(Vec<u8>),
+    /// Keys recovered from another client's proof: valid only with the
+    /// salt and iteration count they came with.
+    Keys(ScramKeys),
+}
+
 /// One client-side SCRAM exchange.
 pub struct ScramClient {
     nonce: String,
-    password: Vec<u8>,
+    credential: Credential,
     state: State,
 }
 
 impl ScramClient {
     pub fn new(password: &str) -> ScramClient {
+        Self::with(Credential::Password(normalize(password)))
+    }
+
+    /// Logs in with the keys a client proved ([`super::ScramServer::proven_keys`])
+    /// instead of a password.
+    pub fn with_keys(keys: ScramKeys) -> ScramClient {
+        Self::with(Credential::Keys(keys))
+    }
+
+    fn with(credential: Credential) -> ScramClient {
         let mut raw = [0u8; 18];
         rand::thread_rng().fill_bytes(&mut raw);
         ScramClient {
             nonce: B64.encode(raw),
-            password: normalize(password),
+            credential,
             state: State::First,
         }
     }
@@ -85,8 +104,16 @@ impl ScramClient {
             .ok()
             .filter(|i| (1..=MAX_ITERATIONS).contains(i))
             .ok_or(ScramError::Malformed("iteration count out of range"))?;
-        let salted = salted(&self.password, &salt, iterations);
-        let client_key = hmac(&salted, b"Client Key");
+        let (client_key, server_key) = match &self.credential {
+            Credential::Password(password) => {
+                let salted = salted(password, &salt, iterations);
+                (hmac(&salted, b"Client Key"), hmac(&salted, b"Server Key"))
+            }
+            Credential::Keys(k) if k.salt == salt && k.iterations == iterations => {
+                (k.client_key, k.server_key)
+            }
+            Credential::Keys(_) => return Err(ScramError::OtherVerifier),
+        };
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let without_proof = format!("c={},r={nonce}", B64.encode(GS2_HEADER));
         let auth_message = format!("n=,r={},{msg},{without_proof}", self.nonce);
@@ -96,7 +123,7 @@ impl ScramClient {
             *p ^= s;
         }
         self.state = State::Final {
-            server_key: hmac(&salted, b"Server Key"),
+            server_key,
             auth_message,
         };
         Ok(format!("{without_proof},p={}", B64.encode(proof)))
@@ -211,6 +238,53 @@ mod tests {
         let client_final = client.server_first(&server_first, |_, _, _| kept).unwrap();
         let server_final = server.client_final(client_final.as_bytes()).unwrap();
         assert_eq!(client.server_final(&server_final), Ok(()));
+    }
+
+    /// A client logs in to a proxy-side server; the keys its proof
+    /// reveals then log in to the real server, which holds the same
+    /// verifier, and only to that one.
+    #[test]
+    fn proven_keys_log_in_where_the_verifier_is_the_same() {
+        let secret = Arc::new(ScramSecret::from_password("pw"));
+        let mut proxy = ScramServer::new(secret.clone());
+        let mut client = ScramClient::new("pw");
+        let first = proxy
+            .client_first(client.client_first().as_bytes())
+            .unwrap();
+        assert!(proxy.proven_keys().is_none(), "nothing proven yet");
+        let last = client.server_first(&first, salted_password).unwrap();
+        let done = proxy.client_final(last.as_bytes()).unwrap();
+        client.server_final(&done).unwrap();
+        let keys = proxy.proven_keys().expect("the proof checked out");
+
+        let server_login = |server_secret: &ScramSecret| {
+            let mut server = ScramServer::new(Arc::new(server_secret.clone()));
+            let mut proxy = ScramClient::with_keys(keys.clone());
+            let first = server.client_first(proxy.client_first().as_bytes())?;
+            let last = proxy.server_first(&first, |_, _, _| unreachable!("no password"))?;
+            let done = server.client_final(last.as_bytes())?;
+            proxy.server_final(&done)
+        };
+        assert_eq!(server_login(&secret), Ok(()));
+        // The same password with another salt: another verifier.
+        let other = ScramSecret::from_password("pw");
+        assert_eq!(server_login(&other), Err(ScramError::OtherVerifier));
+    }
+
+    #[test]
+    fn a_failed_proof_reveals_no_keys() {
+        let secret = Arc::new(ScramSecret::from_password("pw"));
+        let mut proxy = ScramServer::new(secret);
+        let mut client = ScramClient::new("wrong");
+        let first = proxy
+            .client_first(client.client_first().as_bytes())
+            .unwrap();
+        let last = client.server_first(&first, salted_password).unwrap();
+        assert_eq!(
+            proxy.client_final(last.as_bytes()),
+            Err(ScramError::BadProof)
+        );
+        assert!(proxy.proven_keys().is_none());
     }
 
     #[test]

@@ -16,13 +16,13 @@ use sha2::Digest;
 
 use pgsplit_protocol::tag::backend as be;
 
-use super::{BackendAddr, BackendError};
+use super::{BackendAddr, BackendError, Method};
 use crate::io::ReadError;
 
 /// What a server connection is opened with.
 pub struct ConnectParams<'a> {
     pub user: &'a str,
-    pub password: Option<&'a str>,
+    pub credential: &'a super::Credential,
     pub database: &'a str,
     /// Client startup parameters to pass on (application_name, options, GUCs).
     pub extra: &'a [(String, String)],
@@ -205,11 +205,11 @@ impl ServerConn {
         let mut scram: Option<ScramClient> = None;
         loop {
             let f = self.recv(p.max_message_size).await?;
-            let password = || {
-                p.password.ok_or_else(|| BackendError::NoPassword {
-                    backend: self.backend.name.clone(),
-                    user: p.user.to_owned(),
-                })
+            let missing = |method| BackendError::NoPassword {
+                backend: self.backend.name.clone(),
+                user: p.user.to_owned(),
+                method,
+                why: p.credential.why_not(method),
             };
             let scram_err = |e: ScramError| BackendError::Scram {
                 backend: self.backend.name.clone(),
@@ -227,10 +227,14 @@ impl ServerConn {
                     }),
                     Authentication::Ok => return Ok(()),
                     Authentication::CleartextPassword => {
-                        encode::password(&mut out, password()?.as_bytes());
+                        let cleartext = p.credential.cleartext();
+                        let pw = cleartext.ok_or_else(|| missing(Method::Cleartext))?;
+                        encode::password(&mut out, pw.as_bytes());
                     }
                     Authentication::Md5Password { salt } => {
-                        let resp = md5_response(p.user, password()?, salt);
+                        let source = p.credential.md5_source();
+                        let source = source.ok_or_else(|| missing(Method::Md5))?;
+                        let resp = md5_response(p.user, source, salt);
                         encode::password(&mut out, resp.as_bytes());
                     }
                     Authentication::Sasl { mechanisms } => {
@@ -246,7 +250,8 @@ impl ServerConn {
                                     .to_owned(),
                             });
                         }
-                        let client = ScramClient::new(password()?);
+                        let client = p.credential.scram_client();
+                        let client = client.ok_or_else(|| missing(Method::Scram))?;
                         let first = client.client_first();
                         encode::sasl_initial_response(&mut out, SCRAM_SHA_256, first.as_bytes());
                         scram = Some(client);

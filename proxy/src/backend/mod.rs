@@ -4,6 +4,7 @@
 //! has; `pool.rs` keeps idle ones per backend, database and user.
 
 mod connect;
+mod credential;
 pub mod negotiate;
 pub mod pool;
 mod prepared;
@@ -13,6 +14,7 @@ pub mod sockets;
 pub use prepared::{Prepare, Prepared};
 
 pub use connect::{ConnectParams, ServerConn};
+pub use credential::{Credential, Method};
 
 use pgsplit_protocol::Frame;
 
@@ -45,8 +47,13 @@ pub enum BackendError {
     Refused { backend: String, error: Frame },
     #[error("backend \"{backend}\" asks for authentication method {method}, which pgsplit cannot perform")]
     UnsupportedAuth { backend: String, method: String },
-    #[error("backend \"{backend}\" needs a password but none is configured for user \"{user}\"")]
-    NoPassword { backend: String, user: String },
+    #[error("backend \"{backend}\" asks user \"{user}\" for {method:?} authentication, which pgsplit cannot answer: {why}")]
+    NoPassword {
+        backend: String,
+        user: String,
+        method: Method,
+        why: &'static str,
+    },
     #[error("backend \"{backend}\" failed SCRAM authentication: {reason}")]
     Scram { backend: String, reason: String },
     #[error("backend \"{backend}\" closed the connection")]

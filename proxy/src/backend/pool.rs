@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 use pgsplit_config::Config;
 use tokio::sync::{Semaphore, TryAcquireError};
 
-use super::{BackendAddr, BackendError, ConnectParams, ServerConn};
+use super::{BackendAddr, BackendError, ConnectParams, Credential, ServerConn};
 use crate::topology::BackendId;
 
 struct ConnManager {
     backend: BackendAddr,
     user: String,
-    password: Option<String>,
+    /// The newest login proven for `user`: a role's looked-up credential
+    /// changes with its password, and connections opened from then on
+    /// need the new one.
+    credential: Mutex<Arc<Credential>>,
     database: String,
     connect_timeout: Duration,
     max_message_size: usize,
@@ -34,11 +37,12 @@ struct ConnManager {
 
 impl ConnManager {
     async fn create(&self) -> Result<ServerConn, BackendError> {
+        let credential = Arc::clone(&self.credential.lock().unwrap());
         ServerConn::connect(
             &self.backend,
             &ConnectParams {
                 user: &self.user,
-                password: self.password.as_deref(),
+                credential: &credential,
                 database: &self.database,
                 // Connections are shared by clients with different startup
                 // parameters: sessions apply theirs as SETs when needed.
@@ -139,6 +143,15 @@ impl ConnPool {
             max,
             wait,
         }))
+    }
+
+    /// New connections log in with `credential` (idle ones keep the login
+    /// they were opened with: the server already accepted it).
+    fn log_in_with(&self, credential: &Arc<Credential>) {
+        let mut current = self.0.manager.credential.lock().unwrap();
+        if !Arc::ptr_eq(&current, credential) && **current != **credential {
+            *current = Arc::clone(credential);
+        }
     }
 
     /// A connection: an idle one if any is reusable, else a new one while
@@ -300,24 +313,26 @@ impl Pools {
         }
     }
 
-    /// The pool for one backend, database and server user. Sessions keep
-    /// the handle, so this lock is taken once per session and backend.
+    /// The pool for one backend, database and server user, which logs in
+    /// with `credential` from now on. Sessions keep the handle, so this
+    /// lock is taken once per session and backend.
     pub fn pool(
         &self,
         backend: BackendId,
         database: &str,
         user: &str,
-        password: Option<&str>,
+        credential: &Arc<Credential>,
     ) -> ConnPool {
         let key = (backend, database.to_owned(), user.to_owned());
         let mut map = self.map.lock().unwrap();
-        map.entry(key)
+        let pool = map
+            .entry(key)
             .or_insert_with(|| {
                 let c = &self.config;
                 let manager = ConnManager {
                     backend: self.backends[backend.index()].clone(),
                     user: user.to_owned(),
-                    password: password.map(str::to_owned),
+                    credential: Mutex::new(Arc::clone(credential)),
                     database: database.to_owned(),
                     connect_timeout: c.timeouts.connect,
                     max_message_size: c.limits.max_message_size,
@@ -328,7 +343,9 @@ impl Pools {
                 };
                 ConnPool::new(manager, c.pool.pool_size, c.pool.checkout_timeout)
             })
-            .clone()
+            .clone();
+        pool.log_in_with(credential);
+        pool
     }
 
     /// Closes idle connections past their idle time or lifetime, then

@@ -228,12 +228,12 @@ impl Client {
         let pool = match &self.pools[backend.index()] {
             Some(p) => p.clone(),
             None => {
-                let auth = &self.shared.users[&self.user];
+                let login = &self.login;
                 let p = self.shared.pools.pool(
                     backend,
                     &self.database,
-                    &auth.server_user,
-                    auth.server_password.as_deref(),
+                    &login.server_user,
+                    &login.credential,
                 );
                 self.pools[backend.index()] = Some(p.clone());
                 p
@@ -242,7 +242,7 @@ impl Client {
         match pool.get().await {
             Ok(c) => Ok(c),
             Err(e) => {
-                let user = &self.shared.users[&self.user].server_user;
+                let user = &self.login.server_user;
                 Err(checkout_error(
                     &self.shared,
                     backend,

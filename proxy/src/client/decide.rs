@@ -147,7 +147,7 @@ impl Client {
     }
 
     fn look_up_functions(&self, functions: Vec<String>) {
-        let auth = &self.shared.users[&self.user];
+        let (user, password) = self.login.catalog_login(&self.shared.config);
         // Any server has the catalog; the primary has the newest.
         let primary = self.shared.primary().unwrap_or(BackendId::nth(0));
         let b = &self.shared.topology.backends[primary].addr;
@@ -155,8 +155,8 @@ impl Client {
             LookupTarget {
                 addr: b.clone(),
                 timeouts: self.shared.config.timeouts.clone(),
-                user: auth.server_user.clone(),
-                password: auth.server_password.clone(),
+                user,
+                password,
                 database: self.database.clone(),
             },
             functions,

@@ -73,6 +73,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         default_ryw_mode: mode,
         ryw: Ryw::default(),
         user: e.user,
+        login: e.login,
         database: e.database,
         cancel_key: e.cancel_key,
         spare_frames: BytesMut::new(),

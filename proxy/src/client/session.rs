@@ -66,6 +66,8 @@ pub(super) struct Client {
     /// it does not classify it again.
     pub decided_query: Option<Arc<pgsplit_router::Analysis>>,
     pub user: String,
+    /// What this session logs in to servers as.
+    pub login: Arc<crate::login::Login>,
     pub database: String,
     /// Read-your-writes mode in force, and the one `RESET` returns to.
     pub ryw_mode: Mode,

@@ -19,6 +19,7 @@ use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::cancel::{send_cancel, CancelKey};
 use crate::errors::SessionError;
+use crate::login::Login;
 use crate::shared::Shared;
 use crate::tls::{ClientTlsSetup, HANDSHAKE_RECORD};
 use crate::topology::BackendId;
@@ -197,6 +198,8 @@ pub(super) struct Established {
     pub cancel_key: CancelKey,
     pub permit: OwnedSemaphorePermit,
     pub user: String,
+    /// What the session logs in to servers as.
+    pub login: Arc<Login>,
     pub database: String,
     pub ryw: pgsplit_config::ReadYourWrites,
 }
@@ -230,7 +233,7 @@ pub(super) async fn establish(
     let Some(user) = shared.users.get(&user_name) else {
         return Err(refuse_unknown(client, rbuf, &user_name).await);
     };
-    authenticate(client, rbuf, &user_name, user).await?;
+    let login = authenticate(client, rbuf, &user_name, user, &shared.lookups).await?;
 
     // The first client of a database, user and settings gets a primary
     // connection: it checks that the database and the server credentials
@@ -240,16 +243,21 @@ pub(super) async fn establish(
     let mut state = SessionState::new(baseline_sets(&params));
     let mut conn = None;
     let mut used_pool = None;
-    let reported = match shared.cached_startup(&database, &user.server_user, state.fingerprint) {
+    let reported = match shared.cached_startup(&database, &login.server_user, state.fingerprint) {
         Some(cached) => cached,
         None => {
-            let first = first_connection(shared, &database, user, &state).await?;
+            let first = first_connection(shared, &database, &login, &state).await;
+            if first.is_err() && user.looked_up {
+                // The server may hold a newer password than the one looked up.
+                shared.lookups.forget(&user_name);
+            }
+            let first = first?;
             let params = first.conn.params().to_vec();
             let backend = first.backend;
             conn = Some(first.conn);
             used_pool = Some((backend, first.pool));
             if Some(backend) == shared.primary() {
-                shared.cache_startup(&database, &user.server_user, state.fingerprint, params)
+                shared.cache_startup(&database, &login.server_user, state.fingerprint, params)
             } else {
                 // A standby's parameters (in_hot_standby = on) are right
                 // for this client only: later ones would think pgsplit
@@ -281,6 +289,7 @@ pub(super) async fn establish(
             .and_then(|u| u.read_your_writes)
             .unwrap_or(shared.config.routing.read_your_writes),
         user: user_name,
+        login,
         database,
     }))
 }
@@ -296,17 +305,15 @@ struct FirstConnection {
 async fn first_connection(
     shared: &Arc<Shared>,
     database: &str,
-    user: &crate::shared::UserAuth,
+    login: &Login,
     state: &SessionState,
 ) -> Result<FirstConnection, SessionError> {
     let backend = startup_backend(shared).await;
-    let pool = shared.pools.pool(
-        backend,
-        database,
-        &user.server_user,
-        user.server_password.as_deref(),
-    );
-    let mut c = checkout(shared, &pool, backend, database, &user.server_user).await?;
+    let user = &login.server_user;
+    let pool = shared
+        .pools
+        .pool(backend, database, user, &login.credential);
+    let mut c = checkout(shared, &pool, backend, database, user).await?;
     if let Some(sql) = state.replay_sql(c.settings()) {
         match c.exchange(&sql).await? {
             Ok(changed) => {

@@ -153,23 +153,29 @@ async fn check(
 }
 
 /// The health credentials: `[health]`'s own, else the first user's server
-/// login.
+/// login if it has a password, else `[auth_query]`'s login, else the first
+/// user without a password (the servers must trust it).
 pub(super) fn login(s: &Topology) -> (String, Option<String>) {
-    let h = &s.config.health;
-    match &h.health_check_user {
-        Some(user) => (
-            user.clone(),
-            h.health_check_password
-                .as_ref()
-                .map(|p| p.expose().to_owned()),
-        ),
-        None => {
-            let u = s.config.users.first().expect("validated: users exist");
-            (
-                u.server_user().to_owned(),
-                u.server_password().map(str::to_owned),
-            )
+    let c = &s.config;
+    let h = &c.health;
+    if let Some(user) = &h.health_check_user {
+        let password = h.health_check_password.as_ref();
+        return (user.clone(), password.map(|p| p.expose().to_owned()));
+    }
+    let first = c
+        .users
+        .iter()
+        .find(|u| u.name != pgsplit_config::WILDCARD_USER);
+    let first = first.map(|u| (u.server_user(), u.server_password()));
+    match (first, &c.auth_query.user) {
+        (Some((user, Some(p))), _) => (user.to_owned(), Some(p.to_owned())),
+        (_, Some(user)) => {
+            let password = c.auth_query.password.as_ref();
+            (user.clone(), password.map(|p| p.expose().to_owned()))
         }
+        (Some((user, None)), None) => (user.to_owned(), None),
+        // Only a wildcard entry that trusts: PostgreSQL's usual superuser.
+        (None, None) => ("postgres".to_owned(), None),
     }
 }
 

@@ -9,6 +9,7 @@
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;
+mod logins;
 mod reload;
 mod servers;
 

@@ -65,6 +65,30 @@ async fn pgsplit_reaches_servers_that_take_only_tls_and_verifies_them() {
     drop(client);
     proxy.shutdown().await;
 
+    // A user with no password in the config, looked up over TLS, logs in
+    // to these servers with its own SCRAM proof.
+    let mut config = with(ServerTls::VerifyFull, &certs().ca);
+    config.auth_query.user = Some("postgres".into());
+    config.auth_query.password = Some(pgsplit_config::Secret::new(PASSWORD));
+    config.users.push(pgsplit_config::User {
+        name: pgsplit_cluster::SCRAM_USER.into(),
+        ..Default::default()
+    });
+    let proxy = start_proxy_with(config).await;
+    let user = pgsplit_cluster::SCRAM_USER;
+    let client = connect_as(&proxy, user, pgsplit_cluster::SCRAM_PASSWORD, "postgres")
+        .await
+        .unwrap();
+    let sql = "SELECT current_user, ssl::text, inet_server_port()::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let seen = crate::common::row(&client, sql).await;
+    assert_eq!(&seen[..2], [user, "true"], "{seen:?}");
+    assert!(
+        seen[2] != cluster.port(0).to_string(),
+        "the read ran on the primary"
+    );
+    drop(client);
+    proxy.shutdown().await;
+
     // A certificate from a CA pgsplit was not told about: refused, saying why.
     let proxy = start_proxy_with(with(ServerTls::VerifyFull, &certs().other_ca)).await;
     let e = refused(&proxy).await;
