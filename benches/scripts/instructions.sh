@@ -4,6 +4,10 @@
 #
 #   bash benches/scripts/instructions.sh [pgbench options]   # default: -S
 #
+# Plaintext on both hops by default, so figures compare across versions;
+# PGSSLMODE=require measures TLS from pgbench to pgsplit, SERVER_TLS=require
+# (or verify-full) TLS from pgsplit to the servers.
+#
 # Runs `pgsplit demo` (a primary, two replicas and the proxy) under
 # callgrind, loads pgbench data into the primary, warms every pool up, then
 # counts only the measured transactions (4 clients x 2 000).
@@ -14,7 +18,8 @@ cargo build --release -q -p pgsplit
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
-    target/release/pgsplit demo --listen "127.0.0.1:$port" >"$work/demo.log" 2>&1 &
+    target/release/pgsplit demo --listen "127.0.0.1:$port" --server-tls "${SERVER_TLS:-disable}" \
+    >"$work/demo.log" 2>&1 &
 demo=$!
 trap 'kill -INT $demo 2>/dev/null; wait $demo 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 300); do grep -q "pgsplit is ready" "$work/demo.log" && break; sleep 0.2; done
@@ -24,7 +29,6 @@ primary=$(awk '/^  primary/ {split($2, a, ":"); print a[2]}' "$work/demo.log")
 # count is of the plaintext path unless PGSSLMODE says otherwise.
 export PGPASSWORD=postgres PGUSER=postgres PGHOST=127.0.0.1 PGDATABASE=postgres
 export PGSSLMODE="${PGSSLMODE:-disable}"
-# The demo's servers themselves take plaintext.
 PGSSLMODE=prefer pgbench -q -i -s 1 -p "$primary" >/dev/null 2>&1
 args=("$@"); [ ${#args[@]} -gt 0 ] || args=(-S)
 pgbench -n -c 4 -t 500 "${args[@]}" -p "$port" >/dev/null

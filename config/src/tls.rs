@@ -50,6 +50,28 @@ impl ServerTls {
     pub fn verifies(self) -> bool {
         matches!(self, ServerTls::VerifyCa | ServerTls::VerifyFull)
     }
+
+    pub const ALL: [ServerTls; 5] = [
+        ServerTls::Disable,
+        ServerTls::Prefer,
+        ServerTls::Require,
+        ServerTls::VerifyCa,
+        ServerTls::VerifyFull,
+    ];
+}
+
+impl std::str::FromStr for ServerTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ServerTls::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = ServerTls::ALL.iter().map(|m| m.as_str()).collect();
+                format!("{s:?} is not a TLS mode; use one of {}", known.join(", "))
+            })
+    }
 }
 
 /// TLS on both sides. To clients: with a certificate and key configured,

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use pgsplit_cluster::{Cluster, ClusterOptions};
-use pgsplit_config::{AuthMethod, Backend, Config, RoleHint, Secret, User};
+use pgsplit_cluster::{Cluster, ClusterOptions, ServerCert};
+use pgsplit_config::{AuthMethod, Backend, Config, RoleHint, Secret, ServerTls, User};
 
 /// Builds the proxy configuration for a running local cluster.
 pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
@@ -42,7 +42,7 @@ pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
     }
 }
 
-pub async fn run(listen: &str, replicas: usize) -> ExitCode {
+pub async fn run(listen: &str, replicas: usize, server_tls: ServerTls) -> ExitCode {
     // Claim the port before spending seconds on the cluster, so a taken port
     // is reported at once.
     let addr = match tokio::net::lookup_host(listen).await.map(|mut a| a.next()) {
@@ -64,8 +64,22 @@ pub async fn run(listen: &str, replicas: usize) -> ExitCode {
         }
     };
     eprintln!("pgsplit demo: starting a primary and {replicas} streaming replicas...");
+    // One self-signed certificate for the servers and for pgsplit, which
+    // verifies the servers against it.
+    let cert = match self_signed() {
+        Ok(cert) => cert,
+        Err(e) => {
+            eprintln!("pgsplit demo: could not make a TLS certificate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = ClusterOptions {
         replicas,
+        tls: Some(ServerCert {
+            cert_pem: cert.cert.pem(),
+            key_pem: cert.key_pair.serialize_pem(),
+            hostssl_only: false,
+        }),
         ..ClusterOptions::default()
     };
     let cluster = match tokio::task::spawn_blocking(move || Cluster::start(opts)).await {
@@ -80,15 +94,17 @@ pub async fn run(listen: &str, replicas: usize) -> ExitCode {
         }
     };
     let mut config = config_for(&cluster, listen);
-    let cert = match self_signed(&cluster.base_dir().join("pgsplit-tls")) {
-        Ok(cert) => cert,
+    let cert = match write_certificate(&cluster.base_dir().join("pgsplit-tls"), &cert) {
+        Ok(path) => path,
         Err(e) => {
-            eprintln!("pgsplit demo: could not make a TLS certificate: {e}");
+            eprintln!("pgsplit demo: could not write the TLS certificate: {e}");
             return ExitCode::FAILURE;
         }
     };
     config.tls.client_cert_file = Some(cert.clone());
     config.tls.client_key_file = Some(cert.with_extension("key"));
+    config.tls.server_tls = server_tls;
+    config.tls.server_root_cert_file = Some(cert.clone());
     if let Err(e) = config.validate() {
         eprintln!("pgsplit demo: internal configuration error:\n{e}");
         return ExitCode::FAILURE;
@@ -111,13 +127,14 @@ pub async fn run(listen: &str, replicas: usize) -> ExitCode {
     }
     println!(
         "pgsplit is ready. Connect with:\n  psql \"host={} port={} user={} password={} dbname=postgres\"\n\
-         TLS is on too (self-signed certificate {}), e.g.:\n  psql \"host=localhost port={} user={} password={} dbname=postgres sslmode=verify-full sslrootcert={}\"\n\
+         TLS is on too (self-signed certificate {}; pgsplit reaches the servers with server_tls = {}), e.g.:\n  psql \"host=localhost port={} user={} password={} dbname=postgres sslmode=verify-full sslrootcert={}\"\n\
          Press Ctrl-C to stop; the cluster and its data are removed.",
         addr.ip(),
         addr.port(),
         cluster.superuser(),
         cluster.password(),
         cert.display(),
+        server_tls.as_str(),
         addr.port(),
         cluster.superuser(),
         cluster.password(),
@@ -131,13 +148,20 @@ pub async fn run(listen: &str, replicas: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Writes a self-signed certificate for `localhost` and 127.0.0.1 (and
-/// its key, `.key` beside it) into `dir`; returns the certificate's path.
-/// It lives as long as the demo's cluster, in the cluster's directory.
-fn self_signed(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+/// A self-signed certificate for `localhost` and 127.0.0.1.
+fn self_signed() -> Result<rcgen::CertifiedKey, String> {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())
+}
+
+/// Writes the certificate (and its key, `.key` beside it) into `dir`;
+/// returns the certificate's path. It lives as long as the demo's cluster,
+/// in the cluster's directory.
+fn write_certificate(
+    dir: &std::path::Path,
+    certified: &rcgen::CertifiedKey,
+) -> Result<std::path::PathBuf, String> {
+    let rcgen::CertifiedKey { cert, key_pair } = certified;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let path = dir.join("server.pem");
     std::fs::write(&path, cert.pem()).map_err(|e| e.to_string())?;

@@ -35,6 +35,11 @@ enum Command {
         /// Number of streaming replicas.
         #[arg(long, default_value_t = 2)]
         replicas: usize,
+        /// How pgsplit reaches the demo's servers, which take TLS with the
+        /// demo's certificate: disable, prefer, require, verify-ca or
+        /// verify-full.
+        #[arg(long, default_value = "verify-full")]
+        server_tls: pgsplit_config::ServerTls,
     },
 }
 
@@ -44,8 +49,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig { path } => check_config(path.or(cli.config)),
         Command::Run => run(cli.config),
-        Command::Demo { listen, replicas } => runtime(pgsplit_config::default_threads())
-            .block_on(pgsplit::demo::run(&listen, replicas)),
+        Command::Demo {
+            listen,
+            replicas,
+            server_tls,
+        } => runtime(pgsplit_config::default_threads())
+            .block_on(pgsplit::demo::run(&listen, replicas, server_tls)),
     }
 }
 

@@ -135,7 +135,12 @@ auth = "trust"
 }
 
 /// Runs `pgsplit demo` as a user would and connects over TLS with the
-/// certificate it prints, verifying it; a read is served by a replica.
+/// certificate it prints, verifying it; a read is served by a replica,
+/// which pgsplit reached over TLS too.
+/// Whether the server connection that ran it is encrypted, and its port.
+const SSL_AND_PORT: &str =
+    "SELECT ssl, inet_server_port() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
 #[test]
 fn the_demo_serves_tls_with_the_certificate_it_prints() {
     use std::io::{BufRead, BufReader};
@@ -185,7 +190,7 @@ fn the_demo_serves_tls_with_the_certificate_it_prints() {
     let replicas = replicas.join().unwrap();
     let bindir = pgsplit_cluster::find_bindir().expect("PostgreSQL binaries");
     let out = Command::new(bindir.join("psql"))
-        .args(["-X", "-At", "-d", &conn, "-c", "SELECT inet_server_port()"])
+        .args(["-X", "-At", "-d", &conn, "-c", SSL_AND_PORT])
         .output()
         .unwrap();
     let _ = Command::new("kill")
@@ -195,8 +200,10 @@ fn the_demo_serves_tls_with_the_certificate_it_prints() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{conn}: {text}");
+    let (ssl, port) = text.trim().split_once('|').expect("ssl|port");
+    assert_eq!(ssl, "t", "pgsplit reached the server without TLS");
     assert!(
-        replicas.contains(&text.trim().to_owned()),
+        replicas.contains(&port.to_owned()),
         "read on {text}, replicas {replicas:?}"
     );
 }
