@@ -21,7 +21,8 @@ chmod 755 "$work"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 bport=$(free_port)
-target/release/pgsplit demo --listen "127.0.0.1:$port" >"$work/demo.log" 2>&1 &
+# Server connections are pooled on both sides and plaintext, as PgBouncer's.
+target/release/pgsplit demo --listen "127.0.0.1:$port" --server-tls disable >"$work/demo.log" 2>&1 &
 demo=$!
 bpid=""
 cleanup() {
@@ -34,7 +35,7 @@ trap cleanup EXIT
 for _ in $(seq 300); do grep -q "pgsplit is ready" "$work/demo.log" && break; sleep 0.2; done
 grep -q "pgsplit is ready" "$work/demo.log" || { cat "$work/demo.log" >&2; exit 1; }
 primary=$(awk '/^  primary/ {split($2, a, ":"); print a[2]}' "$work/demo.log")
-cert=$(grep -o 'self-signed certificate [^)]*' "$work/demo.log" | awk '{print $3}')
+cert=$(grep -o 'self-signed certificate [^;)]*' "$work/demo.log" | awk '{print $3}')
 # PgBouncer runs as postgres and needs its own readable copy of the key.
 cp "$cert" "$work/server.pem"
 cp "${cert%.pem}.key" "$work/server.key"

@@ -15,17 +15,17 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use pgsplit_benches::e2e::child::drop_root_to_postgres;
-use pgsplit_benches::e2e::configs::Layout;
+use pgsplit_benches::e2e::child::{drop_root_to_postgres, Owner};
+use pgsplit_benches::e2e::configs::{Layout, TlsFiles};
 use pgsplit_benches::e2e::measure::{measure, progress};
 use pgsplit_benches::e2e::pgbench::Pgbench;
 use pgsplit_benches::e2e::report::{self, Machine, Report, Run, Settings, Skip, TargetInfo};
-use pgsplit_benches::e2e::scratch::Scratch;
+use pgsplit_benches::e2e::scratch::{write, Scratch};
 use pgsplit_benches::e2e::targets::{self, Env, Peer, Target};
 use pgsplit_benches::e2e::{
     pgsplit_binary, procstat, workspace_root, write_json, Cell, Mode, Workload,
 };
-use pgsplit_cluster::{Cluster, ClusterOptions};
+use pgsplit_cluster::{Cluster, ClusterOptions, ServerCert};
 
 #[derive(Parser, Debug)]
 #[command(about = "Interleaved pgbench comparison of pgsplit, direct, PgBouncer and pgpool-II")]
@@ -60,6 +60,11 @@ struct Args {
     /// Stop measuring after this many seconds [default: twice the estimate + 5 min].
     #[arg(long)]
     time_limit: Option<u64>,
+    /// TLS on both hops: the servers take TLS logins only, every client
+    /// (pgbench, direct too) uses sslmode=require, and pgsplit and PgBouncer
+    /// serve a certificate and reach the servers over TLS. pgpool is skipped.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -92,9 +97,15 @@ fn run(args: &Args) -> Result<bool, String> {
 
     eprintln!("starting a primary with {} replica(s)...", args.replicas);
     let max_clients = *args.clients.iter().max().expect("clients is non-empty");
+    let scratch = Scratch::create(owner)?;
+    let certificate = match args.tls {
+        true => Some(certificate(&scratch, owner)?),
+        false => None,
+    };
     let cluster = Cluster::start(ClusterOptions {
         replicas: args.replicas,
         extra_conf: server_conf(max_clients),
+        tls: certificate.as_ref().map(|(cert, _)| cert.clone()),
         ..ClusterOptions::default()
     })
     .map_err(|e| format!("cluster: {e}"))?;
@@ -104,13 +115,14 @@ fn run(args: &Args) -> Result<bool, String> {
         user: cluster.superuser().to_owned(),
         password: cluster.password().to_owned(),
         max_clients,
+        tls: certificate.map(|(_, files)| files),
     };
-    let scratch = Scratch::create(owner)?;
     let pgbench = Pgbench {
         program: bindir.join("pgbench"),
         user: layout.user.clone(),
         password: layout.password.clone(),
         dbname: "postgres".into(),
+        sslmode: layout.sslmode(),
         scratch: scratch.path().to_path_buf(),
     };
     eprintln!(
@@ -237,6 +249,7 @@ fn run(args: &Args) -> Result<bool, String> {
         workloads: args.workloads.iter().map(|w| w.to_string()).collect(),
         modes: args.modes.iter().map(|m| m.to_string()).collect(),
         pgsplit_binary: binary.display().to_string(),
+        tls: args.tls,
     };
     let json_path = args
         .json
@@ -254,13 +267,14 @@ fn run(args: &Args) -> Result<bool, String> {
     write_json(&json_path, &report)?;
 
     println!(
-        "\n{} cores ({}), {}, scale {}, {}s x {} rounds, interleaved\n",
+        "\n{} cores ({}), {}, scale {}, {}s x {} rounds, interleaved{}\n",
         machine.nproc,
         machine.cpu_model,
         machine.postgres_version,
         args.scale,
         args.duration,
-        args.rounds
+        args.rounds,
+        if args.tls { ", TLS on both hops" } else { "" }
     );
     print!("{}", report::markdown(&rows));
     println!("\nraw runs and summary: {}", json_path.display());
@@ -271,6 +285,27 @@ fn run(args: &Args) -> Result<bool, String> {
     drop(all);
     cluster.shutdown();
     Ok(complete && failed.is_empty())
+}
+
+/// A self-signed certificate for 127.0.0.1, for the servers (hostssl
+/// rules only, so no client can fall back to plaintext) and, as files in
+/// the scratch directory readable by the proxies, for the proxies.
+fn certificate(scratch: &Scratch, owner: Option<Owner>) -> Result<(ServerCert, TlsFiles), String> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let made = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    let (cert_pem, key_pem) = (made.cert.pem(), made.key_pair.serialize_pem());
+    let files = TlsFiles {
+        cert: scratch.path().join("server.pem"),
+        key: scratch.path().join("server.key"),
+    };
+    write(&files.cert, &cert_pem, owner)?;
+    write(&files.key, &key_pem, owner)?;
+    let cert = ServerCert {
+        cert_pem,
+        key_pem,
+        hostssl_only: true,
+    };
+    Ok((cert, files))
 }
 
 /// Generous: twice the time the runs should take, plus setup.

@@ -14,6 +14,27 @@ pub struct Layout {
     /// Largest client count of the run: pools are sized to it, so no
     /// client ever queues for a server connection.
     pub max_clients: u32,
+    /// TLS on both hops: every client connects with `sslmode=require`, the
+    /// proxies serve this certificate and reach the servers over TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The certificate and key the proxies serve (the servers have the same).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl Layout {
+    /// libpq's `sslmode` for every client of the run.
+    pub fn sslmode(&self) -> &'static str {
+        if self.tls.is_some() {
+            "require"
+        } else {
+            "disable"
+        }
+    }
 }
 
 pub fn pgsplit_toml(layout: &Layout, listen_port: u16) -> String {
@@ -35,6 +56,14 @@ pub fn pgsplit_toml(layout: &Layout, listen_port: u16) -> String {
         toml_string(&layout.user),
         toml_string(&layout.password)
     );
+    if let Some(tls) = &layout.tls {
+        let _ = write!(
+            s,
+            "\n[tls]\nclient_cert_file = {}\nclient_key_file = {}\nserver_tls = \"require\"\n",
+            toml_string(&tls.cert.display().to_string()),
+            toml_string(&tls.key.display().to_string()),
+        );
+    }
     s
 }
 
@@ -75,6 +104,15 @@ pub fn pgbouncer_ini(layout: &Layout, listen_port: u16, dir: &Path, version: (u3
     );
     if pgbouncer_has_prepared(version) {
         s.push_str("max_prepared_statements = 200\n");
+    }
+    if let Some(tls) = &layout.tls {
+        let _ = write!(
+            s,
+            "client_tls_sslmode = require\nclient_tls_cert_file = {}\n\
+             client_tls_key_file = {}\nserver_tls_sslmode = require\n",
+            tls.cert.display(),
+            tls.key.display()
+        );
     }
     s
 }
@@ -184,7 +222,34 @@ mod tests {
             user: "postgres".into(),
             password: "pa\"ss".into(),
             max_clients: 16,
+            tls: None,
         }
+    }
+
+    fn with_tls() -> Layout {
+        Layout {
+            tls: Some(TlsFiles {
+                cert: "/tmp/x/server.pem".into(),
+                key: "/tmp/x/server.key".into(),
+            }),
+            ..layout()
+        }
+    }
+
+    #[test]
+    fn tls_on_both_hops_when_asked() {
+        assert_eq!(layout().sslmode(), "disable");
+        assert!(!pgsplit_toml(&layout(), 6000).contains("[tls]"));
+        let toml = pgsplit_toml(&with_tls(), 6000);
+        assert!(toml.ends_with(
+            "[tls]\nclient_cert_file = \"/tmp/x/server.pem\"\n\
+             client_key_file = \"/tmp/x/server.key\"\nserver_tls = \"require\"\n"
+        ));
+        let ini = pgbouncer_ini(&with_tls(), 6432, Path::new("/tmp/x"), (1, 25));
+        assert!(ini
+            .contains("client_tls_sslmode = require\nclient_tls_cert_file = /tmp/x/server.pem\n"));
+        assert!(ini.contains("server_tls_sslmode = require\n"));
+        assert_eq!(with_tls().sslmode(), "require");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Pgbench {
     pub user: String,
     pub password: String,
     pub dbname: String,
+    /// libpq's sslmode for every run.
+    pub sslmode: &'static str,
     /// Where stdout/stderr go: files, not pipes, so thousands of error lines
     /// from a failing run can never block pgbench on a full pipe.
     pub scratch: PathBuf,
@@ -137,6 +139,7 @@ impl Pgbench {
             .arg(&self.dbname)
             .env("PGPASSWORD", &self.password)
             .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGSSLMODE", self.sslmode)
             .stdout(Stdio::from(file(&out_path)?))
             .stderr(Stdio::from(file(&err_path)?));
         die_with_parent(&mut cmd, libc::SIGKILL);

@@ -156,6 +156,8 @@ pub struct Settings {
     pub workloads: Vec<String>,
     pub modes: Vec<String>,
     pub pgsplit_binary: String,
+    /// TLS on both hops (`--tls`).
+    pub tls: bool,
 }
 
 /// The JSON file: everything needed to recheck the table.

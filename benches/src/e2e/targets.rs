@@ -181,6 +181,9 @@ pub fn spawn_pgpool(env: &Env) -> Peer {
     let Some(binary) = find_program("pgpool", &["/usr/sbin/pgpool"]) else {
         return skip("not installed (no pgpool on PATH or in /usr/sbin)".into());
     };
+    if env.layout.tls.is_some() {
+        return skip("not set up for TLS in this benchmark".into());
+    }
     let banner = banner(&binary).unwrap_or_default();
     let Some(version) = configs::parse_version(&banner) else {
         return skip(format!("cannot read the version of {}", binary.display()));
@@ -317,6 +320,7 @@ pub fn login_check(env: &Env, target: &mut Target) -> Result<(), String> {
     .args(["-U", &env.layout.user, "-d", "postgres", "-c", "SELECT 1"])
     .env("PGPASSWORD", &env.layout.password)
     .env("PGCONNECT_TIMEOUT", "10")
+    .env("PGSSLMODE", env.layout.sslmode())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     die_with_parent(&mut cmd, libc::SIGKILL);
