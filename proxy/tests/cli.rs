@@ -139,7 +139,7 @@ auth = "trust"
 /// which pgsplit reached over TLS too.
 /// Whether the server connection that ran it is encrypted, and its port.
 const SSL_AND_PORT: &str =
-    "SELECT ssl, inet_server_port() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    "/* pgsplit:replica */ SELECT ssl, inet_server_port() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
 #[test]
 fn the_demo_serves_tls_with_the_certificate_it_prints() {

@@ -20,6 +20,7 @@
 
 use crate::functions::{FnClass, FunctionPolicy};
 use crate::lex::{Lexer, Tok, Token};
+use crate::node_local;
 use crate::verdict::{Kind, Outcome};
 use crate::Effects;
 
@@ -121,9 +122,18 @@ impl<'a> Scan<'a> {
             match t.tok {
                 Tok::Punct(b')') => depth = depth.checked_sub(1)?,
                 Tok::Bad => return None,
+                // A read of a view that describes one server goes to the
+                // primary: left to the parser, which knows a relation from
+                // a column.
                 Tok::Word if !risky.is_empty() => {
                     let w = lower(self.lx.text(&t), &mut buf).unwrap_or("");
-                    if risky.contains(&w) {
+                    if risky.contains(&w) || node_local::relation(w) {
+                        return None;
+                    }
+                }
+                Tok::Quoted if !risky.is_empty() => {
+                    let name = self.lx.text(&t).trim_matches('"');
+                    if node_local::relation(name) {
                         return None;
                     }
                 }
@@ -182,16 +192,30 @@ pub(crate) fn fast_path(sql: &str, policy: &FunctionPolicy) -> Option<Outcome> {
             // `TABLE [schema.]name`: sqlparser does not know it at all.
             let is_name =
                 |t: Option<Token>| matches!(t, Some(t) if matches!(t.tok, Tok::Word | Tok::Quoted));
-            if !is_name(s.next()) {
+            let mut name = s.next();
+            if !is_name(name) {
                 return None;
             }
             let mut t = s.next();
             if matches!(t, Some(d) if d.tok == Tok::Punct(b'.')) {
-                if !is_name(s.next()) {
+                let schema = name.map(|n| s.lx.text(&n).to_ascii_lowercase());
+                name = s.next();
+                if !is_name(name) {
                     return None;
+                }
+                if schema.as_deref() != Some("pg_catalog") {
+                    // Another schema's table of any name is the user's.
+                    name = None;
                 }
                 t = s.next();
             }
+            let local = name.is_some_and(|n| {
+                let text = s.lx.text(&n);
+                match n.tok {
+                    Tok::Quoted => node_local::relation(text.trim_matches('"')),
+                    _ => lower(text, &mut buf).is_some_and(node_local::relation),
+                }
+            });
             let done = match t {
                 None => true,
                 Some(t) => t.tok == Tok::Punct(b';') && s.at_end(),
@@ -199,7 +223,7 @@ pub(crate) fn fast_path(sql: &str, policy: &FunctionPolicy) -> Option<Outcome> {
             if !done {
                 return None;
             }
-            (Kind::Read, none)
+            (if local { Kind::Primary } else { Kind::Read }, none)
         }
         "show" => {
             s.next()?;

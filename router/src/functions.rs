@@ -17,6 +17,9 @@ use crate::Effects;
 pub(crate) enum FnClass {
     /// Must run on the primary; may carry session effects.
     Writer(Effects),
+    /// Describes or acts on one server (`node_local.rs`): the primary,
+    /// unless a hint says otherwise.
+    NodeLocal,
     /// Safe on a standby.
     Harmless,
     /// In no list: the proxy checks `pg_proc.provolatile`.
@@ -84,10 +87,14 @@ impl FunctionPolicy {
         if Self::listed(&self.write, full, bare) || builtin_writer(bare) {
             return FnClass::Writer(writer_effects(bare));
         }
-        if Self::listed(&self.read, full, bare) || (!qualified && builtin_harmless(bare)) {
+        if Self::listed(&self.read, full, bare) {
             return FnClass::Harmless;
         }
-        FnClass::Unknown
+        match qualified {
+            false if crate::node_local::function(bare) => FnClass::NodeLocal,
+            false if builtin_harmless(bare) => FnClass::Harmless,
+            _ => FnClass::Unknown,
+        }
     }
 }
 
@@ -125,7 +132,9 @@ mod tests {
         assert_eq!(p.classify("pg_get_viewdef"), FnClass::Harmless);
         assert_eq!(p.classify("has_table_privilege"), FnClass::Harmless);
         assert_eq!(p.classify("jsonb_build_object"), FnClass::Harmless);
-        assert_eq!(p.classify("pg_cancel_backend"), FnClass::Harmless);
+        assert_eq!(p.classify("pg_cancel_backend"), FnClass::NodeLocal);
+        assert_eq!(p.classify("PG_STAT_GET_NUMSCANS"), FnClass::NodeLocal);
+        assert_eq!(p.classify("myschema.pg_lock_status"), FnClass::Unknown);
         assert_eq!(p.classify("myschema.count"), FnClass::Unknown);
         assert_eq!(p.classify("myschema.myfn"), FnClass::Harmless);
         assert_eq!(p.classify("MyFn"), FnClass::Harmless);

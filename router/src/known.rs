@@ -54,14 +54,13 @@ const HARMLESS: &[&str] = &[
     "ltrim", "masklen", "max", "md5", "min", "min_scale", "mod", "mode", "netmask", "network",
     "normalize", "now", "nth_value", "ntile", "nullif", "numeric", "numnode", "numrange",
     "obj_description", "octet_length", "overlay", "parse_ident", "percent_rank", "percentile_cont",
-    "percentile_disc", "pg_backend_pid", "pg_blocking_pids", "pg_cancel_backend",
-    "pg_column_compression", "pg_column_size", "pg_conf_load_time", "pg_current_snapshot",
+    "percentile_disc", "pg_backend_pid", "pg_column_compression", "pg_column_size", "pg_current_snapshot",
     "pg_database_size", "pg_export_snapshot", "pg_indexes_size", "pg_jit_available",
     "pg_listening_channels", "pg_my_temp_schema", "pg_notification_queue_usage",
-    "pg_postmaster_start_time", "pg_relation_filenode", "pg_relation_filepath", "pg_relation_size",
-    "pg_reload_conf", "pg_safe_snapshot_blocking_pids", "pg_sleep", "pg_sleep_for",
+    "pg_relation_filenode", "pg_relation_filepath", "pg_relation_size",
+    "pg_sleep", "pg_sleep_for",
     "pg_sleep_until", "pg_snapshot_xip", "pg_snapshot_xmax", "pg_snapshot_xmin", "pg_table_size",
-    "pg_tablespace_size", "pg_terminate_backend", "pg_total_relation_size", "pg_trigger_depth",
+    "pg_tablespace_size", "pg_total_relation_size", "pg_trigger_depth",
     "pg_typeof", "pg_visible_in_snapshot", "pg_wal_replay_pause", "pg_wal_replay_resume",
     "pg_xact_status", "phraseto_tsquery", "pi", "plainto_tsquery", "position", "pow", "power",
     "querytree", "quote_ident", "quote_literal", "quote_nullable", "radians", "random",
@@ -81,22 +80,8 @@ const HARMLESS: &[&str] = &[
 
 /// Families of harmless built-ins.
 const HARMLESS_PREFIXES: &[&str] = &[
-    "array_",
-    "date_",
-    "json",
-    "make_",
-    "pg_get_",
-    "pg_has_",
-    "pg_is_",
-    "pg_last_",
-    "pg_size_",
-    "pg_stat_get_",
-    "regexp_",
-    "regr_",
-    "string_",
-    "to_",
-    "ts_",
-    "xml",
+    "array_", "date_", "json", "make_", "pg_get_", "pg_has_", "pg_is_", "pg_last_", "pg_size_",
+    "regexp_", "regr_", "string_", "to_", "ts_", "xml",
 ];
 
 pub(crate) fn builtin_writer(bare: &str) -> bool {

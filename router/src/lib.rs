@@ -19,6 +19,10 @@
 //!   `DISCARD`, `COPY ... TO` a server file or program, and any statement
 //!   calling a writer function (`nextval`, advisory locks, `set_config`, ...
 //!   plus [`ClassifierConfig::write_functions`]) anywhere in it.
+//! * **Primary, by policy**: reads of views and functions that describe
+//!   one server (`pg_stat_*`, `pg_statio_*`, `pg_locks`,
+//!   `pg_prepared_xacts`, `pg_stat_get_*`, `pg_is_in_recovery()`, ...; see
+//!   `node_local.rs`): on a standby they would describe the standby.
 //! * **Replica**: `SELECT`/`VALUES`/`TABLE`/`SHOW`, `COPY ... TO STDOUT`, and
 //!   `EXPLAIN` of any of these. Functions in neither list are reported in
 //!   [`Analysis::unknown_functions`] with the route left at Replica: the
@@ -71,6 +75,7 @@ mod functions;
 mod hint;
 mod known;
 mod lex;
+mod node_local;
 mod normalize;
 pub mod plan;
 pub mod ryw;

@@ -72,6 +72,7 @@ impl<'p> Walker<'p> {
                 self.raise(Kind::Primary);
                 self.effects |= effects;
             }
+            FnClass::NodeLocal => self.raise(Kind::Primary),
             FnClass::Harmless => {}
             FnClass::Unknown if reserved => {}
             FnClass::Unknown => self.note_unknown(name),
@@ -79,7 +80,8 @@ impl<'p> Walker<'p> {
     }
 }
 
-/// The name PostgreSQL would look up: unquoted parts folded to lower case,
+/// The name PostgreSQL would look up (a function's or a relation's):
+/// unquoted parts folded to lower case,
 /// quoted parts kept, a leading `pg_catalog` dropped.
 pub(crate) fn function_name(name: &ObjectName) -> String {
     let mut parts: Vec<String> = name
@@ -150,6 +152,11 @@ impl Visitor for Walker<'_> {
                 ..
             }
             | TableFactor::Function { name, .. } => self.call(name),
+            TableFactor::Table { name, .. }
+                if crate::node_local::relation(&function_name(name)) =>
+            {
+                self.raise(Kind::Primary)
+            }
             _ => {}
         }
         ControlFlow::Continue(())

@@ -117,7 +117,6 @@ fn harmless_functions() {
         "SELECT * FROM generate_series(1, 10) g",
         "SELECT * FROM unnest(ARRAY[1, 2]) AS u(x)",
         "SELECT abs(round(random() * 10))",
-        "SELECT pg_cancel_backend(1), pg_terminate_backend(2), pg_reload_conf()",
     ] {
         plain_replica(sql);
     }

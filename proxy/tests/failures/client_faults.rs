@@ -63,7 +63,7 @@ async fn a_client_terminating_its_own_backend_penalizes_no_server() {
         // A read: retried once elsewhere (it returned nothing), where it
         // terminates that backend too; the client then hears of it.
         let e = c
-            .simple_query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .simple_query("/* pgsplit:replica */ SELECT pg_terminate_backend(pg_backend_pid())")
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&e), "08006", "{e:?}");

@@ -5,6 +5,7 @@
 mod balancing;
 #[path = "../common/mod.rs"]
 mod common;
+mod node_local;
 mod statements;
 
 use std::collections::HashMap;

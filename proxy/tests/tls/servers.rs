@@ -21,7 +21,7 @@ fn tls_cluster() -> pgsplit_cluster::Cluster {
 
 /// Whether the connection that ran it is encrypted, and the server's port.
 const SSL_AND_PORT: &str =
-    "SELECT ssl::text, inet_server_port()::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    "/* pgsplit:replica */ SELECT ssl::text, inet_server_port()::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgsplit_reaches_servers_that_take_only_tls_and_verifies_them() {
@@ -79,7 +79,7 @@ async fn pgsplit_reaches_servers_that_take_only_tls_and_verifies_them() {
     let client = connect_as(&proxy, user, pgsplit_cluster::SCRAM_PASSWORD, "postgres")
         .await
         .unwrap();
-    let sql = "SELECT current_user, ssl::text, inet_server_port()::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let sql = "/* pgsplit:replica */ SELECT current_user, ssl::text, inet_server_port()::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     let seen = crate::common::row(&client, sql).await;
     assert_eq!(&seen[..2], [user, "true"], "{seen:?}");
     assert!(
