@@ -36,6 +36,11 @@ fn writer_effects(name: &str) -> Effects {
             pins_session: true,
             ..Effects::default()
         },
+        // Answer for the connection that ran the session's nextval().
+        "currval" | "lastval" => Effects {
+            session_sequences: true,
+            ..Effects::default()
+        },
         // May change a session parameter (is_local = false); its arguments
         // are not inspected, so cached verdicts never depend on literals.
         "set_config" => Effects {

@@ -33,6 +33,10 @@ pub struct RequestShape {
     /// Only named Parses of statements some server has accepted, then a
     /// Sync: pgsplit can answer it without a server.
     pub known_prepares: bool,
+    /// A statement reads the session's sequence state (`currval()`,
+    /// `lastval()`): only the server connection of the session's last
+    /// primary request can answer it.
+    pub sequences: bool,
     /// It runs something (Query, Execute, FunctionCall); otherwise it only
     /// prepares or describes, which takes no turn in the read rotation.
     pub runs: bool,
@@ -63,6 +67,7 @@ impl RequestShape {
         functions: impl FnOnce(&[String]) -> Functions,
     ) {
         let fx = &a.effects;
+        self.sequences |= fx.session_sequences;
         if fx.begin_read_only || (fx.begin && default_read_only) || fx.set_transaction_read_only {
             self.read_only_transaction = true;
         } else if a.route == Route::Primary
@@ -107,6 +112,10 @@ pub enum PrimaryWhy {
     /// Nothing in it could be classified (a lone Sync, a Bind of a
     /// statement pgsplit does not know): the primary is always right.
     Unclassified,
+    /// It reads the session's sequence state (`currval()`, `lastval()`):
+    /// the primary connection the session's last primary request ran on,
+    /// if nobody has used it since.
+    Sequences,
 }
 
 /// Whether a read runs anything: preparing a statement takes no turn in the
@@ -140,7 +149,12 @@ impl Plan {
     pub fn may_write(self) -> bool {
         matches!(
             self,
-            Plan::Primary(PrimaryWhy::Writes | PrimaryWhy::Pinned | PrimaryWhy::Transaction)
+            Plan::Primary(
+                PrimaryWhy::Writes
+                    | PrimaryWhy::Pinned
+                    | PrimaryWhy::Transaction
+                    | PrimaryWhy::Sequences
+            )
         )
     }
 }
@@ -172,6 +186,9 @@ pub fn plan(shape: &RequestShape, session: SessionFacts) -> Plan {
     }
     if shape.bare_begin && !session.default_read_only {
         return Plan::DeferBegin;
+    }
+    if shape.sequences {
+        return Plan::Primary(PrimaryWhy::Sequences);
     }
     if shape.writes {
         return Plan::Primary(PrimaryWhy::Writes);
@@ -256,7 +273,11 @@ pub fn join(
     replica_meets: impl FnOnce(ReadNeed) -> bool,
 ) -> Join {
     match plan {
-        Plan::Primary(PrimaryWhy::Writes | PrimaryWhy::Unclassified) if attached_to_primary => {
+        // A currval() joining the connection that runs the write before it
+        // is just what it needs.
+        Plan::Primary(PrimaryWhy::Writes | PrimaryWhy::Unclassified | PrimaryWhy::Sequences)
+            if attached_to_primary =>
+        {
             Join::AsWrite
         }
         Plan::Read(_) if !attached_to_primary && replica_meets(need()) => Join::AsRead,

@@ -50,6 +50,9 @@ pub struct Effects {
     pub unlisten_all: bool,
     /// `DEALLOCATE ALL`.
     pub deallocate_all: bool,
+    /// Reads the session's sequence state: `currval()`, `lastval()`, which
+    /// answer for the server connection that ran the session's `nextval()`.
+    pub session_sequences: bool,
 }
 
 impl Effects {
@@ -73,6 +76,7 @@ impl BitOr for Effects {
             pins_session: self.pins_session | o.pins_session,
             unlisten_all: self.unlisten_all | o.unlisten_all,
             deallocate_all: self.deallocate_all | o.deallocate_all,
+            session_sequences: self.session_sequences | o.session_sequences,
         }
     }
 }

@@ -372,3 +372,37 @@ fn pipelined_local_answers_and_deferred_begins_wait() {
         assert_eq!(join(p, || ReadNeed::Any, true, |_| true), Join::Wait);
     }
 }
+
+#[test]
+fn currval_and_lastval_need_the_connection_of_the_sessions_last_write() {
+    for sql in [
+        "SELECT currval('s')",
+        "SELECT lastval()",
+        "SELECT pg_catalog.currval('public.s'::regclass)",
+        "SELECT * FROM t WHERE id = currval('s')",
+        "INSERT INTO t VALUES (nextval('s')); SELECT currval('s')",
+    ] {
+        assert_eq!(route(sql), Plan::Primary(PrimaryWhy::Sequences), "{sql}");
+        assert!(route(sql).may_write(), "{sql}");
+    }
+    // In a transaction or a pinned session the held connection answers.
+    let s = shape_of(&["SELECT currval('s')"], false);
+    let pinned = SessionFacts {
+        pinned: true,
+        ..SessionFacts::default()
+    };
+    assert_eq!(plan(&s, pinned), Plan::Primary(PrimaryWhy::Pinned));
+    // Joining the write it follows in a pipeline is what it needs.
+    let joined = join(
+        Plan::Primary(PrimaryWhy::Sequences),
+        || ReadNeed::Any,
+        true,
+        |_| false,
+    );
+    assert_eq!(joined, Join::AsWrite);
+    // nextval itself is an ordinary write.
+    assert_eq!(
+        route("SELECT nextval('s')"),
+        Plan::Primary(PrimaryWhy::Writes)
+    );
+}

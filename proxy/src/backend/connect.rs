@@ -58,7 +58,18 @@ pub struct ServerConn {
     pub(super) tx: pgsplit_protocol::TransactionStatus,
     /// Bytes queued for this server, written once per batch.
     pub(super) out: BytesMut,
+    /// Unique among the process's connections, and how many checkouts it
+    /// has had: together they tell whether anyone used it since
+    /// ([`super::pool::ConnToken`]).
+    pub(super) serial: u64,
+    pub(super) uses: u64,
+    /// The session whose writes ran here since its sequence state (what
+    /// `currval()` / `lastval()` answer from) was last cleared; 0: nobody's.
+    pub(super) sequences_owner: u64,
 }
+
+/// Numbers every server connection the process opens.
+static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Drop for ServerConn {
     fn drop(&mut self) {
@@ -101,6 +112,9 @@ impl ServerConn {
             settings: 0,
             tx: pgsplit_protocol::TransactionStatus::Idle,
             out: BytesMut::new(),
+            serial: SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            uses: 0,
+            sequences_owner: 0,
         };
         let mut out = BytesMut::with_capacity(256);
         let mut startup: Vec<(&str, &str)> = vec![("user", p.user), ("database", p.database)];
@@ -325,6 +339,7 @@ impl ServerConn {
     pub fn forget_session_state(&mut self) {
         self.prepared.forget();
         self.settings = 0;
+        self.sequences_owner = 0;
     }
 
     /// Between requests and outside a transaction: safe to hand to anyone.

@@ -182,11 +182,7 @@ impl ConnPool {
             match inner.manager.reusable(&mut idle, now) {
                 Ok(()) => {
                     std::mem::forget(permit);
-                    return Ok(PooledConn {
-                        conn: Some(idle.conn),
-                        created: idle.created,
-                        pool: Arc::clone(inner),
-                    });
+                    return Ok(PooledConn::checked_out(inner, idle));
                 }
                 Err(why) => {
                     tracing::debug!(backend = %inner.manager.backend.name, why, "closing a pooled server connection");
@@ -196,8 +192,9 @@ impl ConnPool {
         }
         inner.open.fetch_add(1, Ordering::Relaxed);
         match inner.manager.create().await {
-            Ok(conn) => {
+            Ok(mut conn) => {
                 std::mem::forget(permit);
+                conn.uses = 1;
                 Ok(PooledConn {
                     conn: Some(Box::new(conn)),
                     created: Instant::now(),
@@ -209,6 +206,27 @@ impl ConnPool {
                 Err(PoolError::Backend(e))
             }
         }
+    }
+
+    /// The idle connection `token` names, if nobody has checked it out
+    /// since the token was taken: what `currval()` needs. Never waits.
+    pub fn take_back(&self, token: ConnToken) -> Option<PooledConn> {
+        let inner = &self.0;
+        // No permit: every connection is in use, so this one is too.
+        inner.permits.try_acquire().ok()?.forget();
+        let permit = Permit(inner);
+        let mut idle = inner.idle.lock().unwrap();
+        let at = idle
+            .iter()
+            .position(|i| i.conn.serial == token.serial && i.conn.uses == token.uses)?;
+        let mut found = idle.remove(at);
+        drop(idle);
+        if inner.manager.reusable(&mut found, Instant::now()).is_err() {
+            inner.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        std::mem::forget(permit);
+        Some(PooledConn::checked_out(inner, found))
     }
 
     pub fn status(&self) -> PoolStatus {
@@ -252,7 +270,32 @@ pub struct PooledConn {
     pool: Arc<PoolInner>,
 }
 
+/// Names one connection at one checkout: [`ConnPool::take_back`] hands
+/// it out again only if nobody has checked it out since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnToken {
+    serial: u64,
+    uses: u64,
+}
+
 impl PooledConn {
+    fn checked_out(pool: &Arc<PoolInner>, mut idle: Idle) -> PooledConn {
+        idle.conn.uses += 1;
+        PooledConn {
+            conn: Some(idle.conn),
+            created: idle.created,
+            pool: Arc::clone(pool),
+        }
+    }
+
+    /// This connection as checked out now.
+    pub fn token(&self) -> ConnToken {
+        ConnToken {
+            serial: self.serial,
+            uses: self.uses,
+        }
+    }
+
     /// Takes the connection out of the pool for good (to terminate it).
     pub fn take(mut this: PooledConn) -> ServerConn {
         let conn = this.conn.take().expect("a checked-out connection");

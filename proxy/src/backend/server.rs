@@ -39,6 +39,24 @@ impl ServerConn {
         self.settings = fingerprint;
     }
 
+    /// Makes this connection's sequence state `session`'s alone: when
+    /// another session's writes ran here, `DISCARD SEQUENCES` is queued
+    /// (its replies are not forwarded), so a later `currval()` of `session`
+    /// can never answer with the other's `nextval()`. Before every write.
+    pub fn own_sequences(&mut self, session: u64) {
+        if self.sequences_owner == session {
+            return;
+        }
+        if self.sequences_owner != 0 {
+            self.inject_query("DISCARD SEQUENCES");
+        }
+        self.sequences_owner = session;
+    }
+
+    pub fn sequences_owner(&self) -> u64 {
+        self.sequences_owner
+    }
+
     pub fn prepared(&mut self) -> &mut Prepared {
         &mut self.prepared
     }

@@ -126,6 +126,11 @@ impl Client {
         let timeout = self.shared.config.health.failover_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last_error = None;
+        if std::mem::take(&mut self.wants_last_primary) {
+            if let Some(attached) = self.attach_last_primary(purpose, avoid) {
+                return Ok(attached);
+            }
+        }
         if let Some(i) = self.recheck.take() {
             // It refused a write as read-only: wait for a fresh check to
             // say whether it was demoted (bounded by one check's timeout).
@@ -165,6 +170,34 @@ impl Client {
         }
     }
 
+    /// For `currval()` / `lastval()`: the primary connection of the
+    /// session's last request there, if nobody else has used it since
+    /// (transaction pooling). `None`: attach as usual, on a connection that
+    /// holds no other session's sequences (`own_sequences`), where the
+    /// server itself says "not yet defined in this session" if this
+    /// request does not call `nextval()` first, never another's value.
+    fn attach_last_primary(
+        &mut self,
+        purpose: Purpose,
+        avoid: Option<BackendId>,
+    ) -> Option<Attachment> {
+        let primary = self.shared.primary()?;
+        let (backend, token) = self.last_primary.take()?;
+        if backend != primary || self.session_pooling || self.conns[primary.index()].is_some() {
+            return None;
+        }
+        let mut conn = self.pools[primary.index()].as_ref()?.take_back(token)?;
+        if conn.sequences_owner() != self.session_id || !conn.is_alive() {
+            PooledConn::discard(conn);
+            return None;
+        }
+        let claim = self.shared.topology.claim(primary);
+        if self.shared.primary() != Some(primary) {
+            return None;
+        }
+        Some(self.attachment(conn, claim, purpose, avoid.is_some()))
+    }
+
     /// The attachment of `conn`, with the session's settings and deferred
     /// BEGIN queued ahead of the request.
     fn attachment(
@@ -195,6 +228,9 @@ impl Client {
             encode::query(conn.out(), &sql);
             conn.expect_replies(Request::UntilReady, false);
             conn.set_settings(self.state.fingerprint);
+        }
+        if purpose == Purpose::Write {
+            conn.own_sequences(self.session_id);
         }
         let begin = self.state.deferred_begin.take();
         if let Some(begin) = &begin {

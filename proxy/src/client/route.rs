@@ -16,7 +16,7 @@ use pgsplit_protocol::encode::{self, ErrorInfo};
 use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::tag::frontend as fe;
 use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
-use pgsplit_router::plan::{join, Join, Plan, ReadNeed};
+use pgsplit_router::plan::{join, Join, Plan, PrimaryWhy, ReadNeed};
 use pgsplit_router::topology::Role;
 
 use super::large::large_start;
@@ -153,6 +153,7 @@ impl Session {
         if plan.may_write() {
             self.c.ryw.write_sent();
         }
+        self.c.wants_last_primary = plan == Plan::Primary(PrimaryWhy::Sequences);
         let limit = self.c.shared.config.timeouts.query_wait_timeout;
         let c = &mut self.c;
         let attached = match plan {
@@ -209,6 +210,9 @@ impl Session {
         match joined {
             Join::AsWrite => {
                 self.c.count(backend, false);
+                if let Phase::Attached(a) = &mut self.phase {
+                    a.conn.own_sequences(self.c.session_id);
+                }
                 if plan.may_write() {
                     self.c.ryw.write_sent();
                 }

@@ -74,6 +74,9 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         ryw: Ryw::default(),
         user: e.user,
         login: e.login,
+        last_primary: None,
+        wants_last_primary: false,
+        session_id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         database: e.database,
         cancel_key: e.cancel_key,
         spare_frames: BytesMut::new(),
@@ -164,3 +167,6 @@ fn log_end(e: &SessionError, who: &Who) {
         _ => tracing::warn!(%client, user, database, error = %e, "session ended with an error"),
     }
 }
+
+/// Numbers sessions from 1 (0 stands for nobody).
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -68,6 +68,15 @@ pub(super) struct Client {
     pub user: String,
     /// What this session logs in to servers as.
     pub login: Arc<crate::login::Login>,
+    /// The primary connection the session's last request there ran on, as
+    /// it was handed back (transaction pooling): where its `nextval()`
+    /// state lives, for a later `currval()` / `lastval()`.
+    pub last_primary: Option<(BackendId, crate::backend::pool::ConnToken)>,
+    /// The request being attached reads sequence state (`currval()`).
+    pub wants_last_primary: bool,
+    /// Unique among the process's sessions: whose sequence state a server
+    /// connection holds.
+    pub session_id: u64,
     pub database: String,
     /// Read-your-writes mode in force, and the one `RESET` returns to.
     pub ryw_mode: Mode,
@@ -313,6 +322,10 @@ impl Client {
             PooledConn::discard(conn);
         } else if self.session_pooling {
             self.conns[backend.index()] = Some(conn);
+        } else if conn.sequences_owner() == self.session_id {
+            // Only this session's writes ran here since its sequence state
+            // was cleared (a read of its own changes nothing).
+            self.last_primary = Some((backend, conn.token()));
         }
     }
 }

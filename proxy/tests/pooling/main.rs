@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod lifecycle;
+mod sequences;
 mod settings;
 mod sharing;
 mod timeouts;
