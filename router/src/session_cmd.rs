@@ -51,6 +51,16 @@ pub fn session_command(sql: &str) -> Option<SessionCommand> {
         "characteristics" => "default_transaction_characteristics".to_owned(),
         other => unquote(other),
     };
+    // `SET name FROM CURRENT` takes whatever value the connection it runs
+    // on has: replayed elsewhere it would mean another value.
+    if is_set {
+        let (a, b) = (words.next(), words.next());
+        let from_current = a.is_some_and(|w| w.eq_ignore_ascii_case("from"))
+            && b.is_some_and(|w| w.eq_ignore_ascii_case("current"));
+        if from_current {
+            return None;
+        }
+    }
     Some(if is_set {
         SessionCommand::Set(canonical)
     } else {
@@ -113,6 +123,16 @@ impl<'a> Iterator for Words<'a> {
 mod tests {
     use super::*;
     use SessionCommand::*;
+
+    #[test]
+    fn from_current_is_not_replayable() {
+        assert_eq!(session_command("SET work_mem FROM CURRENT"), None);
+        assert_eq!(session_command("set search_path from  current;"), None);
+        assert_eq!(
+            session_command("SET work_mem = 'from'"),
+            Some(Set("work_mem".into()))
+        );
+    }
 
     #[test]
     fn set_forms() {

@@ -3,6 +3,7 @@
 //! ReadyForQuery, errors and ParameterStatus say noted on the way.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use pgsplit_protocol::backend::ready_status;
@@ -190,7 +191,13 @@ impl Client {
     fn apply_meta(&mut self, meta: SegmentMeta, conn: &mut ServerConn) {
         let mut resets = false;
         for (cmd, sql) in &meta.commands {
-            self.state.apply(cmd, sql);
+            match cmd {
+                SessionCommand::Set(name) => match effective_set(conn, name) {
+                    Some(effective) => self.state.apply(cmd, &effective),
+                    None => self.state.apply(cmd, sql),
+                },
+                _ => self.state.apply(cmd, sql),
+            }
             resets |= !matches!(cmd, SessionCommand::Set(_));
         }
         // The connection that ran them already has them, except that a
@@ -202,6 +209,26 @@ impl Client {
             self.state.fingerprint
         });
     }
+}
+
+/// For a parameter the server reports (DateStyle, TimeZone, IntervalStyle,
+/// application_name, client_encoding, default_transaction_read_only, ...):
+/// a SET of the value now in effect, from the ParameterStatus the server
+/// sent. Replaying the client's own text would be wrong when it changed
+/// only part of the value: `SET datestyle TO ymd` keeps the output style
+/// of whatever the connection it is replayed on had.
+fn effective_set(conn: &ServerConn, name: &str) -> Option<Arc<str>> {
+    let (reported, value) = conn
+        .params()
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+    let quoted = if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    };
+    let ident = reported.replace('"', "\"\"");
+    Some(Arc::from(format!("SET \"{ident}\" TO {quoted}")))
 }
 
 /// What one pass over a batch found.

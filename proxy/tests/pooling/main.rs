@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod effective;
 mod lifecycle;
 mod sequences;
 mod settings;
