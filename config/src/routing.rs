@@ -53,6 +53,10 @@ pub enum ReadYourWrites {
     /// A read goes to a replica only if it has replayed every write made
     /// through pgsplit before the read arrived, by any session.
     Global,
+    /// As causal, over every session of the same user and database: a
+    /// client that reconnects (psql's `\c`, an application pool handing
+    /// its next request to another connection) reads what it wrote before.
+    User,
 }
 
 /// The `[routing]` table.
@@ -74,7 +78,7 @@ pub struct Routing {
     /// lookup. Case-insensitive; "schema.name" or "name".
     pub read_functions: Vec<String>,
     /// How reads see earlier writes: "off", "transaction", "session",
-    /// "sticky", "causal" (default) or "global". Per user with
+    /// "sticky", "causal" (default), "user" or "global". Per user with
     /// `[[users]] read_your_writes`, per session with
     /// `SET pgsplit.read_your_writes = '...'`.
     pub read_your_writes: ReadYourWrites,

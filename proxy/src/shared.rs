@@ -75,6 +75,9 @@ pub struct Shared {
     /// Statements (by content hash, database included) some server has
     /// parsed without error: a Parse of one can be answered without a server.
     known_statements: Mutex<HashSet<u64>>,
+    /// When the last write of any session of a user and database committed
+    /// (`read_your_writes = "user"`), shared by those sessions.
+    peer_writes: Mutex<HashMap<(String, String), Arc<AtomicU64>>>,
     /// What a server reports at startup to a client of a database and user
     /// with given settings: later clients like it are answered from here,
     /// so connecting needs no server connection.
@@ -133,6 +136,7 @@ impl Shared {
             ryw: RywCounters::default(),
             known_statements: Mutex::default(),
             startup_params: Mutex::default(),
+            peer_writes: Mutex::default(),
             client_tls,
             config,
         }
@@ -159,6 +163,13 @@ impl Shared {
             Arc::clone(&params),
         );
         params
+    }
+
+    /// The last-commit time shared by the sessions of `user` on `database`.
+    pub fn peer_writes(&self, user: &str, database: &str) -> Arc<AtomicU64> {
+        let mut map = self.peer_writes.lock().unwrap();
+        let key = (user.to_owned(), database.to_owned());
+        Arc::clone(map.entry(key).or_default())
     }
 
     pub fn statements_known_good(&self, hashes: &[u64]) {

@@ -29,6 +29,9 @@ pub enum Mode {
     /// A replica only once it has replayed every write made through this
     /// proxy before the read.
     Global,
+    /// A replica only once it has replayed every write made through this
+    /// proxy by sessions of the same user and database before the read.
+    User,
 }
 
 /// What read-your-writes needs from the rest of the proxy.
@@ -43,6 +46,9 @@ pub trait Env {
     fn last_write_us(&self) -> u64;
     /// `routing.sticky_duration`, in microseconds.
     fn sticky_us(&self) -> u64;
+    /// When the last write by a session of this session's user and
+    /// database committed, this session's own included (0: none yet).
+    fn peers_last_write_us(&self) -> u64;
 }
 
 /// One session's writes, as far as its reads care.
@@ -101,13 +107,8 @@ impl Ryw {
             }
             Mode::Sticky => ReadNeed::Any,
             Mode::Causal => self.causal_need(env),
-            Mode::Global => match env.last_write_us() {
-                0 => ReadNeed::Any,
-                t => match env.primary_position_after(t) {
-                    Some(lsn) => ReadNeed::AtLeast(lsn),
-                    None => ReadNeed::Unsampled(t),
-                },
-            },
+            Mode::Global => after(env.last_write_us(), env),
+            Mode::User => after(env.peers_last_write_us(), env),
         }
     }
 
@@ -129,6 +130,17 @@ impl Ryw {
     }
 }
 
+/// What a read needs to see every write committed by `t_us` (0: none).
+fn after(t_us: u64, env: &impl Env) -> ReadNeed {
+    match t_us {
+        0 => ReadNeed::Any,
+        t => match env.primary_position_after(t) {
+            Some(lsn) => ReadNeed::AtLeast(lsn),
+            None => ReadNeed::Unsampled(t),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +152,7 @@ mod tests {
         /// A check sent after this time read this position.
         sample: Option<(u64, u64)>,
         last_write: u64,
+        peers_write: u64,
     }
 
     impl Env for Fixed {
@@ -155,6 +168,34 @@ mod tests {
         fn sticky_us(&self) -> u64 {
             2_000_000
         }
+        fn peers_last_write_us(&self) -> u64 {
+            self.peers_write
+        }
+    }
+
+    #[test]
+    fn user_mode_waits_for_the_writes_of_the_users_other_sessions() {
+        // This session never wrote; another of the same user did, at 50.
+        let mut r = Ryw::default();
+        let unsampled = Fixed {
+            peers_write: 50,
+            last_write: 70,
+            sample: Some((40, 1)),
+            ..Fixed::default()
+        };
+        assert_eq!(r.need(Mode::User, &unsampled), ReadNeed::Unsampled(50));
+        let sampled = Fixed {
+            peers_write: 50,
+            sample: Some((60, 321)),
+            ..Fixed::default()
+        };
+        assert_eq!(r.need(Mode::User, &sampled), ReadNeed::AtLeast(321));
+        // Other users' writes do not count.
+        let others_only = Fixed {
+            last_write: 70,
+            ..Fixed::default()
+        };
+        assert_eq!(r.need(Mode::User, &others_only), ReadNeed::Any);
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub(super) fn mode_of(c: Configured) -> Mode {
         Configured::Sticky => Mode::Sticky,
         Configured::Causal => Mode::Causal,
         Configured::Global => Mode::Global,
+        Configured::User => Mode::User,
     }
 }
 
@@ -215,6 +216,7 @@ pub(super) fn parse_ryw(sql: &str) -> Option<Mode> {
         "sticky" => Mode::Sticky,
         "causal" => Mode::Causal,
         "global" => Mode::Global,
+        "user" => Mode::User,
         _ => return None,
     })
 }
@@ -227,6 +229,7 @@ fn ryw_name(mode: Mode) -> &'static str {
         Mode::Sticky => "sticky",
         Mode::Causal => "causal",
         Mode::Global => "global",
+        Mode::User => "user",
     }
 }
 

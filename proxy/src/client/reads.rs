@@ -3,7 +3,7 @@
 //! of the primary's position. The rules themselves are pure, in
 //! `pgsplit_router::ryw` and `pgsplit_router::plan`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgsplit_router::plan::ReadNeed;
 use pgsplit_router::ryw::Env;
@@ -12,29 +12,44 @@ use super::session::Client;
 use crate::shared::Shared;
 use crate::topology::BackendId;
 
-/// The proxy's clock and what its health checks have seen of the primary.
-impl Env for Shared {
+/// The proxy's clock, what its health checks have seen of the primary,
+/// and when writes committed, as one session's reads see them.
+struct SessionEnv<'a> {
+    shared: &'a Shared,
+    /// The last commit of the sessions of this user and database.
+    peers: &'a AtomicU64,
+}
+
+impl Env for SessionEnv<'_> {
     fn now_us(&self) -> u64 {
-        self.topology.now_us()
+        self.shared.topology.now_us()
     }
 
     fn primary_position_after(&self, t_us: u64) -> Option<u64> {
-        self.topology.primary_position_after(t_us)
+        self.shared.topology.primary_position_after(t_us)
     }
 
     fn last_write_us(&self) -> u64 {
-        self.last_write_us.load(Ordering::Acquire)
+        self.shared.last_write_us.load(Ordering::Acquire)
     }
 
     fn sticky_us(&self) -> u64 {
-        self.config.routing.sticky_duration.as_micros() as u64
+        self.shared.config.routing.sticky_duration.as_micros() as u64
+    }
+
+    fn peers_last_write_us(&self) -> u64 {
+        self.peers.load(Ordering::Acquire)
     }
 }
 
 impl Client {
     /// What this session's next read needs of its server.
     pub(super) fn read_need(&mut self) -> ReadNeed {
-        self.ryw.need(self.ryw_mode, &*self.shared)
+        let env = SessionEnv {
+            shared: &self.shared,
+            peers: &self.peer_writes,
+        };
+        self.ryw.need(self.ryw_mode, &env)
     }
 
     /// Whether `replica` may serve a read with `need` right now.

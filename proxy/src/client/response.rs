@@ -141,6 +141,7 @@ impl Client {
             let at_us = self.shared.topology.now_us().max(1);
             self.ryw.committed(at_us, !a.conn.owes_nothing());
             self.shared.last_write_us.fetch_max(at_us, Ordering::AcqRel);
+            self.peer_writes.fetch_max(at_us, Ordering::AcqRel);
         }
     }
 

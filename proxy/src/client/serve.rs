@@ -50,6 +50,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
     let backends = shared.topology.backends.len();
     let mode = super::own::mode_of(e.ryw);
     let buffer_share = crate::budget::Share::new(&shared.buffers);
+    let peer_writes = shared.peer_writes(&e.user, &e.database);
     let mut c = Client {
         lag_limit: LagLimit::from_config(&shared.config.health),
         recheck: None,
@@ -77,6 +78,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         last_primary: None,
         wants_last_primary: false,
         session_id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        peer_writes,
         database: e.database,
         cancel_key: e.cancel_key,
         spare_frames: BytesMut::new(),

@@ -77,6 +77,9 @@ pub(super) struct Client {
     /// Unique among the process's sessions: whose sequence state a server
     /// connection holds.
     pub session_id: u64,
+    /// When the last write of any session of this user and database
+    /// committed (`read_your_writes = "user"`).
+    pub peer_writes: Arc<std::sync::atomic::AtomicU64>,
     pub database: String,
     /// Read-your-writes mode in force, and the one `RESET` returns to.
     pub ryw_mode: Mode,

@@ -7,6 +7,7 @@
 mod common;
 mod modes;
 mod timing;
+mod users;
 
 use std::time::Duration;
 
