@@ -6,8 +6,12 @@
 //!   connection and any installed peer proxy, measured interleaved on a real
 //!   local primary with streaming replicas, reporting TPS, latency and the
 //!   proxy's CPU time per transaction.
+//! - [`regress`] and the `regress` binary: PostgreSQL's own regression
+//!   suite directly and through pgsplit, in each pooling mode, with the
+//!   result files compared.
 //!
 //! Nothing here is part of the proxy; it only starts processes and reads
 //! their output.
 
 pub mod e2e;
+pub mod regress;

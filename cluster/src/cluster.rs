@@ -78,9 +78,10 @@ impl Cluster {
     fn build(&mut self, opts: &ClusterOptions) -> Result<(), ClusterError> {
         let primary_dir = self.data_dir(0);
         setup::initdb(&self.runner, opts, &primary_dir)?;
-        setup::configure_primary(&primary_dir, &opts.extra_conf)?;
+        setup::configure_primary(&primary_dir, opts)?;
         if let Some(tls) = &opts.tls {
-            setup::configure_tls(&primary_dir, tls, self.runner.owner)?;
+            let hba = setup::hba_conf(opts);
+            setup::configure_tls(&primary_dir, tls, hba, self.runner.owner)?;
         }
         let primary = self.start_fresh(0)?;
         let primary_port = primary.port;

@@ -72,6 +72,11 @@ pub struct ClusterOptions {
     /// TLS on every server with this certificate; replicas get it by
     /// `pg_basebackup`. Default: none (ssl off).
     pub tls: Option<ServerCert>,
+    /// Every login over loopback is trusted, whatever the role (`host all
+    /// all 127.0.0.1/32 trust` instead of the per-method rules), for clients
+    /// that log in as roles they create without a password, such as
+    /// PostgreSQL's own regression suite. Default: false.
+    pub trust_all: bool,
 }
 
 /// A certificate and key for the servers, as PEM.
@@ -91,6 +96,7 @@ impl Default for ClusterOptions {
             password: "postgres".to_owned(),
             extra_conf: Vec::new(),
             tls: None,
+            trust_all: false,
         }
     }
 }

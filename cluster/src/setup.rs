@@ -55,6 +55,22 @@ host replication all 127.0.0.1/32 trust
 host all all 127.0.0.1/32 scram-sha-256
 ";
 
+/// `pg_hba.conf` with [`ClusterOptions::trust_all`]: no password for
+/// anyone, so roles created without one can log in too.
+const TRUST_ALL_HBA_CONF: &str = "\
+host replication all 127.0.0.1/32 trust
+host all all 127.0.0.1/32 trust
+";
+
+/// The rules `opts` asks for, before any TLS rewrite.
+pub(crate) fn hba_conf(opts: &ClusterOptions) -> &'static str {
+    if opts.trust_all {
+        TRUST_ALL_HBA_CONF
+    } else {
+        HBA_CONF
+    }
+}
+
 /// Creates `<tmp>/pgsplit-cluster-<pid>-<random>`, mode 0700, owned by the
 /// server user (initdb refuses a data dir parent it cannot write).
 pub(crate) fn create_base_dir(owner: Option<Owner>) -> Result<PathBuf, ClusterError> {
@@ -132,15 +148,15 @@ pub(crate) fn initdb(
     result.map(drop)
 }
 
-/// Appends the harness settings and `extra` to the primary's
+/// Appends the harness settings and `opts.extra_conf` to the primary's
 /// `postgresql.conf` and replaces its `pg_hba.conf`.
 pub(crate) fn configure_primary(
     data_dir: &Path,
-    extra: &[(String, String)],
+    opts: &ClusterOptions,
 ) -> Result<(), ClusterError> {
     let mut conf = String::from("\n# Added by pgsplit-cluster.\n");
     conf.push_str(BASE_CONF);
-    for (key, value) in extra {
+    for (key, value) in &opts.extra_conf {
         conf.push_str(&format!("{key} = {}\n", quote_value(value)));
     }
     conf.push_str(&format!("include '{NODE_CONF}'\n"));
@@ -149,16 +165,17 @@ pub(crate) fn configure_primary(
         .open(data_dir.join("postgresql.conf"))?;
     file.write_all(conf.as_bytes())?;
     // Truncating in place keeps the file's owner (initdb's user).
-    fs::write(data_dir.join("pg_hba.conf"), HBA_CONF)?;
+    fs::write(data_dir.join("pg_hba.conf"), hba_conf(opts))?;
     Ok(())
 }
 
 /// Turns TLS on with `tls`'s certificate (files in the data dir, so
 /// `pg_basebackup` copies them to the replicas), and with `hostssl_only`
-/// requires it of every login but replication.
+/// requires it of every login but replication, in the rules `hba` gives.
 pub(crate) fn configure_tls(
     data_dir: &Path,
     tls: &crate::ServerCert,
+    hba: &str,
     owner: Option<Owner>,
 ) -> Result<(), ClusterError> {
     write_owned(&data_dir.join("server.crt"), &tls.cert_pem, owner)?;
@@ -168,7 +185,7 @@ pub(crate) fn configure_tls(
         .open(data_dir.join("postgresql.conf"))?;
     file.write_all(b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")?;
     if tls.hostssl_only {
-        let hba: String = HBA_CONF
+        let hba: String = hba
             .lines()
             .map(|l| match l.strip_prefix("host all ") {
                 Some(rest) => format!("hostssl all {rest}\n"),

@@ -226,6 +226,31 @@ fn each_auth_method_role_logs_in() {
 }
 
 #[test]
+fn trust_all_lets_roles_without_a_password_in_everywhere() {
+    // The default rules ask scramuser for a password...
+    let who = "SELECT current_user";
+    let refused = shared().psql_as(0, SCRAM_USER, None, "postgres", who);
+    assert!(refused.is_err(), "{refused:?}");
+    // ...trust_all asks nobody, on the replica too (pg_hba.conf travels
+    // with the base backup), as a regression suite's own roles need.
+    let opts = ClusterOptions {
+        replicas: 1,
+        trust_all: true,
+        ..ClusterOptions::default()
+    };
+    let c = Cluster::start(opts).expect("start cluster");
+    c.psql(0, "postgres", "CREATE ROLE regress_nopass LOGIN")
+        .unwrap();
+    c.wait_for_replay(REPLAY_TIMEOUT).unwrap();
+    for index in [0, 1] {
+        for user in ["regress_nopass", SCRAM_USER, "postgres"] {
+            let got = c.psql_as(index, user, None, "postgres", who);
+            assert_eq!(got.unwrap(), user, "node {index}");
+        }
+    }
+}
+
+#[test]
 fn promote_makes_a_replica_writable_and_shutdown_cleans_up() {
     let opts = ClusterOptions {
         replicas: 1,

@@ -67,7 +67,8 @@ pub fn pgsplit_toml(layout: &Layout, listen_port: u16) -> String {
     s
 }
 
-fn toml_string(v: &str) -> String {
+/// A TOML basic string: quoted, backslashes and double quotes escaped.
+pub fn toml_string(v: &str) -> String {
     format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }
 

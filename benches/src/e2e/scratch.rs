@@ -14,6 +14,13 @@ pub struct Scratch(PathBuf);
 impl Scratch {
     pub fn create(owner: Option<Owner>) -> Result<Scratch, String> {
         let path = std::env::temp_dir().join(format!("pgsplit-e2e-{}", std::process::id()));
+        Scratch::at(path, owner)
+    }
+
+    /// At a path of the caller's, emptied first: inside an output directory
+    /// that the next run empties, a scratch left by a killed run (no
+    /// destructor runs then) does not outlive that next run.
+    pub fn at(path: PathBuf, owner: Option<Owner>) -> Result<Scratch, String> {
         let _ = fs::remove_dir_all(&path);
         DirBuilder::new()
             .mode(0o700)

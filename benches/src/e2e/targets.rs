@@ -93,10 +93,20 @@ pub struct Env<'a> {
 }
 
 pub fn spawn_pgsplit(env: &Env, binary: &Path) -> Result<Target, String> {
+    spawn_pgsplit_with(env, binary, |port| configs::pgsplit_toml(env.layout, port))
+}
+
+/// pgsplit with a configuration of the caller's, made for the port it
+/// will listen on (the regression runner's differs from the benchmark's).
+pub fn spawn_pgsplit_with(
+    env: &Env,
+    binary: &Path,
+    toml: impl FnOnce(u16) -> String,
+) -> Result<Target, String> {
     let port = free_port()?;
     let dir = env.scratch.path();
     let config = dir.join("pgsplit.toml");
-    write(&config, &configs::pgsplit_toml(env.layout, port), None)?;
+    write(&config, &toml(port), None)?;
     let log = dir.join("pgsplit.log");
     let mut cmd = clean_command(binary);
     cmd.arg("--config").arg(&config).env("PGSPLIT_LOG", "warn");
