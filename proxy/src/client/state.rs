@@ -122,15 +122,39 @@ impl SessionState {
                 self.sets.retain(|(n, _)| n != name);
                 self.sets.push((name.clone(), Arc::clone(sql)));
             }
-            SessionCommand::Reset(name) => self.sets.retain(|(n, _)| n != name),
-            SessionCommand::ResetAll => self.sets.clear(),
+            SessionCommand::Reset(name) => {
+                self.sets.retain(|(n, _)| n != name);
+                if is_placeholder(name) {
+                    self.sets.push((name.clone(), reset_of(name)));
+                }
+            }
+            SessionCommand::ResetAll => self.reset_all(),
             SessionCommand::DiscardAll => {
-                self.sets.clear();
+                self.reset_all();
                 self.statements.clear();
                 self.pinned = None;
             }
         }
         self.refresh_fingerprint();
+    }
+
+    /// `RESET ALL` (or `DISCARD ALL`): back to the startup parameters. A
+    /// custom setting (`myapp.tenant`) stays defined, empty, as on the
+    /// server: a connection that never had it would answer "unrecognized
+    /// configuration parameter" to a later `SHOW`.
+    fn reset_all(&mut self) {
+        let custom: Vec<String> = self
+            .sets
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| is_placeholder(n))
+            .cloned()
+            .collect();
+        self.sets.clear();
+        for name in custom {
+            let reset = reset_of(&name);
+            self.sets.push((name, reset));
+        }
     }
 
     /// The query that brings a connection whose settings have fingerprint
@@ -147,6 +171,17 @@ impl SessionState {
         }
         Some(sql)
     }
+}
+
+/// A custom (extension or application) setting: its name has a dot.
+/// PostgreSQL keeps one defined once it was set, even after RESET.
+fn is_placeholder(name: &str) -> bool {
+    name.contains('.')
+}
+
+/// Defines `name` empty on a connection that lacks it, as RESET does.
+fn reset_of(name: &str) -> Arc<str> {
+    Arc::from(format!("RESET \"{}\"", name.replace('"', "\"\"")))
 }
 
 #[cfg(test)]
@@ -185,6 +220,36 @@ mod tests {
         let other = SessionState::new(vec!["SET application_name = 'app'".into()]);
         assert_eq!(other.fingerprint, s.fingerprint);
         assert_eq!(SessionState::new(Vec::new()).fingerprint, 0);
+    }
+
+    #[test]
+    fn reset_custom_settings_stay_defined() {
+        let mut s = SessionState::default();
+        s.apply(
+            &SessionCommand::Set("custom.my_guc".into()),
+            &"SET custom.my_guc = 42".into(),
+        );
+        s.apply(
+            &SessionCommand::Set("work_mem".into()),
+            &"SET work_mem = '8MB'".into(),
+        );
+        s.apply(
+            &SessionCommand::Reset("custom.my_guc".into()),
+            &"RESET custom.my_guc".into(),
+        );
+        assert_eq!(
+            s.replay_sql(0).unwrap(),
+            "RESET ALL; SET work_mem = '8MB'; RESET \"custom.my_guc\""
+        );
+        s.apply(
+            &SessionCommand::Set("app.tenant".into()),
+            &"SET app.tenant = 'x'".into(),
+        );
+        s.apply(&SessionCommand::ResetAll, &"RESET ALL".into());
+        assert_eq!(
+            s.replay_sql(0).unwrap(),
+            "RESET ALL; RESET \"custom.my_guc\"; RESET \"app.tenant\""
+        );
     }
 
     #[test]

@@ -75,6 +75,23 @@ async fn partial_and_local_settings_replay_as_their_effective_values() {
     )
     .await;
 
+    // A custom setting stays defined (empty) after RESET, as on a direct
+    // connection, on replica connections that never saw it set.
+    c.batch_execute("SET custom.my_guc = 42").await.unwrap();
+    c.batch_execute("RESET custom.my_guc").await.unwrap();
+    for _ in 0..4 {
+        let r = row(
+            &c,
+            "SELECT current_setting('custom.my_guc'), inet_server_port()",
+        )
+        .await;
+        assert_replica(
+            r[1].parse().unwrap(),
+            "a read after RESET of a custom setting",
+        );
+        assert_eq!(r[0], "", "on {}", r[1]);
+    }
+
     // FROM CURRENT takes the value of wherever it runs: not replayable, so
     // the session stays on its primary connection.
     c.batch_execute("SET work_mem FROM CURRENT").await.unwrap();
