@@ -26,12 +26,14 @@ fn roles() {
             "CREATE ROLE {APP} LOGIN PASSWORD '{APP_PASSWORD}';
              CREATE ROLE aq_change LOGIN PASSWORD 'first';
              CREATE ROLE aq_nologin NOLOGIN PASSWORD 'nologin';
+             CREATE ROLE aq_expired LOGIN PASSWORD 'expired' VALID UNTIL '2000-01-01';
              CREATE ROLE {LOOKUP} LOGIN PASSWORD '{LOOKUP_PASSWORD}';
              CREATE SCHEMA pgsplit_auth;
              CREATE FUNCTION pgsplit_auth.lookup(role text)
                RETURNS TABLE (usename name, passwd text)
                LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
-               AS $$ SELECT usename, passwd FROM pg_shadow WHERE usename = role $$;
+               AS $$ SELECT usename, passwd FROM pg_shadow
+                      WHERE usename = role AND (valuntil IS NULL OR valuntil > now()) $$;
              REVOKE ALL ON FUNCTION pgsplit_auth.lookup(text) FROM PUBLIC;
              GRANT USAGE ON SCHEMA pgsplit_auth TO {LOOKUP};
              GRANT EXECUTE ON FUNCTION pgsplit_auth.lookup(text) TO {LOOKUP};"
@@ -178,6 +180,7 @@ async fn the_wildcard_entry_logs_roles_in_through_a_security_definer_function() 
     for (user, password) in [
         ("nobody_at_all", "x"),
         ("aq_nologin", "nologin"),
+        ("aq_expired", "expired"),
         (md5, "wrong"),
         (APP, "wrong"),
     ] {
