@@ -1,16 +1,10 @@
 //! `[auth_query]` and the wildcard user entry: which configs validate, and
 //! what the refusals say.
 
-use pgsplit_config::{AuthMethod, AuthQuery, Config, ConfigError, Problem, Secret, User};
+mod common;
 
-fn user(name: &str, auth: AuthMethod, password: Option<&str>) -> User {
-    User {
-        name: name.into(),
-        auth,
-        password: password.map(Secret::new),
-        ..User::default()
-    }
-}
+use common::{problems, user};
+use pgsplit_config::{AuthMethod, AuthQuery, Config, Secret, User};
 
 fn with_users(users: Vec<User>, lookups: bool) -> Config {
     Config {
@@ -27,14 +21,6 @@ fn with_users(users: Vec<User>, lookups: bool) -> Config {
             ..AuthQuery::default()
         },
         ..Config::default()
-    }
-}
-
-fn problems(config: &Config) -> Vec<Problem> {
-    match config.validate() {
-        Ok(()) => Vec::new(),
-        Err(ConfigError::Invalid(problems)) => problems,
-        Err(other) => panic!("expected Invalid, got {other:?}"),
     }
 }
 

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use figment::providers::Format;
 
-use pgsplit_config::{AuthMethod, Backend, Config, ConfigError, Problem, RoleHint, Secret, User};
+mod common;
+
+use common::{problems, user};
+use pgsplit_config::{AuthMethod, Backend, Config, RoleHint, Secret};
 
 const VERIFIER: &str = "SCRAM-SHA-256$4096:c2FsdHNhbHQ=$\
     AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:\
@@ -21,15 +24,6 @@ fn backend(name: &str, port: u16, role: RoleHint) -> Backend {
     }
 }
 
-fn user(name: &str, auth: AuthMethod, password: Option<&str>) -> User {
-    User {
-        name: name.into(),
-        auth,
-        password: password.map(Secret::new),
-        ..User::default()
-    }
-}
-
 fn valid() -> Config {
     Config {
         listen: "127.0.0.1:6432".into(),
@@ -40,14 +34,6 @@ fn valid() -> Config {
         ],
         users: vec![user("app", AuthMethod::ScramSha256, Some("secret"))],
         ..Config::default()
-    }
-}
-
-fn problems(config: &Config) -> Vec<Problem> {
-    match config.validate() {
-        Ok(()) => Vec::new(),
-        Err(ConfigError::Invalid(problems)) => problems,
-        Err(other) => panic!("expected Invalid, got {other:?}"),
     }
 }
 

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,23 +16,9 @@ async fn psycopg_and_asyncpg_route_reads_and_writes() {
         a.ip(),
         a.port()
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/drivers.py");
     let replicas = format!("{},{}", cluster().port(1), cluster().port(2));
     let primary = cluster().port(0).to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &dsn, &primary, &replicas])
-            .output()
-            .expect("python3 runs (install psycopg[binary] and asyncpg: see .ci/run)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("drivers ok"),
-        "python drivers failed:\n{stdout}\n{stderr}"
-    );
+    python_script("drivers.py", vec![dsn, primary, replicas], "drivers ok").await;
     // The proxy's own counters agree: both replicas served reads.
     assert!(proxy.shared().stats(1).reads > 0 && proxy.shared().stats(2).reads > 0);
     proxy.shutdown().await;
@@ -52,22 +36,8 @@ async fn a_hundred_concurrent_tasks_per_driver_over_a_pool_of_five() {
         a.ip(),
         a.port()
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/pool.py");
     let primary = cluster().port(0).to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &dsn, &primary])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("pool ok"),
-        "python pool test failed:\n{stdout}\n{stderr}"
-    );
+    python_script("pool.py", vec![dsn, primary], "pool ok").await;
     for i in 0..3 {
         assert!(
             proxy

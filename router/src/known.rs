@@ -84,13 +84,17 @@ const HARMLESS_PREFIXES: &[&str] = &[
     "regexp_", "regr_", "string_", "to_", "ts_", "xml",
 ];
 
+/// `bare` is in the sorted list `exact` or starts with one of `prefixes`.
+pub(crate) fn listed(bare: &str, exact: &[&str], prefixes: &[&str]) -> bool {
+    exact.binary_search(&bare).is_ok() || prefixes.iter().any(|p| bare.starts_with(p))
+}
+
 pub(crate) fn builtin_writer(bare: &str) -> bool {
-    WRITERS.binary_search(&bare).is_ok() || WRITER_PREFIXES.iter().any(|p| bare.starts_with(p))
+    listed(bare, WRITERS, WRITER_PREFIXES)
 }
 
 pub(crate) fn builtin_harmless(bare: &str) -> bool {
-    HARMLESS.binary_search(&bare).is_ok()
-        || HARMLESS_PREFIXES.iter().any(|p| bare.starts_with(p))
+    listed(bare, HARMLESS, HARMLESS_PREFIXES)
         || (bare.starts_with("has_") && bare.ends_with("_privilege"))
 }
 

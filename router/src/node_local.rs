@@ -8,6 +8,8 @@
 //! (the walker drops that schema); a user's own `myschema.pg_locks` is not
 //! PostgreSQL's.
 
+use crate::known::listed;
+
 /// Relations (views) by exact name. Sorted for binary search.
 #[rustfmt::skip]
 const RELATIONS: &[&str] = &[
@@ -41,16 +43,12 @@ const FUNCTION_PREFIXES: &[&str] = &["pg_ls_", "pg_stat_get_"];
 
 /// A view that describes one server. `bare` is lower case, without schema.
 pub(crate) fn relation(bare: &str) -> bool {
-    bare.starts_with("pg_")
-        && (RELATIONS.binary_search(&bare).is_ok()
-            || RELATION_PREFIXES.iter().any(|p| bare.starts_with(p)))
+    bare.starts_with("pg_") && listed(bare, RELATIONS, RELATION_PREFIXES)
 }
 
 /// A function that describes or acts on one server.
 pub(crate) fn function(bare: &str) -> bool {
-    bare.starts_with("pg_")
-        && (FUNCTIONS.binary_search(&bare).is_ok()
-            || FUNCTION_PREFIXES.iter().any(|p| bare.starts_with(p)))
+    bare.starts_with("pg_") && listed(bare, FUNCTIONS, FUNCTION_PREFIXES)
 }
 
 #[cfg(test)]

@@ -37,10 +37,10 @@ impl Layout {
     }
 }
 
-pub fn pgsplit_toml(layout: &Layout, listen_port: u16) -> String {
+/// One `[[backends]]` table per node of the layout, primary first.
+pub fn backends_toml(layout: &Layout) -> String {
     let mut s = format!(
-        "listen = \"127.0.0.1:{listen_port}\"\n\n\
-         [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n",
+        "[[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n",
         layout.primary_port
     );
     for (i, port) in layout.replica_ports.iter().enumerate() {
@@ -50,6 +50,14 @@ pub fn pgsplit_toml(layout: &Layout, listen_port: u16) -> String {
             i + 1
         );
     }
+    s
+}
+
+pub fn pgsplit_toml(layout: &Layout, listen_port: u16) -> String {
+    let mut s = format!(
+        "listen = \"127.0.0.1:{listen_port}\"\n\n{}",
+        backends_toml(layout)
+    );
     let _ = write!(
         s,
         "\n[[users]]\nname = {}\npassword = {}\nauth = \"scram-sha-256\"\n",

@@ -11,22 +11,14 @@
 
 use std::fmt::Write;
 
-use crate::e2e::configs::{toml_string, Layout};
+use crate::e2e::configs::{backends_toml, toml_string, Layout};
 
 pub fn pgsplit_toml(layout: &Layout, listen_port: u16, pool_mode: &str) -> String {
     let mut s = format!(
-        "listen = \"127.0.0.1:{listen_port}\"\n\n[pool]\nmode = {}\n\n\
-         [[backends]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n",
+        "listen = \"127.0.0.1:{listen_port}\"\n\n[pool]\nmode = {}\n\n{}",
         toml_string(pool_mode),
-        layout.primary_port
+        backends_toml(layout)
     );
-    for (i, port) in layout.replica_ports.iter().enumerate() {
-        let _ = write!(
-            s,
-            "\n[[backends]]\nname = \"replica{}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"replica\"\n",
-            i + 1
-        );
-    }
     let _ = write!(
         s,
         "\n[[users]]\nname = {}\npassword = {}\nauth = \"trust\"\n\n\

@@ -223,7 +223,7 @@ impl ServerConn {
                 backend: self.backend.name.clone(),
                 user: p.user.to_owned(),
                 method,
-                why: p.credential.why_not(method),
+                why: p.credential.limits(),
             };
             let scram_err = |e: ScramError| BackendError::Scram {
                 backend: self.backend.name.clone(),

@@ -45,17 +45,17 @@ impl Credential {
         }
     }
 
-    /// Why this cannot answer a server asking for `method`.
-    pub fn why_not(&self, method: Method) -> &'static str {
-        match (self, method) {
-            (Credential::None, _) => "no password is configured for this user",
-            (Credential::Md5Hash(_), _) => {
+    /// What this can answer, for an error about a method it cannot.
+    pub fn limits(&self) -> &'static str {
+        match self {
+            Credential::None => "no password is configured for this user",
+            Credential::Md5Hash(_) => {
                 "only the role's md5 hash is known (from [auth_query]), which answers md5 only"
             }
-            (Credential::Scram(_), _) => {
+            Credential::Scram(_) => {
                 "only the client's SCRAM keys are known (from [auth_query]), which answer scram-sha-256 only"
             }
-            (Credential::Password(_), _) => "the password answers every method",
+            Credential::Password(_) => "the password answers every method",
         }
     }
 }

@@ -223,13 +223,7 @@ fn effective_set(conn: &ServerConn, name: &str) -> Option<Arc<str>> {
         .params()
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))?;
-    let quoted = if value.contains('\\') {
-        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", value.replace('\'', "''"))
-    };
-    let ident = reported.replace('"', "\"\"");
-    Some(Arc::from(format!("SET \"{ident}\" TO {quoted}")))
+    Some(Arc::from(super::state::set_statement(reported, value)))
 }
 
 /// What one pass over a batch found.

@@ -14,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::attach::checkout;
 use super::auth::{authenticate, refuse_unknown};
 use super::socket::ClientStream;
-use super::state::SessionState;
+use super::state::{set_statement, SessionState};
 use crate::backend::pool::{ConnPool, PooledConn};
 use crate::backend::BackendError;
 use crate::cancel::{send_cancel, CancelKey};
@@ -133,15 +133,6 @@ pub fn baseline_sets(params: &[(String, String)]) -> Vec<std::sync::Arc<str>> {
         }
     }
     out
-}
-
-fn set_statement(name: &str, value: &str) -> String {
-    // GUC names match case-insensitively even when quoted.
-    format!(
-        "SET \"{}\" TO '{}'",
-        name.replace('"', "\"\""),
-        value.replace('\'', "''")
-    )
 }
 
 /// `-c name=value` / `-cname=value` / `--name=value`, whitespace-separated,

@@ -181,7 +181,24 @@ fn is_placeholder(name: &str) -> bool {
 
 /// Defines `name` empty on a connection that lacks it, as RESET does.
 fn reset_of(name: &str) -> Arc<str> {
-    Arc::from(format!("RESET \"{}\"", name.replace('"', "\"\"")))
+    Arc::from(format!("RESET {}", quoted_name(name)))
+}
+
+/// `SET "name" TO 'value'`, whatever the value holds (a backslash makes
+/// it an `E''` string, which means the same under either setting of
+/// `standard_conforming_strings`).
+pub(super) fn set_statement(name: &str, value: &str) -> String {
+    let value = if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    };
+    format!("SET {} TO {value}", quoted_name(name))
+}
+
+/// GUC names match case-insensitively even when quoted.
+fn quoted_name(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

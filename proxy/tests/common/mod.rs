@@ -6,7 +6,7 @@
 
 mod tools;
 #[allow(unused_imports)] // not every test binary runs the tools
-pub use tools::tool;
+pub use tools::{python_script, tool};
 
 use std::sync::OnceLock;
 use std::time::Duration;

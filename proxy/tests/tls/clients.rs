@@ -1,7 +1,5 @@
 //! TLS between clients and pgsplit.
 
-use std::process::Command;
-
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,24 +120,11 @@ async fn client_tls_require_refuses_plaintext_with_28000() {
 async fn python_drivers_verify_pgsplit_by_sslrequest_and_direct_tls() {
     let proxy = tls_proxy(Some(ClientTls::Require)).await;
     let db = fresh_database("tls_py");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/tls.py");
     let port = proxy.local_addr().port().to_string();
     let ca = certs().ca.display().to_string();
     let replicas = format!("{},{}", cluster().port(1), cluster().port(2));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, "localhost", &port, &db, &ca, &replicas])
-            .output()
-            .expect("python3 runs (install psycopg[binary] and asyncpg: see .ci/run)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("tls drivers ok"),
-        "python drivers over TLS failed:\n{stdout}\n{stderr}"
-    );
+    let args = vec!["localhost".to_owned(), port, db, ca, replicas];
+    python_script("tls.py", args, "tls drivers ok").await;
     proxy.shutdown().await;
 }
 
