@@ -112,7 +112,15 @@ async fn partitioned() {
     drop_port(p1);
     s.wait_pool_nodes("replica1 down", |r| field(r, 1, "pg_status") == "down")
         .await;
-    sleep(Duration::from_secs(1)).await;
+    // Reads go on past the bound (detection may come well before it), so
+    // some must be served by the other replica after it.
+    let past_bound = cut + bound + Duration::from_millis(500);
+    sleep(
+        past_bound
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    )
+    .await;
     let reads = readers.stop().await.attempts;
     heal();
     let in_flight = released_within(&reads, cut, bound, "reads");
