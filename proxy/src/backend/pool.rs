@@ -78,6 +78,9 @@ struct Idle {
     conn: Box<ServerConn>,
     created: Instant,
     returned: Instant,
+    /// Kept for the session whose sequence state it holds (0: nobody's):
+    /// other checkouts take it only when nothing else is left.
+    held_for: u64,
 }
 
 /// Why no connection could be handed out.
@@ -113,6 +116,24 @@ struct PoolInner {
     wait: Duration,
 }
 
+impl PoolInner {
+    /// The idle connection a checkout takes: the one returned last among
+    /// those nobody holds. Held ones are left to their sessions while
+    /// the pool may still open connections; after that the one held
+    /// longest is taken, and its session's `currval()` fails loudly.
+    fn next_idle(&self) -> Option<Idle> {
+        let mut idle = self.idle.lock().unwrap();
+        if let Some(at) = idle.iter().rposition(|i| i.held_for == 0) {
+            return Some(idle.remove(at));
+        }
+        if idle.is_empty() || self.open.load(Ordering::Relaxed) < self.max {
+            return None;
+        }
+        tracing::debug!(backend = %self.manager.backend.name, "pool full: taking a connection held for another session's currval()");
+        Some(idle.remove(0))
+    }
+}
+
 /// A pool of connections to one backend, database and server user. Cloning
 /// shares it.
 ///
@@ -130,6 +151,8 @@ pub struct ConnPool(Arc<PoolInner>);
 pub struct PoolStatus {
     pub open: usize,
     pub idle: usize,
+    /// Of the idle ones, those kept for a session (`PooledConn::hold_for`).
+    pub held: usize,
     pub max: usize,
 }
 
@@ -175,7 +198,7 @@ impl ConnPool {
         let permit = Permit(inner);
         let mut now = None;
         loop {
-            let Some(mut idle) = inner.idle.lock().unwrap().pop() else {
+            let Some(mut idle) = inner.next_idle() else {
                 break;
             };
             let now = *now.get_or_insert_with(Instant::now);
@@ -199,6 +222,7 @@ impl ConnPool {
                     conn: Some(Box::new(conn)),
                     created: Instant::now(),
                     pool: Arc::clone(inner),
+                    held_for: 0,
                 })
             }
             Err(e) => {
@@ -210,15 +234,14 @@ impl ConnPool {
 
     /// The idle connection `token` names, if nobody has checked it out
     /// since the token was taken: what `currval()` needs. Never waits.
+    /// Use [`Held::take_back`] unless `token` is not held.
     pub fn take_back(&self, token: ConnToken) -> Option<PooledConn> {
         let inner = &self.0;
         // No permit: every connection is in use, so this one is too.
         inner.permits.try_acquire().ok()?.forget();
         let permit = Permit(inner);
         let mut idle = inner.idle.lock().unwrap();
-        let at = idle
-            .iter()
-            .position(|i| i.conn.serial == token.serial && i.conn.uses == token.uses)?;
+        let at = idle.iter().position(|i| token.names(&i.conn))?;
         let mut found = idle.remove(at);
         drop(idle);
         if inner.manager.reusable(&mut found, Instant::now()).is_err() {
@@ -229,10 +252,20 @@ impl ConnPool {
         Some(PooledConn::checked_out(inner, found))
     }
 
+    /// Makes the idle connection `token` names an ordinary one again.
+    fn release(&self, token: ConnToken) {
+        let mut idle = self.0.idle.lock().unwrap();
+        if let Some(i) = idle.iter_mut().find(|i| token.names(&i.conn)) {
+            i.held_for = 0;
+        }
+    }
+
     pub fn status(&self) -> PoolStatus {
+        let idle = self.0.idle.lock().unwrap();
         PoolStatus {
             open: self.0.open.load(Ordering::Relaxed),
-            idle: self.0.idle.lock().unwrap().len(),
+            idle: idle.len(),
+            held: idle.iter().filter(|i| i.held_for != 0).count(),
             max: self.0.max,
         }
     }
@@ -268,6 +301,7 @@ pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
     created: Instant,
     pool: Arc<PoolInner>,
+    held_for: u64,
 }
 
 /// Names one connection at one checkout: [`ConnPool::take_back`] hands
@@ -278,6 +312,40 @@ pub struct ConnToken {
     uses: u64,
 }
 
+impl ConnToken {
+    fn names(&self, conn: &ServerConn) -> bool {
+        conn.serial == self.serial && conn.uses == self.uses
+    }
+}
+
+/// A connection in the pool kept for one session (see
+/// [`PooledConn::hold_for`]); dropping this lets others take it again.
+pub struct Held {
+    pool: ConnPool,
+    /// None once taken back: nothing is left to release.
+    token: Option<ConnToken>,
+}
+
+impl Held {
+    /// The held connection, unless another checkout took it.
+    pub fn take_back(mut self) -> Option<PooledConn> {
+        let token = self.token?;
+        let conn = self.pool.take_back(token);
+        if conn.is_some() {
+            self.token = None;
+        }
+        conn
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(token) = self.token {
+            self.pool.release(token);
+        }
+    }
+}
+
 impl PooledConn {
     fn checked_out(pool: &Arc<PoolInner>, mut idle: Idle) -> PooledConn {
         idle.conn.uses += 1;
@@ -285,6 +353,21 @@ impl PooledConn {
             conn: Some(idle.conn),
             created: idle.created,
             pool: Arc::clone(pool),
+            held_for: 0,
+        }
+    }
+
+    /// Gives the connection back, kept for `session` (transaction pooling,
+    /// after its writes): other checkouts leave it alone while the pool
+    /// has room, so the session's next `currval()` finds its `nextval()`.
+    pub fn hold_for(mut this: PooledConn, session: u64) -> Held {
+        let token = this.token();
+        this.held_for = session;
+        let pool = ConnPool(Arc::clone(&this.pool));
+        drop(this);
+        Held {
+            pool,
+            token: Some(token),
         }
     }
 
@@ -330,6 +413,7 @@ impl Drop for PooledConn {
                     conn,
                     created: self.created,
                     returned: Instant::now(),
+                    held_for: self.held_for,
                 });
             } else {
                 tracing::debug!(backend = %conn.backend.name, "closing a server connection returned inside a transaction or with replies owed");
@@ -403,11 +487,13 @@ impl Pools {
             if status.idle >= p.min_idle {
                 continue;
             }
-            // Holding min_idle connections at once makes the pool open what
-            // is missing; released together, they are all idle.
+            // Holding the free idle connections and the missing ones at
+            // once makes the pool open what is missing; released together,
+            // they are all idle. Held ones count as idle and stay held.
             let room = status.max.saturating_sub(status.open);
+            let missing = (p.min_idle - status.idle).min(room);
             let mut opened = Vec::new();
-            for _ in 0..p.min_idle.min(status.idle + room) {
+            for _ in 0..status.idle - status.held + missing {
                 match pool.get().await {
                     Ok(c) => opened.push(c),
                     Err(e) => {

@@ -126,10 +126,8 @@ impl Client {
         let timeout = self.shared.config.health.failover_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last_error = None;
-        if std::mem::take(&mut self.wants_last_primary) {
-            if let Some(attached) = self.attach_last_primary(purpose, avoid) {
-                return Ok(attached);
-            }
+        if let Some(attached) = self.attach_last_primary(purpose, avoid) {
+            return Ok(attached);
         }
         if let Some(i) = self.recheck.take() {
             // It refused a write as read-only: wait for a fresh check to
@@ -170,23 +168,24 @@ impl Client {
         }
     }
 
-    /// For `currval()` / `lastval()`: the primary connection of the
-    /// session's last request there, if nobody else has used it since
-    /// (transaction pooling). `None`: attach as usual, on a connection that
-    /// holds no other session's sequences (`own_sequences`), where the
-    /// server itself says "not yet defined in this session" if this
-    /// request does not call `nextval()` first, never another's value.
+    /// The primary connection the session's last writes ran on and that
+    /// the pool kept for it (transaction pooling), so that `currval()` /
+    /// `lastval()` see its `nextval()`s. `None` when another checkout took
+    /// it (the pool was full): attach as usual, on a connection that holds
+    /// no other session's sequences (`own_sequences`), where the server
+    /// itself says "not yet defined in this session" if this request does
+    /// not call `nextval()` first, never another's value.
     fn attach_last_primary(
         &mut self,
         purpose: Purpose,
         avoid: Option<BackendId>,
     ) -> Option<Attachment> {
         let primary = self.shared.primary()?;
-        let (backend, token) = self.last_primary.take()?;
+        let (backend, held) = self.last_primary.take()?;
         if backend != primary || self.session_pooling || self.conns[primary.index()].is_some() {
             return None;
         }
-        let mut conn = self.pools[primary.index()].as_ref()?.take_back(token)?;
+        let mut conn = held.take_back()?;
         if conn.sequences_owner() != self.session_id || !conn.is_alive() {
             PooledConn::discard(conn);
             return None;

@@ -16,7 +16,7 @@ use pgsplit_protocol::encode::{self, ErrorInfo};
 use pgsplit_protocol::frame::Frames;
 use pgsplit_protocol::tag::frontend as fe;
 use pgsplit_protocol::{split_frame, Direction, TransactionStatus};
-use pgsplit_router::plan::{join, Join, Plan, PrimaryWhy, ReadNeed};
+use pgsplit_router::plan::{join, Join, Plan, ReadNeed};
 use pgsplit_router::topology::Role;
 
 use super::large::large_start;
@@ -153,7 +153,6 @@ impl Session {
         if plan.may_write() {
             self.c.ryw.write_sent();
         }
-        self.c.wants_last_primary = plan == Plan::Primary(PrimaryWhy::Sequences);
         let limit = self.c.shared.config.timeouts.query_wait_timeout;
         let c = &mut self.c;
         let attached = match plan {

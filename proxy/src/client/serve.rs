@@ -76,7 +76,6 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         user: e.user,
         login: e.login,
         last_primary: None,
-        wants_last_primary: false,
         session_id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         peer_writes,
         database: e.database,

@@ -71,9 +71,7 @@ pub(super) struct Client {
     /// The primary connection the session's last request there ran on, as
     /// it was handed back (transaction pooling): where its `nextval()`
     /// state lives, for a later `currval()` / `lastval()`.
-    pub last_primary: Option<(BackendId, crate::backend::pool::ConnToken)>,
-    /// The request being attached reads sequence state (`currval()`).
-    pub wants_last_primary: bool,
+    pub last_primary: Option<(BackendId, crate::backend::pool::Held)>,
     /// Unique among the process's sessions: whose sequence state a server
     /// connection holds.
     pub session_id: u64,
@@ -328,7 +326,7 @@ impl Client {
         } else if conn.sequences_owner() == self.session_id {
             // Only this session's writes ran here since its sequence state
             // was cleared (a read of its own changes nothing).
-            self.last_primary = Some((backend, conn.token()));
+            self.last_primary = Some((backend, PooledConn::hold_for(conn, self.session_id)));
         }
     }
 }

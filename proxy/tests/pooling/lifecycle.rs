@@ -3,12 +3,14 @@
 use super::*;
 
 /// The pool hands out the connection returned last: its server process is
-/// the warm one, and the others can reach their idle timeout.
+/// the warm one, and the others can reach their idle timeout. Read-only
+/// transactions on the one replica: primary connections a session wrote
+/// on are kept for its `currval()` instead (see `sequences.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_most_recently_returned_connection_is_reused() {
     let db = fresh_database("pool_lifo");
-    let proxy = start_proxy_with(pooled(5, |_| {})).await;
-    let pid_in_tx = "BEGIN; SELECT pg_backend_pid()";
+    let proxy = start_proxy_with(pooled(5, |c| c.backends.truncate(2))).await;
+    let pid_in_tx = "BEGIN READ ONLY; SELECT pg_backend_pid()";
     let mut clients = Vec::new();
     let mut pids = Vec::new();
     for _ in 0..3 {
@@ -22,6 +24,12 @@ async fn the_most_recently_returned_connection_is_reused() {
         3,
         "three open transactions need three server connections: {pids:?}"
     );
+    let on_replica = server_pids(1, &db, "postgres");
+    assert!(
+        pids.iter()
+            .all(|p| on_replica.contains(&p.parse().unwrap())),
+        "read-only transactions run on the replica: {pids:?} {on_replica:?}"
+    );
     for c in &clients {
         c.batch_execute("COMMIT").await.unwrap();
     }
@@ -29,7 +37,7 @@ async fn the_most_recently_returned_connection_is_reused() {
     for c in &clients {
         for _ in 0..3 {
             let rows = c
-                .simple_query("BEGIN; SELECT pg_backend_pid(); COMMIT")
+                .simple_query("BEGIN READ ONLY; SELECT pg_backend_pid(); COMMIT")
                 .await
                 .unwrap();
             assert_eq!(first_value(&rows), last, "reused {pids:?} out of order");

@@ -1,7 +1,8 @@
-//! `currval()` and `lastval()` through transaction pooling: the session's
-//! own value when its last write's server connection is still untouched,
-//! otherwise PostgreSQL's 55000 "not yet defined in this session" — never
-//! the value of another client that shared the connection.
+//! `currval()` and `lastval()` through transaction pooling: the pool keeps
+//! the connection a session wrote on for it while the pool has room, so its
+//! `currval()` sees its own `nextval()`; when the pool is full and another
+//! client takes it, PostgreSQL's 55000 "not yet defined in this session" —
+//! never the value of another client that shared the connection.
 
 use super::*;
 
@@ -84,6 +85,57 @@ async fn currval_answers_for_this_session_or_fails_loudly() {
     });
     assert_eq!(same.as_deref(), Some("t"));
     proxy.shutdown().await;
+}
+
+/// Clients interleaving their writes never take each other's connection
+/// while the pool has room: every currval() is its own session's, on the
+/// server process that ran its INSERT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_keeps_a_writers_connection_for_its_currval() {
+    let proxy = start_proxy_with(pooled(4, |_| {})).await;
+    let db = sequence_database("pool_sequences_kept");
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(&proxy, &db).await);
+    }
+    for round in 0..5 {
+        let mut inserted = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            let sql = format!(
+                "INSERT INTO t (who) VALUES ('{i}/{round}') RETURNING id, pg_backend_pid()"
+            );
+            let rows = c.simple_query(&sql).await.unwrap();
+            inserted.push(first_row(&rows));
+        }
+        // Between a write and its currval(), the other clients write too,
+        // and read (on a replica).
+        for (c, (id, pid)) in clients.iter().zip(&inserted) {
+            assert_eq!(scalar(c, "SELECT count(*) >= 0 FROM t").await, "t");
+            let rows = c
+                .simple_query("SELECT currval('t_id_seq'), pg_backend_pid()")
+                .await
+                .unwrap();
+            assert_eq!(
+                &first_row(&rows),
+                &(id.clone(), pid.clone()),
+                "round {round}"
+            );
+            assert_eq!(scalar(c, "SELECT lastval()").await, *id);
+        }
+    }
+    proxy.shutdown().await;
+}
+
+fn first_row(messages: &[tokio_postgres::SimpleQueryMessage]) -> (String, String) {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0)?.to_owned(), r.get(1)?.to_owned()))
+            }
+            _ => None,
+        })
+        .expect("a row")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
