@@ -113,8 +113,8 @@ pub enum PrimaryWhy {
     /// statement pgsplit does not know): the primary is always right.
     Unclassified,
     /// It reads the session's sequence state (`currval()`, `lastval()`):
-    /// the primary connection the session's last primary request ran on,
-    /// if nobody has used it since.
+    /// the primary connection the pool holds for the session's writes,
+    /// unless the pool was full and another client took it.
     Sequences,
 }
 

@@ -19,6 +19,9 @@ use tokio::sync::{Semaphore, TryAcquireError};
 use super::{BackendAddr, BackendError, ConnectParams, Credential, ServerConn};
 use crate::topology::BackendId;
 
+mod held;
+pub use held::Held;
+
 struct ConnManager {
     backend: BackendAddr,
     user: String,
@@ -78,9 +81,9 @@ struct Idle {
     conn: Box<ServerConn>,
     created: Instant,
     returned: Instant,
-    /// Kept for the session whose sequence state it holds (0: nobody's):
-    /// other checkouts take it only when nothing else is left.
-    held_for: u64,
+    /// Kept for the session whose sequence state it holds (see
+    /// [`Held`]): other checkouts take it only when nothing else is left.
+    held: bool,
 }
 
 /// Why no connection could be handed out.
@@ -123,7 +126,7 @@ impl PoolInner {
     /// longest is taken, and its session's `currval()` fails loudly.
     fn next_idle(&self) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap();
-        if let Some(at) = idle.iter().rposition(|i| i.held_for == 0) {
+        if let Some(at) = idle.iter().rposition(|i| !i.held) {
             return Some(idle.remove(at));
         }
         if idle.is_empty() || self.open.load(Ordering::Relaxed) < self.max {
@@ -151,7 +154,7 @@ pub struct ConnPool(Arc<PoolInner>);
 pub struct PoolStatus {
     pub open: usize,
     pub idle: usize,
-    /// Of the idle ones, those kept for a session (`PooledConn::hold_for`).
+    /// Of the idle ones, those kept for a session (`PooledConn::hold`).
     pub held: usize,
     pub max: usize,
 }
@@ -222,7 +225,7 @@ impl ConnPool {
                     conn: Some(Box::new(conn)),
                     created: Instant::now(),
                     pool: Arc::clone(inner),
-                    held_for: 0,
+                    held: false,
                 })
             }
             Err(e) => {
@@ -232,40 +235,12 @@ impl ConnPool {
         }
     }
 
-    /// The idle connection `token` names, if nobody has checked it out
-    /// since the token was taken: what `currval()` needs. Never waits.
-    /// Use [`Held::take_back`] unless `token` is not held.
-    pub fn take_back(&self, token: ConnToken) -> Option<PooledConn> {
-        let inner = &self.0;
-        // No permit: every connection is in use, so this one is too.
-        inner.permits.try_acquire().ok()?.forget();
-        let permit = Permit(inner);
-        let mut idle = inner.idle.lock().unwrap();
-        let at = idle.iter().position(|i| token.names(&i.conn))?;
-        let mut found = idle.remove(at);
-        drop(idle);
-        if inner.manager.reusable(&mut found, Instant::now()).is_err() {
-            inner.open.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        std::mem::forget(permit);
-        Some(PooledConn::checked_out(inner, found))
-    }
-
-    /// Makes the idle connection `token` names an ordinary one again.
-    fn release(&self, token: ConnToken) {
-        let mut idle = self.0.idle.lock().unwrap();
-        if let Some(i) = idle.iter_mut().find(|i| token.names(&i.conn)) {
-            i.held_for = 0;
-        }
-    }
-
     pub fn status(&self) -> PoolStatus {
         let idle = self.0.idle.lock().unwrap();
         PoolStatus {
             open: self.0.open.load(Ordering::Relaxed),
             idle: idle.len(),
-            held: idle.iter().filter(|i| i.held_for != 0).count(),
+            held: idle.iter().filter(|i| i.held).count(),
             max: self.0.max,
         }
     }
@@ -301,49 +276,8 @@ pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
     created: Instant,
     pool: Arc<PoolInner>,
-    held_for: u64,
-}
-
-/// Names one connection at one checkout: [`ConnPool::take_back`] hands
-/// it out again only if nobody has checked it out since.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnToken {
-    serial: u64,
-    uses: u64,
-}
-
-impl ConnToken {
-    fn names(&self, conn: &ServerConn) -> bool {
-        conn.serial == self.serial && conn.uses == self.uses
-    }
-}
-
-/// A connection in the pool kept for one session (see
-/// [`PooledConn::hold_for`]); dropping this lets others take it again.
-pub struct Held {
-    pool: ConnPool,
-    /// None once taken back: nothing is left to release.
-    token: Option<ConnToken>,
-}
-
-impl Held {
-    /// The held connection, unless another checkout took it.
-    pub fn take_back(mut self) -> Option<PooledConn> {
-        let token = self.token?;
-        let conn = self.pool.take_back(token);
-        if conn.is_some() {
-            self.token = None;
-        }
-        conn
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(token) = self.token {
-            self.pool.release(token);
-        }
-    }
+    /// Goes back to the pool held (see [`PooledConn::hold`]).
+    held: bool,
 }
 
 impl PooledConn {
@@ -353,29 +287,7 @@ impl PooledConn {
             conn: Some(idle.conn),
             created: idle.created,
             pool: Arc::clone(pool),
-            held_for: 0,
-        }
-    }
-
-    /// Gives the connection back, kept for `session` (transaction pooling,
-    /// after its writes): other checkouts leave it alone while the pool
-    /// has room, so the session's next `currval()` finds its `nextval()`.
-    pub fn hold_for(mut this: PooledConn, session: u64) -> Held {
-        let token = this.token();
-        this.held_for = session;
-        let pool = ConnPool(Arc::clone(&this.pool));
-        drop(this);
-        Held {
-            pool,
-            token: Some(token),
-        }
-    }
-
-    /// This connection as checked out now.
-    pub fn token(&self) -> ConnToken {
-        ConnToken {
-            serial: self.serial,
-            uses: self.uses,
+            held: false,
         }
     }
 
@@ -413,7 +325,7 @@ impl Drop for PooledConn {
                     conn,
                     created: self.created,
                     returned: Instant::now(),
-                    held_for: self.held_for,
+                    held: self.held,
                 });
             } else {
                 tracing::debug!(backend = %conn.backend.name, "closing a server connection returned inside a transaction or with replies owed");

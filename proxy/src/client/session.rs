@@ -68,9 +68,9 @@ pub(super) struct Client {
     pub user: String,
     /// What this session logs in to servers as.
     pub login: Arc<crate::login::Login>,
-    /// The primary connection the session's last request there ran on, as
-    /// it was handed back (transaction pooling): where its `nextval()`
-    /// state lives, for a later `currval()` / `lastval()`.
+    /// The primary connection the session's last writes ran on, held for
+    /// it in the pool (transaction pooling): where its `nextval()` state
+    /// lives, for a later `currval()` / `lastval()`.
     pub last_primary: Option<(BackendId, crate::backend::pool::Held)>,
     /// Unique among the process's sessions: whose sequence state a server
     /// connection holds.
@@ -326,7 +326,7 @@ impl Client {
         } else if conn.sequences_owner() == self.session_id {
             // Only this session's writes ran here since its sequence state
             // was cleared (a read of its own changes nothing).
-            self.last_primary = Some((backend, PooledConn::hold_for(conn, self.session_id)));
+            self.last_primary = Some((backend, PooledConn::hold(conn)));
         }
     }
 }
