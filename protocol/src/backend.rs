@@ -95,6 +95,24 @@ pub fn ready_status(body: &[u8]) -> Result<TransactionStatus, ProtocolError> {
     }
 }
 
+/// `X/Y` as PostgreSQL prints a pg_lsn.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The value of a DataRow body with exactly one non-NULL column: what
+/// pgsplit's own single-value queries return.
+pub fn single_column(body: &[u8]) -> Option<&[u8]> {
+    let (count, rest) = body.split_first_chunk::<2>()?;
+    if i16::from_be_bytes(*count) != 1 {
+        return None;
+    }
+    let (len, value) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
+    (value.len() == len).then_some(value)
+}
+
 fn parse_auth(body: &[u8]) -> Result<Authentication<'_>, ProtocolError> {
     let mut r = Reader::new(body, "Authentication");
     let code = r.i32()?;
@@ -195,6 +213,26 @@ mod tests {
     use crate::encode::{self, ErrorInfo};
     use crate::frame::{split_frame, Direction};
     use bytes::BytesMut;
+
+    #[test]
+    fn single_column_takes_one_non_null_value_only() {
+        let row = |values: &[Option<&str>]| {
+            let mut b = bytes::BytesMut::new();
+            crate::encode::data_row(&mut b, values);
+            b[5..].to_vec()
+        };
+        assert_eq!(
+            single_column(&row(&[Some("0/16B3748")])),
+            Some(&b"0/16B3748"[..])
+        );
+        assert_eq!(single_column(&row(&[Some("")])), Some(&b""[..]));
+        assert_eq!(single_column(&row(&[None])), None);
+        assert_eq!(single_column(&row(&[Some("a"), Some("b")])), None);
+        assert_eq!(single_column(&row(&[])), None);
+        // A length that does not match the body.
+        assert_eq!(single_column(&[0, 1, 0, 0, 0, 9, b'x']), None);
+        assert_eq!(single_column(&[0]), None);
+    }
 
     fn one(buf: &mut BytesMut) -> Frame {
         let f = split_frame(buf, Direction::Backend, 1 << 20)

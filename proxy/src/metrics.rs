@@ -156,6 +156,21 @@ pub fn render(s: &Arc<Shared>) -> String {
             &s.ryw.waits,
         ),
         (
+            "pgsplit_ryw_positions_read_total",
+            "Commit positions read on the committing connection, for causal sessions whose reads follow their writes.",
+            &s.ryw.positions_asked,
+        ),
+        (
+            "pgsplit_ryw_replay_confirmed_total",
+            "Reads sent to a replica after asking it for its replay position, which covered the session's writes.",
+            &s.ryw.confirmed,
+        ),
+        (
+            "pgsplit_ryw_replay_behind_total",
+            "Replicas asked for their replay position before a read that had not replayed the session's writes yet.",
+            &s.ryw.behind,
+        ),
+        (
             "pgsplit_primary_changes_total",
             "Times the primary changed, including to none while the primary is down.",
             &s.topology.control.primary_changes,

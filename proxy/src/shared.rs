@@ -30,6 +30,13 @@ pub struct RywCounters {
     pub kept_on_primary: AtomicU64,
     /// Reads that waited (`causal_wait`) for a replica to catch up.
     pub waits: AtomicU64,
+    /// Commit positions read on the committing connection (causal sessions
+    /// whose reads follow their writes).
+    pub positions_asked: AtomicU64,
+    /// Replicas asked for their replay position before a read that their
+    /// last health check did not cover: had replayed it, had not.
+    pub confirmed: AtomicU64,
+    pub behind: AtomicU64,
 }
 
 /// How far behind a standby may be and still take a session's reads

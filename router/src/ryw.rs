@@ -2,11 +2,15 @@
 //! wrote and when.
 //!
 //! A commit is timed on the proxy's clock before the client hears of it.
-//! Its WAL position is not asked for: the primary's position read by the
-//! first health check *sent after* that moment is at least the commit's.
-//! Until such a check has come back the read needs the primary
-//! ([`ReadNeed::Unsampled`]); then any replica that has replayed that
-//! position will do.
+//! The primary's position read by the first health check *sent after* that
+//! moment is at least the commit's. Until such a check has come back the
+//! read needs the primary ([`ReadNeed::Unsampled`]); then any replica that
+//! has replayed that position will do.
+//!
+//! A causal session whose reads have come before that check is worth more:
+//! the position of its later commits is read on the connection that ran
+//! them, right after the commit ([`Ryw::wants_position`],
+//! [`Ryw::position_read`]), so its next read may go to a replica at once.
 //!
 //! Pure: the clock and the health loop's samples come in through [`Env`].
 
@@ -64,6 +68,8 @@ pub struct Ryw {
     write_at_us: u64,
     /// When the last write committed (0: never).
     last_write_us: u64,
+    /// A read of this session came before its last commit was sampled.
+    reads_follow_writes: bool,
 }
 
 impl Ryw {
@@ -85,6 +91,25 @@ impl Ryw {
         self.last_write_us = at_us;
         self.write_at_us = at_us;
         self.pending = more;
+    }
+
+    /// Whether the commit just noted is worth reading the primary's
+    /// position for, on the connection that ran it: only in causal mode
+    /// (the other modes wait for other sessions' writes, timed) and only
+    /// for a session whose reads have followed its writes before, so
+    /// write-only traffic pays nothing.
+    pub fn wants_position(&self, mode: Mode) -> bool {
+        mode == Mode::Causal && self.reads_follow_writes && self.write_at_us != 0 && !self.pending
+    }
+
+    /// The primary's position, read on the connection of the session's last
+    /// commit after it: at least that commit's. Ignored while a later write
+    /// may be running (it was sent behind the position query).
+    pub fn position_read(&mut self, lsn: u64) {
+        if lsn != 0 && self.write_at_us != 0 && !self.pending {
+            self.write_lsn = lsn;
+            self.write_at_us = 0;
+        }
     }
 
     /// Whether the session ever committed a write.
@@ -120,7 +145,10 @@ impl Ryw {
                     self.write_lsn = lsn;
                     self.write_at_us = 0;
                 }
-                None => return ReadNeed::Unsampled(self.write_at_us),
+                None => {
+                    self.reads_follow_writes = true;
+                    return ReadNeed::Unsampled(self.write_at_us);
+                }
             }
         }
         match self.write_lsn {
@@ -294,6 +322,42 @@ mod tests {
         };
         assert_eq!(r.need(Mode::Global, &sampled), ReadNeed::AtLeast(321));
         assert_eq!(r.need(Mode::Global, &Fixed::default()), ReadNeed::Any);
+    }
+
+    #[test]
+    fn a_position_read_after_the_commit_lets_a_replica_serve_at_once() {
+        let mut r = Ryw::default();
+        let unsampled = Fixed::default();
+        r.write_sent();
+        r.committed(100, false);
+        // Write-only so far: nothing worth a query.
+        assert!(!r.wants_position(Mode::Causal));
+        assert_eq!(r.need(Mode::Causal, &unsampled), ReadNeed::Unsampled(100));
+        // Its reads follow its writes: the next commit's position is asked.
+        r.write_sent();
+        r.committed(200, false);
+        assert!(r.wants_position(Mode::Causal));
+        assert!(!r.wants_position(Mode::User));
+        assert!(!r.wants_position(Mode::Global));
+        r.position_read(4242);
+        assert_eq!(r.need(Mode::Causal, &unsampled), ReadNeed::AtLeast(4242));
+        assert!(!r.wants_position(Mode::Causal), "asked once per commit");
+    }
+
+    #[test]
+    fn a_position_read_before_a_later_write_commits_is_not_that_writes() {
+        let mut r = Ryw::default();
+        let unsampled = Fixed::default();
+        r.committed(100, false);
+        r.need(Mode::Causal, &unsampled);
+        // The position query was queued; a write joined behind it.
+        r.write_sent();
+        r.position_read(4242);
+        r.committed(300, false);
+        assert_eq!(r.need(Mode::Causal, &unsampled), ReadNeed::Unsampled(300));
+        // A stray reply with nothing to time is ignored too.
+        r.position_read(0);
+        assert_eq!(r.need(Mode::Causal, &unsampled), ReadNeed::Unsampled(300));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct ServerConn {
     /// The session whose writes ran here since its sequence state (what
     /// `currval()` / `lastval()` answer from) was last cleared; 0: nobody's.
     pub(super) sequences_owner: u64,
+    /// Answers owed to [`ServerConn::ask_position`].
+    pub(super) positions_owed: u8,
 }
 
 /// Numbers every server connection the process opens.
@@ -115,6 +117,7 @@ impl ServerConn {
             serial: SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             uses: 0,
             sequences_owner: 0,
+            positions_owed: 0,
         };
         let mut out = BytesMut::with_capacity(256);
         let mut startup: Vec<(&str, &str)> = vec![("user", p.user), ("database", p.database)];

@@ -1,12 +1,14 @@
 //! Server side: connections to PostgreSQL backends. `connect.rs` opens
 //! and authenticates one; `server.rs` is what sessions may do with it
 //! (its fields are private here); `prepared.rs` tracks the statements it
-//! has; `pool.rs` keeps idle ones per backend, database and user.
+//! has; `position.rs` reads WAL positions on it for read-your-writes;
+//! `pool.rs` keeps idle ones per backend, database and user.
 
 mod connect;
 mod credential;
 pub mod negotiate;
 pub mod pool;
+mod position;
 mod prepared;
 mod server;
 pub mod sockets;

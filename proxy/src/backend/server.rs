@@ -133,5 +133,9 @@ impl ServerConn {
     /// A ReadyForQuery said `status`.
     pub fn note_ready(&mut self, status: TransactionStatus) {
         self.tx = status;
+        if self.tracker.is_idle() {
+            // A position query that failed answered with no row.
+            self.positions_owed = 0;
+        }
     }
 }

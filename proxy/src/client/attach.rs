@@ -40,6 +40,12 @@ impl Client {
                 // next read will.
                 Weight::PrepareOnly => shared.peek_reader(exclude, lsn, lag),
             });
+        let confirmable = weight == Weight::Runs && min_lsn != u64::MAX;
+        if confirmable && matches!(place, ReadPlace::Primary | ReadPlace::Wait) {
+            if let Some(a) = self.confirm_replica(min_lsn, avoid).await {
+                return Ok(a);
+            }
+        }
         match place {
             ReadPlace::Server(b) => self.attach_reader(b, min_lsn, avoid).await,
             ReadPlace::Primary => self.attach_primary(Purpose::Read { min_lsn }, avoid).await,
@@ -199,7 +205,7 @@ impl Client {
 
     /// The attachment of `conn`, with the session's settings and deferred
     /// BEGIN queued ahead of the request.
-    fn attachment(
+    pub(super) fn attachment(
         &mut self,
         mut conn: PooledConn,
         claim: Claim,
@@ -252,7 +258,10 @@ impl Client {
 
     /// A healthy connection to `backend`: the session's own (session
     /// pooling), or one from the pool.
-    async fn connection(&mut self, backend: BackendId) -> Result<PooledConn, SessionError> {
+    pub(super) async fn connection(
+        &mut self,
+        backend: BackendId,
+    ) -> Result<PooledConn, SessionError> {
         if let Some(mut c) = self.conns[backend.index()].take() {
             if c.is_alive() {
                 return Ok(c);
@@ -291,7 +300,7 @@ impl Client {
 
     /// A connection taken but not attached: kept by the session in
     /// session pooling, else back to the pool.
-    fn keep(&mut self, backend: BackendId, conn: PooledConn) {
+    pub(super) fn keep(&mut self, backend: BackendId, conn: PooledConn) {
         if self.session_pooling {
             self.conns[backend.index()] = Some(conn);
         }

@@ -22,4 +22,6 @@ pub(super) enum Event {
     Tag(String),
     /// Client Syncs the server swallowed during COPY FROM STDIN.
     IgnoredSyncs(usize, usize),
+    /// The primary's write position, read after the session's commit.
+    Position(u64),
 }

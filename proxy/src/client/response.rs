@@ -123,25 +123,37 @@ impl Client {
     /// standby: the primary, or one being fenced in a switchover. Not on a
     /// replica: a write refused before it ran (a full pool) leaves the
     /// write pending, and the session's next read must not count as its
-    /// commit.
-    fn note_commit(&mut self, a: &Attachment, events: &[Event]) {
-        let committed = self.ryw.pending()
-            && self.shared.topology.backends[a.backend].node.pg_role()
-                != pgsplit_router::topology::PgRole::Standby
-            && events
-                .iter()
-                .any(|e| matches!(e, Event::Ready(TransactionStatus::Idle)));
-        if committed {
-            // Noted before the client hears of the commit, so no read
-            // anywhere can overtake it unnoticed. Its position is not asked
-            // for here: the primary's next health check reads a position
-            // at least as new, costing this connection no round trip. A
-            // write pipelined behind this reply has not committed yet: its
-            // own ReadyForQuery is timed again.
-            let at_us = self.shared.topology.now_us().max(1);
-            self.ryw.committed(at_us, !a.conn.owes_nothing());
-            self.shared.last_write_us.fetch_max(at_us, Ordering::AcqRel);
-            self.peer_writes.fetch_max(at_us, Ordering::AcqRel);
+    /// commit. In the order of the replies, so a position read before a
+    /// later commit is never taken for that commit's.
+    fn note_commit(&mut self, a: &mut Attachment, events: &[Event]) {
+        let on_primary = self.shared.topology.backends[a.backend].node.pg_role()
+            != pgsplit_router::topology::PgRole::Standby;
+        let mut committed = false;
+        for e in events {
+            match e {
+                Event::Position(lsn) => self.ryw.position_read(*lsn),
+                Event::Ready(TransactionStatus::Idle) if on_primary && self.ryw.pending() => {
+                    committed = true;
+                    // Noted before the client hears of the commit, so no
+                    // read anywhere can overtake it unnoticed. A write
+                    // pipelined behind this reply has not committed yet:
+                    // its own ReadyForQuery is timed again.
+                    let at_us = self.shared.topology.now_us().max(1);
+                    self.ryw.committed(at_us, !a.conn.owes_nothing());
+                    self.shared.last_write_us.fetch_max(at_us, Ordering::AcqRel);
+                    self.peer_writes.fetch_max(at_us, Ordering::AcqRel);
+                }
+                _ => {}
+            }
+        }
+        // Otherwise the primary's next health check reads a position at
+        // least as new: no query, and the connection is free at once.
+        if committed && a.conn.is_clean() && self.ryw.wants_position(self.ryw_mode) {
+            a.conn.ask_position();
+            self.shared
+                .ryw
+                .positions_asked
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -155,6 +167,7 @@ impl Client {
                 self.segments.drain(skip.min(end)..end);
             }
             Event::Ready(status) => self.on_ready(status, conn),
+            Event::Position(_) => {}
         }
     }
 
@@ -354,6 +367,11 @@ fn note_reply(
             conn.prepared().forget();
             if forward {
                 events.push(Event::Error);
+            }
+        }
+        be::DATA_ROW if !forward => {
+            if let Some(lsn) = conn.position_reply(body) {
+                events.push(Event::Position(lsn));
             }
         }
         be::COMMAND_COMPLETE if forward && want_tags => events.push(Event::Tag(

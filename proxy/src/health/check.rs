@@ -14,11 +14,7 @@ use std::time::Duration;
 
 use crate::topology::{BackendId, Report, Topology};
 
-/// `X/Y` as PostgreSQL prints a pg_lsn.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
+pub use pgsplit_protocol::backend::parse_lsn;
 
 /// One loop per backend; each ends when the proxy is gone.
 pub fn spawn(shared: &Arc<Topology>) {

@@ -142,6 +142,14 @@ impl Node {
         self.lsn.load(Ordering::Acquire)
     }
 
+    /// A session read this standby's replay position: never older than
+    /// what the last check saw, since replay only moves forward (a check
+    /// taken before it may still store an older one, which is only
+    /// cautious).
+    pub fn replayed(&self, lsn: u64) {
+        self.lsn.fetch_max(lsn, Ordering::AcqRel);
+    }
+
     /// The position from a check sent after `t_us` (proxy clock), if one
     /// has come back yet.
     pub fn position_sampled_after(&self, t_us: u64) -> Option<u64> {

@@ -71,9 +71,9 @@ async fn a_pipelined_write_is_timed_by_its_own_commit() {
 
 /// The default mode (causal) after a `SET`: the SET runs on the primary
 /// and counts as a write ("anything that ran on the primary outside a
-/// read-only transaction"), so the read right after it goes to the
-/// primary, and once the primary's position has been read, to a replica.
-/// Wherever the read runs, the setting is in effect there.
+/// read-only transaction"), so the read right after it needs a replica
+/// that has replayed the primary's position after the SET. Wherever the
+/// read runs, the setting is in effect there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_right_after_set_sees_the_setting_where_it_runs() {
     let _lag = LAG.lock().await;
@@ -129,12 +129,12 @@ async fn a_read_right_after_set_sees_the_setting_where_it_runs() {
         on[n] += 1;
     }
     println!("causal, read right after SET: served per node {on:?}");
-    // A position check would have to be sent after the SET and come back
-    // before the next statement arrives, microseconds later: at most a
-    // rare round may see that.
+    // The SET's position is read right after it on the primary, and a
+    // replica asked has replayed it (a SET writes no WAL): from the second
+    // round on, the read goes to a replica, where the setting is replayed.
     assert!(
-        on[0] >= 18,
-        "reads right after SET were not kept on the primary: per node {on:?}"
+        on[1] + on[2] >= 15,
+        "reads right after SET stayed on the primary: per node {on:?}"
     );
     // Later reads go back to the replicas, with the setting replayed there.
     let mut seen = [false; 3];
@@ -185,4 +185,72 @@ async fn a_statement_close_does_not_count_as_a_write() {
         on_primary, 0,
         "a session that never wrote had {on_primary} of 10 reads kept on the primary"
     );
+}
+
+/// A causal session whose reads follow its writes: the position of each
+/// commit is read on the connection that ran it, and a replica whose last
+/// health check predates the commit is asked whether it has replayed it.
+/// Health checks are made rare here, so only that can put these reads on a
+/// replica; with replicas 300 ms behind, the same reads must stay on the
+/// primary, and still see the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writers_read_goes_to_a_replica_once_it_has_replayed_the_commit() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_confirm");
+    tables(&db, &["c"]);
+    set_lag(0);
+    let mut cfg = proxy_config(Mode::Causal);
+    cfg.routing.position_interval = Duration::from_secs(30);
+    cfg.health.health_check_period = Duration::from_secs(30);
+    cfg.metrics_listen = Some("127.0.0.1:0".into());
+    let proxy = start_proxy_with(cfg).await;
+    let c = connect(&proxy, &db).await;
+    let mut on_replica = 0;
+    for id in 0..30 {
+        let (seen, node) = write_then_read(&c, "c", id).await;
+        assert!(seen, "read {id} (node {node}) missed the session's write");
+        on_replica += usize::from(node != 0);
+    }
+    let page = metrics_page(&proxy).await;
+    let (asked, confirmed) = (
+        metric(&page, "pgsplit_ryw_positions_read_total"),
+        metric(&page, "pgsplit_ryw_replay_confirmed_total"),
+    );
+    println!("caught up: {on_replica}/30 reads on replicas; positions read {asked}, confirmed {confirmed}");
+    // The first read finds the session write-only so far: it goes to the
+    // primary and makes the later commits' positions worth reading.
+    assert!(
+        on_replica >= 27,
+        "only {on_replica}/30 reads went to replicas"
+    );
+    assert!(
+        asked >= 28 && confirmed >= 27,
+        "positions {asked}, confirmed {confirmed}"
+    );
+
+    set_lag(300);
+    let mut on_replica = 0;
+    for id in 100..110 {
+        let (seen, node) = write_then_read(&c, "c", id).await;
+        assert!(seen, "read {id} (node {node}) missed the session's write");
+        on_replica += usize::from(node != 0);
+    }
+    let behind = metric(
+        &metrics_page(&proxy).await,
+        "pgsplit_ryw_replay_behind_total",
+    );
+    assert_eq!(on_replica, 0, "a replica 300 ms behind served a read");
+    assert!(behind >= 10, "replicas asked and found behind: {behind}");
+    proxy.shutdown().await;
+    set_lag(0);
+}
+
+/// An INSERT, a pause far shorter than any health check's period but long
+/// enough for an unthrottled replica to replay it, then a read of the row.
+async fn write_then_read(c: &Client, table: &str, id: i64) -> (bool, usize) {
+    c.simple_query(&format!("INSERT INTO {table} VALUES ({id})"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    read_row(c, table, id).await
 }
