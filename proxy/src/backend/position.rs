@@ -3,9 +3,9 @@
 //! replies dropped on the way to the client), and a replica's replay
 //! position before a read that its last health check does not cover.
 
-use bytes::BytesMut;
 use pgsplit_protocol::backend::{parse_lsn, single_column};
 use pgsplit_protocol::encode;
+use pgsplit_protocol::frontend::Target;
 use pgsplit_protocol::pipeline::Request;
 use pgsplit_protocol::tag::backend as be;
 
@@ -14,6 +14,8 @@ use super::{BackendError, ServerConn};
 /// Schema-qualified: a session's `search_path` cannot shadow them.
 const WRITE_POSITION: &str = "SELECT pg_catalog.pg_current_wal_lsn()";
 const REPLAY_POSITION: &str = "SELECT pg_catalog.pg_last_wal_replay_lsn()";
+/// The name they are prepared under, for one round trip each.
+const STATEMENT: &str = "pgsplit_position";
 
 impl ServerConn {
     /// Queues a read of the primary's write position behind what this
@@ -23,7 +25,7 @@ impl ServerConn {
     /// transaction's snapshot.
     pub fn ask_position(&mut self) {
         debug_assert!(self.is_clean());
-        self.inject_query(WRITE_POSITION);
+        self.queue_single_value(WRITE_POSITION);
         self.positions_owed = self.positions_owed.saturating_add(1);
     }
 
@@ -42,12 +44,10 @@ impl ServerConn {
     /// round trip, on an idle connection); `None` on a server that is not
     /// in recovery.
     pub async fn replay_position(&mut self) -> Result<Option<u64>, BackendError> {
-        let mut out = BytesMut::new();
-        encode::query(&mut out, REPLAY_POSITION);
         // Tracked like any request: abandoned mid-way (a timeout), the
         // connection is never handed out with replies still coming.
-        self.tracker.push(Request::UntilReady, false);
-        self.send(&mut out).await?;
+        self.queue_single_value(REPLAY_POSITION);
+        self.flush().await?;
         let mut position = None;
         loop {
             let f = self.recv(1 << 16).await?;
@@ -66,6 +66,34 @@ impl ServerConn {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+impl ServerConn {
+    /// Queues `sql` over the extended protocol under a name of pgsplit's
+    /// own, closed again in the same round trip: a simple Query would
+    /// replace the client's unnamed statement (psql's `\gdesc` prepares
+    /// one, then describes it in a second request), and a statement left
+    /// behind would show in its `pg_prepared_statements`. The first Close
+    /// clears one that a failed round left. Its replies are not forwarded.
+    fn queue_single_value(&mut self, sql: &str) {
+        let out = &mut self.out;
+        encode::close(out, Target::Statement, STATEMENT);
+        encode::parse(out, STATEMENT, sql, &[]);
+        encode::bind(out, "", STATEMENT, &[]);
+        encode::execute(out, "", 0);
+        encode::close(out, Target::Statement, STATEMENT);
+        encode::sync(out);
+        for request in [
+            Request::Close,
+            Request::Parse,
+            Request::Bind,
+            Request::Execute,
+            Request::Close,
+            Request::UntilReady,
+        ] {
+            self.tracker.push(request, false);
         }
     }
 }

@@ -83,8 +83,11 @@ impl ServerConn {
     }
 
     /// Queues a simple query of pgsplit's own; its replies are not forwarded.
+    /// It replaces the unnamed statement, which the relay then prepares
+    /// again when the client uses it.
     pub fn inject_query(&mut self, sql: &str) {
         pgsplit_protocol::encode::query(&mut self.out, sql);
+        self.prepared.set_unnamed(None);
         self.tracker.push(Request::UntilReady, false);
     }
 

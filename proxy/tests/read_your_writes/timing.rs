@@ -254,3 +254,72 @@ async fn write_then_read(c: &Client, table: &str, id: i64) -> (bool, usize) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     read_row(c, table, id).await
 }
+
+/// The position read after a commit must leave the client's own protocol
+/// state alone: psql's `\gdesc` prepares the unnamed statement in one
+/// request and describes it in the next, and a simple query of pgsplit's
+/// between the two replaced it ("unnamed prepared statement does not
+/// exist", PostgreSQL's `psql` regression test). Pinned by `PREPARE`, the
+/// session runs everything on one primary connection, where the position
+/// query follows each commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_position_read_keeps_the_clients_unnamed_statement() {
+    let _lag = LAG.lock().await;
+    let db = fresh_database("ryw_gdesc");
+    tables(&db, &["g"]);
+    set_lag(0);
+    let mut cfg = proxy_config(Mode::Causal);
+    cfg.routing.position_interval = Duration::from_secs(30);
+    cfg.health.health_check_period = Duration::from_secs(30);
+    cfg.metrics_listen = Some("127.0.0.1:0".into());
+    let proxy = start_proxy_with(cfg).await;
+    let a = proxy.local_addr();
+    let dsn = format!(
+        "postgresql://postgres:{PASSWORD}@{}:{}/{db}",
+        a.ip(),
+        a.port()
+    );
+    // The read right after the first INSERT marks the session as one
+    // whose reads follow its writes.
+    let script = "INSERT INTO g VALUES (1);\n\
+                  SELECT count(*) FROM g;\n\
+                  PREPARE q AS SELECT 1 AS first;\n\
+                  INSERT INTO g VALUES (2);\n\
+                  EXECUTE q \\gdesc\n\
+                  INSERT INTO g VALUES (3);\n\
+                  SELECT 2 AS second \\gdesc\n";
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut psql = tool("psql")
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        psql.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        psql.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psql failed: {text}");
+    let asked = metric(
+        &metrics_page(&proxy).await,
+        "pgsplit_ryw_positions_read_total",
+    );
+    assert!(
+        asked > 0,
+        "no position was read, so nothing was tested: {text}"
+    );
+    assert!(
+        text.contains("first|integer") && text.contains("second|integer"),
+        "{text}"
+    );
+    proxy.shutdown().await;
+}
