@@ -9,9 +9,14 @@
 //! - [`regress`] and the `regress` binary: PostgreSQL's own regression
 //!   suite directly and through pgsplit, in each pooling mode, with the
 //!   result files compared.
+//! - [`ryw`] and the `ryw` binary: where reads go under the read-your-writes
+//!   modes (own writes read back, readers next to writers of the same and
+//!   of another user), from pgsplit's metrics, with any read that misses
+//!   its own write reported as a violation.
 //!
 //! Nothing here is part of the proxy; it only starts processes and reads
 //! their output.
 
 pub mod e2e;
 pub mod regress;
+pub mod ryw;
