@@ -94,6 +94,11 @@ pub struct Routing {
     /// replicas, write position on the primary). Default: "50ms".
     #[serde(with = "humantime_serde")]
     pub position_interval: Duration,
+    /// In causal mode, for a session whose reads follow its writes: read
+    /// each commit's position on the committing connection, and ask a
+    /// replica for its replay position before a read that no health check
+    /// covers yet, so the read may leave the primary at once. Default: true.
+    pub confirm_replay: bool,
 }
 
 impl Default for Routing {
@@ -107,6 +112,7 @@ impl Default for Routing {
             causal_wait: Duration::ZERO,
             sticky_duration: Duration::from_secs(2),
             position_interval: Duration::from_millis(50),
+            confirm_replay: true,
         }
     }
 }

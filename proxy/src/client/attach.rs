@@ -40,7 +40,9 @@ impl Client {
                 // next read will.
                 Weight::PrepareOnly => shared.peek_reader(exclude, lsn, lag),
             });
-        let confirmable = weight == Weight::Runs && min_lsn != u64::MAX;
+        let confirmable = weight == Weight::Runs
+            && min_lsn != u64::MAX
+            && self.shared.config.routing.confirm_replay;
         if confirmable && matches!(place, ReadPlace::Primary | ReadPlace::Wait) {
             if let Some(a) = self.confirm_replica(min_lsn, avoid).await {
                 return Ok(a);

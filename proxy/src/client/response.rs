@@ -148,7 +148,11 @@ impl Client {
         }
         // Otherwise the primary's next health check reads a position at
         // least as new: no query, and the connection is free at once.
-        if committed && a.conn.is_clean() && self.ryw.wants_position(self.ryw_mode) {
+        if committed
+            && a.conn.is_clean()
+            && self.shared.config.routing.confirm_replay
+            && self.ryw.wants_position(self.ryw_mode)
+        {
             a.conn.ask_position();
             self.shared
                 .ryw

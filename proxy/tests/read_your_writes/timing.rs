@@ -242,7 +242,27 @@ async fn a_writers_read_goes_to_a_replica_once_it_has_replayed_the_commit() {
     assert_eq!(on_replica, 0, "a replica 300 ms behind served a read");
     assert!(behind >= 10, "replicas asked and found behind: {behind}");
     proxy.shutdown().await;
+
+    // Turned off, the same reads stay on the primary until a check.
     set_lag(0);
+    let mut cfg = proxy_config(Mode::Causal);
+    cfg.routing.position_interval = Duration::from_secs(30);
+    cfg.routing.confirm_replay = false;
+    cfg.metrics_listen = Some("127.0.0.1:0".into());
+    let proxy = start_proxy_with(cfg).await;
+    let c = connect(&proxy, &db).await;
+    let mut on_replica = 0;
+    for id in 200..205 {
+        let (seen, node) = write_then_read(&c, "c", id).await;
+        assert!(seen, "read {id} (node {node}) missed the session's write");
+        on_replica += usize::from(node != 0);
+    }
+    let asked = metric(
+        &metrics_page(&proxy).await,
+        "pgsplit_ryw_positions_read_total",
+    );
+    assert_eq!((on_replica, asked), (0, 0), "confirm_replay = false");
+    proxy.shutdown().await;
 }
 
 /// An INSERT, a pause far shorter than any health check's period but long
