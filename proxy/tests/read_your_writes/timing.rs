@@ -199,11 +199,7 @@ async fn a_writers_read_goes_to_a_replica_once_it_has_replayed_the_commit() {
     let db = fresh_database("ryw_confirm");
     tables(&db, &["c"]);
     set_lag(0);
-    let mut cfg = proxy_config(Mode::Causal);
-    cfg.routing.position_interval = Duration::from_secs(30);
-    cfg.health.health_check_period = Duration::from_secs(30);
-    cfg.metrics_listen = Some("127.0.0.1:0".into());
-    let proxy = start_proxy_with(cfg).await;
+    let proxy = start_proxy_with(rare_checks(true)).await;
     let c = connect(&proxy, &db).await;
     let mut on_replica = 0;
     for id in 0..30 {
@@ -245,11 +241,7 @@ async fn a_writers_read_goes_to_a_replica_once_it_has_replayed_the_commit() {
 
     // Turned off, the same reads stay on the primary until a check.
     set_lag(0);
-    let mut cfg = proxy_config(Mode::Causal);
-    cfg.routing.position_interval = Duration::from_secs(30);
-    cfg.routing.confirm_replay = false;
-    cfg.metrics_listen = Some("127.0.0.1:0".into());
-    let proxy = start_proxy_with(cfg).await;
+    let proxy = start_proxy_with(rare_checks(false)).await;
     let c = connect(&proxy, &db).await;
     let mut on_replica = 0;
     for id in 200..205 {
@@ -263,6 +255,17 @@ async fn a_writers_read_goes_to_a_replica_once_it_has_replayed_the_commit() {
     );
     assert_eq!((on_replica, asked), (0, 0), "confirm_replay = false");
     proxy.shutdown().await;
+}
+
+/// Causal mode with position checks 30 s apart, so that only asking a
+/// replica (`confirm_replay`) can put a read right after a write on it;
+/// metrics on, to count what was asked.
+fn rare_checks(confirm_replay: bool) -> pgsplit_config::Config {
+    let mut cfg = proxy_config(Mode::Causal);
+    cfg.routing.position_interval = Duration::from_secs(30);
+    cfg.routing.confirm_replay = confirm_replay;
+    cfg.metrics_listen = Some("127.0.0.1:0".into());
+    cfg
 }
 
 /// An INSERT, a pause far shorter than any health check's period but long
@@ -288,11 +291,7 @@ async fn the_position_read_keeps_the_clients_unnamed_statement() {
     let db = fresh_database("ryw_gdesc");
     tables(&db, &["g"]);
     set_lag(0);
-    let mut cfg = proxy_config(Mode::Causal);
-    cfg.routing.position_interval = Duration::from_secs(30);
-    cfg.health.health_check_period = Duration::from_secs(30);
-    cfg.metrics_listen = Some("127.0.0.1:0".into());
-    let proxy = start_proxy_with(cfg).await;
+    let proxy = start_proxy_with(rare_checks(true)).await;
     let a = proxy.local_addr();
     let dsn = format!(
         "postgresql://postgres:{PASSWORD}@{}:{}/{db}",
