@@ -178,12 +178,22 @@ fn write_certificate(
     Ok(path)
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C or SIGTERM. SIGHUP (`systemctl reload`, and every PgBouncer
+/// and PostgreSQL habit) would otherwise end the process at once, dropping
+/// every client: it is caught and logged, and changes nothing, since the
+/// configuration cannot be re-read while running yet.
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP received: pgsplit cannot reload its configuration while running yet; \
+                 nothing changed and every client stays connected; restart pgsplit to apply a new configuration"
+            ),
+        }
     }
 }

@@ -142,7 +142,7 @@ const SSL_AND_PORT: &str =
     "/* pgsplit:replica */ SELECT ssl, inet_server_port() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
 #[test]
-fn the_demo_serves_tls_with_the_certificate_it_prints() {
+fn the_demo_serves_tls_with_the_certificate_it_prints_and_survives_sighup() {
     use std::io::{BufRead, BufReader};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -156,10 +156,14 @@ fn the_demo_serves_tls_with_the_certificate_it_prints() {
         .spawn()
         .unwrap();
     let stderr = demo.stderr.take().unwrap();
+    // Read to the end: the replicas' ports first, then every log line.
     let replicas = std::thread::spawn(move || {
-        BufReader::new(stderr)
+        let lines: Vec<String> = BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
+            .collect();
+        let ports = lines
+            .iter()
             .filter(|l| l.trim_start().starts_with("replica"))
             .take(2)
             .map(|l| {
@@ -171,7 +175,8 @@ fn the_demo_serves_tls_with_the_certificate_it_prints() {
                     .unwrap()
                     .to_owned()
             })
-            .collect::<Vec<String>>()
+            .collect::<Vec<String>>();
+        (ports, lines.join("\n"))
     });
     let mut conn = None;
     for line in BufReader::new(demo.stdout.take().unwrap()).lines() {
@@ -187,18 +192,27 @@ fn the_demo_serves_tls_with_the_certificate_it_prints() {
         }
     }
     let conn = conn.expect("the demo prints a TLS connection string");
-    let replicas = replicas.join().unwrap();
     let bindir = pgsplit_cluster::find_bindir().expect("PostgreSQL binaries");
+    // A reload signal must not end it (the default action would, at once).
+    let hup = Command::new("kill")
+        .args(["-HUP", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
     let out = Command::new(bindir.join("psql"))
         .args(["-X", "-At", "-d", &conn, "-c", SSL_AND_PORT])
         .output()
         .unwrap();
+    let survived_hup = demo.try_wait().unwrap().is_none();
     let _ = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])
         .status();
     let _ = demo.wait();
+    let (replicas, log) = replicas.join().unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(survived_hup, "SIGHUP ended the process");
+    assert!(log.contains("SIGHUP received"), "not logged: {log}");
     assert!(out.status.success(), "{conn}: {text}");
     let (ssl, port) = text.trim().split_once('|').expect("ssl|port");
     assert_eq!(ssl, "t", "pgsplit reached the server without TLS");
