@@ -63,11 +63,16 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr, coloured only on a terminal: a file or journald
     // must not get escape codes.
+    // A log line that cannot be written is lost, not fatal: by default the
+    // subscriber reports the failure with eprintln!, which panics when
+    // stderr is a pipe whose reader has gone (a shell that exited, a log
+    // collector restarting), and the panic ended the proxy.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
 }
 

@@ -221,3 +221,61 @@ fn the_demo_serves_tls_with_the_certificate_it_prints_and_survives_sighup() {
         "read on {text}, replicas {replicas:?}"
     );
 }
+
+/// pgsplit's stderr is a pipe whose reader has gone (the shell that
+/// started it exited, a log collector restarted): a log line it cannot
+/// write is lost, and the proxy goes on serving. It used to panic on the
+/// first such line (the log library's own error report to stderr).
+#[test]
+fn a_closed_stderr_does_not_end_the_proxy() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // No server behind it: the logins below are refused by pgsplit itself,
+    // and each refusal is logged.
+    let config = write_config(
+        "stderr.toml",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\n\n[[backends]]\nname = \"p\"\nhost = \"127.0.0.1\"\nport = 1\nrole = \"primary\"\n\n[[users]]\nname = \"u\"\npassword = \"right\"\n"
+        ),
+    );
+    let mut proxy = pgsplit()
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(proxy.stderr.take());
+    let psql = pgsplit_cluster::find_bindir()
+        .expect("PostgreSQL binaries")
+        .join("psql");
+    let login = || {
+        let out = Command::new(&psql)
+            .args(["-X", "-At", "-c", "SELECT 1", "-d"])
+            .arg(format!(
+                "host=127.0.0.1 port={port} user=u password=wrong dbname=x connect_timeout=5"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = |text: &str| text.contains("password authentication failed");
+    // Until it listens.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !refused(&login()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pgsplit never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answers: Vec<String> = (0..5).map(|_| login()).collect();
+    let alive = proxy.try_wait().unwrap().is_none();
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(alive, "pgsplit ended: {answers:?}");
+    assert!(answers.iter().all(|a| refused(a)), "{answers:?}");
+}
