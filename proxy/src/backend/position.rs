@@ -1,6 +1,7 @@
 //! WAL positions read on a session's own server connection, for
-//! read-your-writes: the primary's right after a commit (pipelined, its
-//! replies dropped on the way to the client), and a replica's replay
+//! read-your-writes: the primary's right after a commit (queued as soon
+//! as the client's reply is read, its replies dropped on the way to the
+//! client), and a replica's replay
 //! position before a read that its last health check does not cover.
 
 use pgsplit_protocol::backend::{parse_lsn, single_column};
@@ -68,9 +69,7 @@ impl ServerConn {
             }
         }
     }
-}
 
-impl ServerConn {
     /// Queues `sql` over the extended protocol under a name of pgsplit's
     /// own, closed again in the same round trip: a simple Query would
     /// replace the client's unnamed statement (psql's `\gdesc` prepares

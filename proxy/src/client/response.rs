@@ -126,13 +126,16 @@ impl Client {
     /// commit. In the order of the replies, so a position read before a
     /// later commit is never taken for that commit's.
     fn note_commit(&mut self, a: &mut Attachment, events: &[Event]) {
-        let on_primary = self.shared.topology.backends[a.backend].node.pg_role()
-            != pgsplit_router::topology::PgRole::Standby;
         let mut committed = false;
         for e in events {
             match e {
                 Event::Position(lsn) => self.ryw.position_read(*lsn),
-                Event::Ready(TransactionStatus::Idle) if on_primary && self.ryw.pending() => {
+                // Pending first: the node's role is read only then.
+                Event::Ready(TransactionStatus::Idle)
+                    if self.ryw.pending()
+                        && self.shared.topology.backends[a.backend].node.pg_role()
+                            != pgsplit_router::topology::PgRole::Standby =>
+                {
                     committed = true;
                     // Noted before the client hears of the commit, so no
                     // read anywhere can overtake it unnoticed. A write
