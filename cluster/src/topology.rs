@@ -18,6 +18,10 @@ use crate::{Cluster, ClusterError, StopMode};
 /// a test-sized cluster.
 const STREAMING_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a WAL receiver must stream before a follow counts as done
+/// (see `wait_streaming_from`).
+const STREAMING_SETTLES: Duration = Duration::from_secs(1);
+
 /// Server log lines meaning the node's WAL went past the point where the
 /// upstream's timeline forked, so it can never follow that upstream.
 /// The first comes from the startup process, the others from the WAL
@@ -138,6 +142,11 @@ impl Cluster {
         // `poll` knows only "done" and "not yet", so a divergence ends the
         // poll as done and is reported from here.
         let mut diverged = None;
+        // A diverged standby streams too, for a moment: its WAL receiver
+        // asks from the start of the current segment, which the upstream
+        // still has, and only then does the startup process compare the
+        // timelines and log the fork. Streaming counts once it has lasted.
+        let mut streaming_since: Option<std::time::Instant> = None;
         self.poll(
             index,
             STREAMING_TIMEOUT,
@@ -151,7 +160,12 @@ impl Cluster {
                     diverged = Some(line.to_owned());
                     return Ok(true);
                 }
-                Ok(self.psql(index, "postgres", &sql)? == "t")
+                if self.psql(index, "postgres", &sql)? != "t" {
+                    streaming_since = None;
+                    return Ok(false);
+                }
+                let since = *streaming_since.get_or_insert_with(std::time::Instant::now);
+                Ok(since.elapsed() >= STREAMING_SETTLES)
             },
         )?;
         match diverged {
