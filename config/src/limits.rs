@@ -84,6 +84,14 @@ pub struct Timeouts {
     /// off. Default: "15s".
     #[serde(with = "humantime_serde")]
     pub server_tcp_user_timeout: Duration,
+    /// On SIGTERM, SIGINT or `PGSPLIT SHUTDOWN`: how long transactions and
+    /// requests already running may take to finish. Idle clients are told
+    /// FATAL 57P01 at once, the others as soon as their transaction ends;
+    /// whoever is still inside one after this is cut off the same way
+    /// (its server rolls it back). "0s" ends every session at once.
+    /// Default: "20s", which fits in Kubernetes' default 30 s grace period.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Timeouts {
@@ -97,6 +105,7 @@ impl Default for Timeouts {
             client_idle_timeout: Duration::ZERO,
             server_keepalive: Duration::from_secs(10),
             server_tcp_user_timeout: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -98,6 +98,24 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
             },
             Err(e) => Outcome::Error(e),
         },
+        AdminCommand::Pause => match crate::pause::pause(shared).await {
+            Ok(note) => Outcome::Done {
+                tag: cmd.tag(),
+                note: Some(note),
+            },
+            Err(e) => Outcome::Error(e),
+        },
+        AdminCommand::Resume => match crate::pause::resume(shared) {
+            Ok(note) => Outcome::Done {
+                tag: cmd.tag(),
+                note,
+            },
+            Err(e) => Outcome::Error(e),
+        },
+        AdminCommand::Shutdown => Outcome::Done {
+            tag: cmd.tag(),
+            note: Some(crate::pause::shutdown(shared)),
+        },
         AdminCommand::Promote(ref name) => match node(name) {
             Ok(i) => match crate::health::promote(&shared.topology, i).await {
                 Ok(note) => Outcome::Done {

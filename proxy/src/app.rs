@@ -6,22 +6,22 @@ use std::time::Duration;
 
 use pgsplit_config::Config;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admission::{self, Throttle};
 use crate::client::serve_client;
+use crate::lifecycle::State;
 use crate::shared::Shared;
 
-/// How long sessions get to finish on shutdown before they are cut off.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Once `shutdown_timeout` is over, how long sessions get to tell their
+/// clients 57P01 and give their connections back before they are dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A running proxy. Dropping it does not stop it; call [`ProxyHandle::shutdown`].
 pub struct ProxyHandle {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,11 +39,17 @@ impl ProxyHandle {
         &self.shared
     }
 
-    /// Stops accepting, lets sessions end on their own for a grace period,
-    /// then closes the rest.
+    /// Shuts down in phases (see [`crate::lifecycle`]) and returns once
+    /// every session has ended and the pools are closed.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.shared.lifecycle.advance(State::Draining);
         let _ = self.task.await;
+    }
+
+    /// Completes when a shutdown has begun (`PGSPLIT SHUTDOWN`, or
+    /// [`ProxyHandle::shutdown`]).
+    pub async fn shutdown_requested(&self) {
+        self.shared.lifecycle.stopping().await;
     }
 }
 
@@ -105,8 +111,7 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
         }
         None => None,
     };
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
+    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
     tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
     tokio::spawn(watch_certificates(Arc::downgrade(&shared)));
     crate::health::spawn(&shared.topology);
@@ -120,16 +125,11 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
         local_addr,
         metrics_addr,
         shared,
-        stop,
         task,
     })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut sessions = JoinSet::new();
     let mut accept_errors = Throttle::new(Duration::from_secs(10));
     loop {
@@ -154,26 +154,48 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = stopped.changed() => break,
+            _ = shared.lifecycle.stopping() => break,
         }
         while sessions.try_join_next().is_some() {}
     }
     drop(listener);
+    drain(sessions, &shared).await;
+}
+
+/// The shutdown after the listener closed: sessions with nothing running
+/// have been told 57P01; the others get `shutdown_timeout` to end their
+/// transactions, then are ended the same way; then the pools close.
+async fn drain(mut sessions: JoinSet<()>, shared: &Shared) {
+    let timeout = shared.config.timeouts.shutdown_timeout;
     tracing::info!(
+        phase = "draining",
         sessions = sessions.len(),
-        "stopped accepting; waiting for sessions to end"
+        shutdown_timeout = %humantime::format_duration(timeout),
+        "shutting down: stopped accepting; idle clients are told 57P01, transactions may finish"
     );
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::info!(
+    if !all_ended(&mut sessions, timeout).await {
+        shared.lifecycle.advance(State::Closing);
+        tracing::warn!(
+            phase = "closing",
             sessions = sessions.len(),
-            "grace period over; closing remaining sessions"
+            "shutdown_timeout over: ending the sessions still inside a transaction (57P01, rolled back)"
         );
-        sessions.shutdown().await;
+        if !all_ended(&mut sessions, CLOSE_GRACE).await {
+            sessions.shutdown().await;
+        }
     }
+    let closed = shared.pools.close_idle().await;
+    tracing::info!(
+        phase = "stopped",
+        server_connections_closed = closed,
+        "pgsplit stopped"
+    );
+}
+
+/// Whether every session ended within `limit`.
+async fn all_ended(sessions: &mut JoinSet<()>, limit: Duration) -> bool {
+    let ended = async { while sessions.join_next().await.is_some() {} };
+    tokio::time::timeout(limit, ended).await.is_ok()
 }
 
 /// A socket beyond the client limit and the over-limit allowance: told
@@ -199,7 +221,12 @@ async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
     loop {
         tick.tick().await;
         match shared.upgrade() {
-            Some(s) => s.pools.maintain().await,
+            // Paused: servers may be restarting, and PAUSE promised none
+            // of their connections open.
+            Some(s) => {
+                let refill = s.lifecycle.state() == State::Running;
+                s.pools.maintain(refill).await
+            }
             None => return,
         }
     }

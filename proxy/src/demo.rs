@@ -140,9 +140,7 @@ pub async fn run(listen: &str, replicas: usize, server_tls: ServerTls) -> ExitCo
         cluster.password(),
         cert.display(),
     );
-    wait_for_signal().await;
-    eprintln!("pgsplit demo: stopping...");
-    proxy.shutdown().await;
+    crate::signals::serve_until_stopped(proxy).await;
     let _ = tokio::task::spawn_blocking(move || cluster.shutdown()).await;
     eprintln!("pgsplit demo: stopped, data removed.");
     ExitCode::SUCCESS
@@ -176,24 +174,4 @@ fn write_certificate(
         .and_then(|mut f| f.write_all(key_pair.serialize_pem().as_bytes()))
         .map_err(|e| e.to_string())?;
     Ok(path)
-}
-
-/// Ctrl-C or SIGTERM. SIGHUP (`systemctl reload`, and every PgBouncer
-/// and PostgreSQL habit) would otherwise end the process at once, dropping
-/// every client: it is caught and logged, and changes nothing, since the
-/// configuration cannot be re-read while running yet.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP received: pgsplit cannot reload its configuration while running yet; \
-                 nothing changed and every client stays connected; restart pgsplit to apply a new configuration"
-            ),
-        }
-    }
 }

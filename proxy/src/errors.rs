@@ -85,6 +85,13 @@ pub enum SessionError {
         size: usize,
         waited: std::time::Duration,
     },
+    /// pgsplit is shutting down: the session had nothing running, or its
+    /// transaction outlived `timeouts.shutdown_timeout` (`cut`).
+    #[error("pgsplit is shutting down")]
+    AdminShutdown {
+        cut: Option<std::time::Duration>,
+        in_flight: bool,
+    },
     /// The attached server went away (or refused a write as a demoted
     /// primary): handled by the session, which stays open.
     #[error("lost the server: {why}")]
@@ -170,6 +177,20 @@ impl SessionError {
                 .hint("Raise limits.max_client_connections, or close idle connections."),
             Backend(e) => return backend_reply(e),
             PoolExhausted { .. } => pool_error(self),
+            AdminShutdown { cut: None, .. } => ErrorInfo::fatal("57P01", "terminating connection due to administrator command")
+                .detail("pgsplit is shutting down; nothing was running on this connection.")
+                .hint("Reconnect: another pgsplit, or this one once it is back, will serve you."),
+            AdminShutdown { cut: Some(d), in_flight } => ErrorInfo::fatal("57P01", "terminating connection due to administrator command")
+                .detail(format!(
+                    "pgsplit is shutting down and this session's work did not end within timeouts.shutdown_timeout ({}): {}",
+                    humantime::format_duration(*d),
+                    if *in_flight {
+                        "a request was still running and may or may not have completed."
+                    } else {
+                        "its open transaction was rolled back."
+                    }
+                ))
+                .hint("Reconnect and check whether the work was done before running it again."),
             ServerLost { why, .. } => ErrorInfo::fatal("08006", format!("pgsplit: lost the server connection: {why}"))
                 .hint("Reconnect and retry."),
         };
@@ -348,10 +369,10 @@ pub fn admin_not_alone() -> ErrorInfo {
 }
 
 /// `PGSPLIT PROMOTE` inside a transaction or a pinned session.
-pub fn promote_in_transaction() -> ErrorInfo {
+pub fn admin_in_transaction(command: &str) -> ErrorInfo {
     ErrorInfo::error(
         "25001",
-        "pgsplit: PGSPLIT PROMOTE cannot run inside a transaction block or a pinned session",
+        format!("pgsplit: {command} cannot run inside a transaction block or a pinned session"),
     )
     .hint("Run it on a connection of its own, outside a transaction.")
 }

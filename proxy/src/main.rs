@@ -131,8 +131,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        pgsplit::demo::wait_for_signal().await;
-        proxy.shutdown().await;
+        pgsplit::signals::serve_until_stopped(proxy).await;
         ExitCode::SUCCESS
     })
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::lifecycle::State;
 use crate::shared::Shared;
 use crate::topology::Backend;
 
@@ -201,6 +202,21 @@ pub fn render(s: &Arc<Shared>) -> String {
     }
     let clients = s.admission.in_use();
     let _ = writeln!(out, "# HELP pgsplit_client_connections Client connections being served.\n# TYPE pgsplit_client_connections gauge\npgsplit_client_connections {clients}");
+    let state = s.lifecycle.state();
+    let _ = writeln!(out, "# HELP pgsplit_state 1 for what pgsplit is doing: running, paused (PGSPLIT PAUSE), draining (shutting down, transactions finishing) or closing (shutdown_timeout over).\n# TYPE pgsplit_state gauge");
+    for s in [
+        State::Running,
+        State::Paused,
+        State::Draining,
+        State::Closing,
+    ] {
+        let _ = writeln!(
+            out,
+            "pgsplit_state{{state=\"{}\"}} {}",
+            s.as_str(),
+            u8::from(s == state)
+        );
+    }
     let buffered = s.buffers.used();
     let _ = writeln!(out, "# HELP pgsplit_client_buffer_bytes Bytes of large client messages being buffered, counted against limits.client_buffer_budget.\n# TYPE pgsplit_client_buffer_bytes gauge\npgsplit_client_buffer_bytes {buffered}");
     out

@@ -95,6 +95,8 @@ pub struct Shared {
     pub admission: Admission,
     /// What clients' buffered messages may take, all sessions together.
     pub buffers: Arc<Budget>,
+    /// Serving, paused or shutting down.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 impl Shared {
@@ -146,6 +148,7 @@ impl Shared {
             peer_writes: Mutex::default(),
             client_tls,
             config,
+            lifecycle: Default::default(),
         }
     }
 

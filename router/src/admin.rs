@@ -18,6 +18,12 @@ pub enum AdminCommand {
     /// Take a server that says it is primary as the primary, forgetting
     /// the timelines and cluster followed before.
     Accept(String),
+    /// New requests wait and running transactions finish, then server
+    /// connections are closed (PgBouncer's PAUSE).
+    Pause,
+    Resume,
+    /// Shut down in phases, as on SIGTERM.
+    Shutdown,
 }
 
 impl AdminCommand {
@@ -37,6 +43,9 @@ impl AdminCommand {
             AdminCommand::Attach(_) => "PGSPLIT ATTACH",
             AdminCommand::Promote(_) => "PGSPLIT PROMOTE",
             AdminCommand::Accept(_) => "PGSPLIT ACCEPT",
+            AdminCommand::Pause => "PGSPLIT PAUSE",
+            AdminCommand::Resume => "PGSPLIT RESUME",
+            AdminCommand::Shutdown => "PGSPLIT SHUTDOWN",
         }
     }
 }
@@ -63,8 +72,20 @@ pub fn parse_admin(sql: &str) -> Option<Result<AdminCommand, String>> {
     if !first.eq_ignore_ascii_case("pgsplit") {
         return None;
     }
-    let usage = "write it as PGSPLIT DETACH|ATTACH|PROMOTE|ACCEPT <node name or node_id>";
-    let (Some(verb), Some(node), None) = (words.next(), words.next(), words.next()) else {
+    let usage = "write it as PGSPLIT DETACH|ATTACH|PROMOTE|ACCEPT <node name or node_id>, \
+                 or PGSPLIT PAUSE|RESUME|SHUTDOWN";
+    let verb = words.next();
+    let whole = |cmd| Some(Ok(cmd));
+    match (
+        verb.map(str::to_ascii_lowercase).as_deref(),
+        words.clone().next(),
+    ) {
+        (Some("pause"), None) => return whole(AdminCommand::Pause),
+        (Some("resume"), None) => return whole(AdminCommand::Resume),
+        (Some("shutdown"), None) => return whole(AdminCommand::Shutdown),
+        _ => {}
+    }
+    let (Some(verb), Some(node), None) = (verb, words.next(), words.next()) else {
         return Some(Err(format!("pgsplit: malformed admin command; {usage}")));
     };
     let node = node.trim_matches(|c| c == '\'' || c == '"').to_owned();
@@ -128,6 +149,21 @@ mod tests {
         );
         assert!(AdminCommand::Promote(String::new()).needs_admin());
         assert!(!AdminCommand::ShowPoolNodes.needs_admin());
+    }
+
+    #[test]
+    fn pause_resume_and_shutdown_take_no_node() {
+        assert_eq!(parse_admin("PGSPLIT PAUSE"), Some(Ok(AdminCommand::Pause)));
+        assert_eq!(
+            parse_admin("pgsplit resume;"),
+            Some(Ok(AdminCommand::Resume))
+        );
+        assert_eq!(
+            parse_admin("pgsplit Shutdown"),
+            Some(Ok(AdminCommand::Shutdown))
+        );
+        assert!(parse_admin("pgsplit pause node1").unwrap().is_err());
+        assert!(AdminCommand::Pause.needs_admin() && AdminCommand::Shutdown.needs_admin());
     }
 
     #[test]

@@ -390,13 +390,14 @@ impl Pools {
     /// Closes idle connections past their idle time or lifetime, then
     /// opens connections until each pool has `pool.min_idle` idle ones. Run
     /// periodically, so idle servers are released even without traffic.
-    pub async fn maintain(&self) {
+    /// `refill` false (paused): only closes.
+    pub async fn maintain(&self, refill: bool) {
         let pools: Vec<ConnPool> = self.map.lock().unwrap().values().cloned().collect();
         let p = &self.config.pool;
         for pool in pools {
             pool.retire_idle(Instant::now());
             let status = pool.status();
-            if status.idle >= p.min_idle {
+            if !refill || status.idle >= p.min_idle {
                 continue;
             }
             // Holding the free idle connections and the missing ones at
@@ -415,6 +416,34 @@ impl Pools {
                 }
             }
         }
+    }
+
+    /// Closes every idle connection (Terminate, then the socket), for a
+    /// shutdown or a pause; returns how many.
+    pub async fn close_idle(&self) -> usize {
+        let pools: Vec<ConnPool> = self.map.lock().unwrap().values().cloned().collect();
+        let mut closed = 0;
+        for pool in pools {
+            let idle = std::mem::take(&mut *pool.0.idle.lock().unwrap());
+            pool.0.open.fetch_sub(idle.len(), Ordering::Relaxed);
+            closed += idle.len();
+            // Five bytes into an idle socket's empty buffer: no waiting.
+            for i in idle {
+                (*i.conn).terminate().await;
+            }
+        }
+        closed
+    }
+
+    /// Server connections checked out now, over all pools.
+    pub fn in_use(&self) -> usize {
+        let map = self.map.lock().unwrap();
+        map.values()
+            .map(|pool| {
+                let s = pool.status();
+                s.open.saturating_sub(s.idle)
+            })
+            .sum()
     }
 
     /// Server connections open to `backend` (idle and in use), over all its

@@ -176,9 +176,12 @@ impl Session {
             return self.c.own_outcome(verb, which, &text);
         }
         match parse_admin(&text) {
-            // Its own transaction would hold the switchover up.
-            Some(Ok(AdminCommand::Promote(_))) if matches!(self.phase, Phase::Attached(_)) => {
-                Outcome::Error(errors::promote_in_transaction())
+            // Its own transaction would hold the switchover (or the
+            // pause) up.
+            Some(Ok(cmd @ (AdminCommand::Promote(_) | AdminCommand::Pause)))
+                if matches!(self.phase, Phase::Attached(_)) =>
+            {
+                Outcome::Error(errors::admin_in_transaction(cmd.tag()))
             }
             Some(Ok(cmd)) => {
                 let c = &self.c;

@@ -21,8 +21,9 @@ use pgsplit_router::topology::Role;
 
 use super::large::large_start;
 use super::phase::{Phase, Purpose};
-use super::session::{Flow, Session};
+use super::session::{Client, Flow, Session};
 use crate::errors::{Loss, SessionError};
+use crate::lifecycle::State;
 
 impl Session {
     /// Sends buffered client frames on, routing each new request.
@@ -150,10 +151,13 @@ impl Session {
             }
             plan => plan,
         };
+        let mut limit = self.c.shared.config.timeouts.query_wait_timeout;
+        if self.c.lifecycle.state() != State::Running {
+            limit = self.c.wait_out_pause(limit).await?;
+        }
         if plan.may_write() {
             self.c.ryw.write_sent();
         }
-        let limit = self.c.shared.config.timeouts.query_wait_timeout;
         let c = &mut self.c;
         let attached = match plan {
             Plan::Read(weight) => Within::new(limit, pin!(c.attach_read(weight, retrying))).await,
@@ -258,6 +262,36 @@ impl Session {
             };
         }
         Ok(())
+    }
+}
+
+impl Client {
+    /// Before a request takes a server while the proxy is not simply
+    /// running: waits out a pause (within `limit`, the request's
+    /// `query_wait_timeout`, of which the rest is returned), and refuses
+    /// the request of a session the shutdown ends, which never ran it.
+    async fn wait_out_pause(&mut self, limit: Duration) -> Result<Duration, SessionError> {
+        let started = tokio::time::Instant::now();
+        let lifecycle = std::sync::Arc::clone(&self.shared.lifecycle);
+        let state = if limit.is_zero() {
+            lifecycle.unpaused().await
+        } else {
+            tokio::time::timeout(limit, lifecycle.unpaused())
+                .await
+                .map_err(|_| SessionError::QueryWaitTimeout(limit))?
+        };
+        let idle = self.tx == TransactionStatus::Idle && self.state.deferred_begin.is_none();
+        if state.ends_session(idle) {
+            return Err(self.shutdown_error(false));
+        }
+        Ok(if limit.is_zero() {
+            limit
+        } else {
+            // Never zero, which would mean no limit.
+            limit
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1))
+        })
     }
 }
 

@@ -51,6 +51,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
     let mode = super::own::mode_of(e.ryw);
     let buffer_share = crate::budget::Share::new(&shared.buffers);
     let peer_writes = shared.peer_writes(&e.user, &e.database);
+    let shared_lifecycle = Arc::clone(&shared.lifecycle);
     let mut c = Client {
         lag_limit: LagLimit::from_config(&shared.config.health),
         recheck: None,
@@ -83,6 +84,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         spare_frames: BytesMut::new(),
         buffer_share,
         streaming: 0,
+        lifecycle: shared_lifecycle.listen(),
         _permit: e.permit,
     };
     // In transaction pooling an idle client holds nothing: the startup
@@ -162,7 +164,9 @@ fn log_end(e: &SessionError, who: &Who) {
         | SessionError::TlsHandshake(_) => {
             tracing::debug!(%client, user, database, error = %e, "client connection ended")
         }
-        SessionError::IdleSession(_) | SessionError::IdleInTransaction(_) => {
+        SessionError::IdleSession(_)
+        | SessionError::IdleInTransaction(_)
+        | SessionError::AdminShutdown { .. } => {
             tracing::info!(%client, user, database, error = %e, "session ended")
         }
         _ => tracing::warn!(%client, user, database, error = %e, "session ended with an error"),

@@ -97,6 +97,8 @@ pub(super) struct Client {
     /// Bytes of a large CopyData message still to pass through unframed
     /// (`stream.rs`); while not zero, `rbuf` holds only its bytes.
     pub streaming: usize,
+    /// Where a shutdown reaches this session.
+    pub lifecycle: crate::lifecycle::Listener,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -141,6 +143,13 @@ impl Session {
         let c = &mut self.c;
         // While a request waits for the attached server to finish, stop
         // reading a client that keeps sending, so memory stays bounded.
+        // Between transactions, holding a server only if pinned to it.
+        let between = match &self.phase {
+            Phase::Idle { .. } => true,
+            Phase::Attached(a) => !a.open_request && a.conn.owes_nothing(),
+            _ => false,
+        } && c.tx == TransactionStatus::Idle
+            && c.state.deferred_begin.is_none();
         let (client_open, server) = match &mut self.phase {
             Phase::Attached(a) => (
                 a.open_request || c.rbuf.len() < DECIDE_LIMIT,
@@ -161,14 +170,17 @@ impl Session {
         };
         // Two selects rather than one with a timer branch that is off: an
         // idle timeout costs nothing per wait unless it is configured.
+        let shutdown = c.lifecycle.session_ends(between);
         let input = match idle {
             None => tokio::select! {
                 r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
+                _ = shutdown => return Err(self.c.shutdown_error(busy)),
             },
             Some((limit, in_transaction)) => tokio::select! {
                 r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
+                _ = shutdown => return Err(self.c.shutdown_error(busy)),
                 _ = tokio::time::sleep(limit), if client_open => {
                     return Err(if in_transaction {
                         SessionError::IdleInTransaction(limit)
@@ -267,6 +279,17 @@ impl Session {
 }
 
 impl Client {
+    /// What a session ended by the shutdown tells its client: nothing ran,
+    /// or its transaction (with a request in flight: `busy`) was cut.
+    pub(super) fn shutdown_error(&self, busy: bool) -> SessionError {
+        let timeout = self.shared.config.timeouts.shutdown_timeout;
+        let idle = self.tx == TransactionStatus::Idle && self.state.deferred_begin.is_none();
+        SessionError::AdminShutdown {
+            cut: (!idle || busy).then_some(timeout),
+            in_flight: busy,
+        }
+    }
+
     /// Before reading more from the client: the buffer may grow to hold the
     /// message it is waiting for, which must fit in the budget all sessions
     /// share. Once it holds only ordinary messages again, the memory of a

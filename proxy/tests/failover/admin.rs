@@ -220,3 +220,75 @@ async fn admin_commands() {
         .await;
     s.finish().await;
 }
+
+/// PgBouncer's maintenance routine: with writers and readers running,
+/// `PGSPLIT PAUSE` returns once no transaction runs and no server
+/// connection is open, the primary restarts, `PGSPLIT RESUME` lets the
+/// waiting statements go on, and not one of them failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_lets_the_primary_restart_with_no_client_error() {
+    let s = Scenario::start(|_| {}).await;
+    let writers = spawn_writers(s.conn_string(), 2, Duration::from_millis(20));
+    let readers = spawn_readers(s.conn_string(), 2);
+    sleep(Duration::from_millis(500)).await;
+    let admin = s.client().await;
+    let pausing = Instant::now();
+    admin
+        .batch_execute("PGSPLIT PAUSE")
+        .await
+        .unwrap_or_else(|e| panic!("PGSPLIT PAUSE: {}", describe(&e)));
+    let paused_in = pausing.elapsed();
+    let from_pgsplit = s
+        .cluster_op(|c| {
+            c.psql(
+                0,
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{DB}' \
+                     AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ),
+            )
+        })
+        .await
+        .expect("count connections on the primary");
+    assert_eq!(from_pgsplit, "0", "PAUSE returned with connections open");
+    let restarted = s
+        .cluster_op(|c| {
+            c.stop_node(0, StopMode::Fast)?;
+            c.start_node(0)
+        })
+        .await;
+    restarted.expect("restart the primary");
+    let resumed = Instant::now();
+    admin
+        .batch_execute("PGSPLIT RESUME")
+        .await
+        .unwrap_or_else(|e| panic!("PGSPLIT RESUME: {}", describe(&e)));
+    sleep(Duration::from_secs(1)).await;
+    let written = writers.stop().await;
+    let read = readers.stop().await;
+    let failed: Vec<_> = failures(&written.attempts)
+        .into_iter()
+        .chain(failures(&read.attempts))
+        .collect();
+    assert!(failed.is_empty(), "statements failed: {failed:?}");
+    assert_eq!(
+        written.reconnects + read.reconnects,
+        0,
+        "a client lost its connection"
+    );
+    let after = written
+        .attempts
+        .iter()
+        .filter(|a| a.sent >= resumed && a.result == Ok(s.port(0)))
+        .count();
+    assert!(
+        after > 0,
+        "no write reached the restarted primary after RESUME"
+    );
+    let gap = longest_gap(&written.attempts, pausing, Instant::now());
+    println!(
+        "pause: PAUSE took {paused_in:?}; writes waited at most {gap:?} over the restart; 0 failed"
+    );
+    s.finish().await;
+}
