@@ -116,7 +116,7 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     tokio::spawn(watch_certificates(Arc::downgrade(&shared)));
     crate::health::spawn(&shared.topology);
     let metrics_addr = metrics_addr.map(|(l, bound)| {
-        tokio::spawn(crate::metrics::serve(l, Arc::downgrade(&shared)));
+        tokio::spawn(crate::http::serve(l, Arc::downgrade(&shared)));
         bound
     });
 

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod errors;
 mod functions;
 pub mod health;
+pub mod http;
 mod io;
 pub mod lifecycle;
 pub mod login;

@@ -1,41 +1,14 @@
-//! `GET /metrics` in Prometheus text format, from the counters sessions
-//! already keep (atomics, so serving a scrape costs the sessions nothing).
+//! The `/metrics` page in Prometheus text format, from the counters
+//! sessions already keep (atomics, so serving a scrape costs the sessions
+//! nothing). Served by `crate::http`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::sync::Arc;
 
 use crate::lifecycle::State;
 use crate::shared::Shared;
 use crate::topology::Backend;
-
-pub async fn serve(listener: TcpListener, shared: Weak<Shared>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let Some(s) = shared.upgrade() else { return };
-        let body = render(&s);
-        drop(s);
-        tokio::spawn(async move {
-            // The request itself does not matter: every path gets the metrics.
-            let mut request = [0u8; 1024];
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut request))
-                    .await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
 
 /// The metrics page.
 pub fn render(s: &Arc<Shared>) -> String {

@@ -292,3 +292,49 @@ async fn pause_lets_the_primary_restart_with_no_client_error() {
     );
     s.finish().await;
 }
+
+/// What a load balancer's probe sees as the primary goes away and comes
+/// back (no promotion: `auto_promote` is off by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_and_primary_probes_follow_the_primary_away_and_back() {
+    let s = Scenario::start(|c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let addr = s.proxy.metrics_addr().unwrap();
+    let probe = |path: &'static str| async move { http_status(addr, path).await };
+    assert_eq!(probe("/ready").await, 200);
+    s.cluster_op(|c| c.stop_node(0, StopMode::Immediate))
+        .await
+        .expect("stop the primary");
+    let stopped = Instant::now();
+    let unready = common::eventually(Duration::from_secs(10), || async {
+        probe("/ready").await == 503
+    })
+    .await;
+    assert!(unready, "/ready stayed 200 with the primary down");
+    println!(
+        "probes: /ready went 503 {:?} after the primary stopped",
+        stopped.elapsed()
+    );
+    assert_eq!(probe("/primary").await, 503);
+    assert_eq!(probe("/replica").await, 200, "the replicas still read");
+    assert_eq!(probe("/health").await, 200, "pgsplit itself is alive");
+    s.cluster_op(|c| c.start_node(0))
+        .await
+        .expect("start the primary");
+    let back = common::eventually(Duration::from_secs(10), || async {
+        probe("/ready").await == 200
+    })
+    .await;
+    assert!(back, "/ready never came back with the primary");
+    assert_eq!(probe("/primary").await, 200);
+    s.finish().await;
+}
+
+async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
+}

@@ -5,6 +5,7 @@
 mod binary;
 #[path = "../common/mod.rs"]
 mod common;
+mod http;
 mod shutdown;
 
 use std::time::Duration;
