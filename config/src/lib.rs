@@ -123,6 +123,15 @@ impl Config {
         Self::from_figment(Self::figment(path))
     }
 
+    /// Defaults, the file at `path` and `PGSPLIT_*` variables, not yet
+    /// validated, and whether they set `listen`: a base for a caller that
+    /// fills in the rest (`pgsplit demo` adds its own backends and users)
+    /// and then calls [`Config::validate`].
+    pub fn load_base(path: Option<&Path>) -> Result<(Config, bool), ConfigError> {
+        let config = load::extract(&Self::figment(path))?;
+        Ok((config, load::sets(path, "listen")))
+    }
+
     /// The layered provider used by [`Config::load`], exposed so callers can
     /// add layers (e.g. command-line overrides) before extracting.
     pub fn figment(path: Option<&Path>) -> Figment {

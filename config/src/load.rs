@@ -26,6 +26,16 @@ pub(crate) fn figment(path: Option<&Path>) -> Figment {
     figment.merge(env())
 }
 
+/// Whether the file at `path` or the environment sets `key` (a default
+/// does not count).
+pub(crate) fn sets(path: Option<&Path>, key: &str) -> bool {
+    let mut given = Figment::new();
+    if let Some(path) = path {
+        given = given.merge(Toml::file_exact(path));
+    }
+    given.merge(env()).find_value(key).is_ok()
+}
+
 fn env() -> Env {
     Env::prefixed(ENV_PREFIX).split("__").ignore(ENV_RESERVED)
 }

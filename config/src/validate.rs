@@ -18,12 +18,23 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     check_listen(&config.listen, &mut out);
     if let Some(m) = &config.metrics_listen {
-        if m.parse::<SocketAddr>().is_err() {
-            out.push(Problem::new(
+        match m.parse::<SocketAddr>() {
+            Err(_) => out.push(Problem::new(
                 "metrics_listen",
                 format!("{m:?} is not an IP address and port; use e.g. \"127.0.0.1:9187\""),
-            ));
+            )),
+            Ok(metrics) => check_ports_apart(&config.listen, metrics, &mut out),
         }
+    }
+    if config.worker_threads > MAX_THREADS {
+        out.push(Problem::new(
+            "worker_threads",
+            format!(
+                "{} threads is more than pgsplit can use (at most {MAX_THREADS}); \
+                 0 picks half the CPUs, and one thread serves tens of thousands of queries a second",
+                config.worker_threads
+            ),
+        ));
     }
     check_limits(config, &mut out);
     check_timeouts(config, &mut out);
@@ -35,6 +46,29 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     check_health(config, &mut out);
     crate::tls::check(config, &mut out);
     out
+}
+
+/// More threads than this only add hand-offs between them.
+const MAX_THREADS: usize = 1024;
+
+/// The metrics listener cannot share the client port: one of the two
+/// would fail to bind at start.
+fn check_ports_apart(listen: &str, metrics: SocketAddr, out: &mut Vec<Problem>) {
+    let Ok(listen) = listen.parse::<SocketAddr>() else {
+        return;
+    };
+    let overlap = listen.ip() == metrics.ip()
+        || listen.ip().is_unspecified()
+        || metrics.ip().is_unspecified();
+    if listen.port() == metrics.port() && listen.port() != 0 && overlap {
+        out.push(Problem::new(
+            "metrics_listen",
+            format!(
+                "{metrics} takes the port clients connect to (listen = \"{listen}\"); \
+                 give metrics a port of its own, e.g. \"127.0.0.1:9187\""
+            ),
+        ));
+    }
 }
 
 fn check_listen(listen: &str, out: &mut Vec<Problem>) {

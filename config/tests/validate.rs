@@ -483,3 +483,36 @@ fn verifying_servers_needs_their_ca_file() {
         .unwrap();
     assert_eq!(b.server_tls, Some(ServerTls::VerifyFull));
 }
+
+#[test]
+fn metrics_cannot_take_the_client_port() {
+    for (listen, metrics) in [
+        ("127.0.0.1:6432", "127.0.0.1:6432"),
+        ("0.0.0.0:6432", "127.0.0.1:6432"),
+        ("127.0.0.1:6432", "0.0.0.0:6432"),
+    ] {
+        let mut c = valid();
+        c.listen = listen.into();
+        c.metrics_listen = Some(metrics.into());
+        assert_only_problem(&c, "metrics_listen", "takes the port clients connect to");
+    }
+    for (listen, metrics) in [
+        ("127.0.0.1:6432", "127.0.0.1:9187"),
+        ("127.0.0.1:6432", "127.0.0.2:6432"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+    ] {
+        let mut c = valid();
+        c.listen = listen.into();
+        c.metrics_listen = Some(metrics.into());
+        assert_eq!(c.validate(), Ok(()), "{listen} and {metrics}");
+    }
+}
+
+#[test]
+fn absurd_thread_counts_are_refused() {
+    let mut c = valid();
+    c.worker_threads = 100_000;
+    assert_only_problem(&c, "worker_threads", "at most 1024");
+    c.worker_threads = 1024;
+    assert_eq!(c.validate(), Ok(()));
+}

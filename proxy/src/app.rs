@@ -55,9 +55,18 @@ impl ProxyHandle {
 
 /// Binds the configured address and starts serving. The config must have
 /// passed `validate()`. Port 0 picks a free port (tests).
+/// An error names the setting at fault and what to do.
 pub async fn start(config: Config) -> std::io::Result<ProxyHandle> {
-    let listener = listen(config.listen_addr())?;
+    let addr = config.listen_addr();
+    let listener = listen(addr).map_err(|e| cannot_listen(e, addr, "listen", "PGSPLIT_LISTEN"))?;
     start_with_listener(listener, config)
+}
+
+fn cannot_listen(e: std::io::Error, addr: SocketAddr, key: &str, env: &str) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot listen on {addr} ({key}): {e}; free the port or change `{key}` ({env})"),
+    )
 }
 
 /// Binds with a deep accept backlog: tokio's default of 128 drops
@@ -103,7 +112,8 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     let metrics_addr = match shared.config.metrics_listen.as_deref() {
         Some(addr) => {
             let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-            let l = std::net::TcpListener::bind(addr)?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| cannot_listen(e, addr, "metrics_listen", "PGSPLIT_METRICS_LISTEN"))?;
             l.set_nonblocking(true)?;
             let l = TcpListener::from_std(l)?;
             let bound = l.local_addr()?;

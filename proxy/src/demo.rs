@@ -8,6 +8,12 @@ use pgsplit_config::{AuthMethod, Backend, Config, RoleHint, Secret, ServerTls, U
 
 /// Builds the proxy configuration for a running local cluster.
 pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
+    with_cluster(Config::default(), cluster, listen)
+}
+
+/// `base` with the cluster's servers as backends, its superuser as the
+/// only (admin) user, and `listen`.
+fn with_cluster(base: Config, cluster: &Cluster, listen: &str) -> Config {
     let backends = cluster
         .nodes()
         .iter()
@@ -38,11 +44,13 @@ pub fn config_for(cluster: &Cluster, listen: &str) -> Config {
             admin: true,
             ..User::default()
         }],
-        ..Config::default()
+        ..base
     }
 }
 
-pub async fn run(listen: &str, replicas: usize, server_tls: ServerTls) -> ExitCode {
+/// `base`: the settings to run with (`--config`), backends and users
+/// aside, which the demo fills in.
+pub async fn run(base: Config, listen: &str, replicas: usize, server_tls: ServerTls) -> ExitCode {
     // Claim the port before spending seconds on the cluster, so a taken port
     // is reported at once.
     let addr = match tokio::net::lookup_host(listen).await.map(|mut a| a.next()) {
@@ -93,7 +101,7 @@ pub async fn run(listen: &str, replicas: usize, server_tls: ServerTls) -> ExitCo
             return ExitCode::FAILURE;
         }
     };
-    let mut config = config_for(&cluster, listen);
+    let mut config = with_cluster(base, &cluster, listen);
     let cert = match write_certificate(&cluster.base_dir().join("pgsplit-tls"), &cert) {
         Ok(path) => path,
         Err(e) => {
@@ -106,7 +114,7 @@ pub async fn run(listen: &str, replicas: usize, server_tls: ServerTls) -> ExitCo
     config.tls.server_tls = server_tls;
     config.tls.server_root_cert_file = Some(cert.clone());
     if let Err(e) = config.validate() {
-        eprintln!("pgsplit demo: internal configuration error:\n{e}");
+        eprintln!("pgsplit demo: the configuration cannot be used with the demo's servers:\n{e}");
         return ExitCode::FAILURE;
     }
     let proxy = match crate::start_with_listener(listener, config) {

@@ -28,10 +28,13 @@ enum Command {
     },
     /// Start a local primary with streaming replicas from the installed
     /// PostgreSQL binaries and serve them through pgsplit until Ctrl-C.
+    /// With --config, that file's settings apply; the demo fills in its
+    /// own backends and users.
     Demo {
-        /// Address the proxy listens on.
-        #[arg(long, default_value = "127.0.0.1:5432")]
-        listen: String,
+        /// Address the proxy listens on [default: the config's `listen`
+        /// if it sets one, else 127.0.0.1:5432].
+        #[arg(long)]
+        listen: Option<String>,
         /// Number of streaming replicas.
         #[arg(long, default_value_t = 2)]
         replicas: usize,
@@ -53,9 +56,32 @@ fn main() -> ExitCode {
             listen,
             replicas,
             server_tls,
-        } => runtime(pgsplit_config::default_threads())
-            .block_on(pgsplit::demo::run(&listen, replicas, server_tls)),
+        } => demo(cli.config, listen, replicas, server_tls),
     }
+}
+
+fn demo(
+    path: Option<PathBuf>,
+    listen: Option<String>,
+    replicas: usize,
+    server_tls: pgsplit_config::ServerTls,
+) -> ExitCode {
+    let (base, sets_listen) = match Config::load_base(path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !base.backends.is_empty() || !base.users.is_empty() {
+        eprintln!("pgsplit demo: the configuration's [[backends]] and [[users]] are replaced by the demo's own");
+    }
+    let listen = match listen {
+        Some(l) => l,
+        None if sets_listen => base.listen.clone(),
+        None => "127.0.0.1:5432".to_owned(),
+    };
+    runtime(base.threads()).block_on(pgsplit::demo::run(base, &listen, replicas, server_tls))
 }
 
 fn init_logging() {
@@ -123,11 +149,10 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime(config.threads()).block_on(async move {
-        let listen = config.listen.clone();
         let proxy = match pgsplit::start(config).await {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("pgsplit: cannot listen on {listen}: {e}; free the port or set `listen` (PGSPLIT_LISTEN)");
+                eprintln!("pgsplit: {e}");
                 return ExitCode::FAILURE;
             }
         };

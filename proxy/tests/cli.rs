@@ -141,16 +141,25 @@ auth = "trust"
 const SSL_AND_PORT: &str =
     "/* pgsplit:replica */ SELECT ssl, inet_server_port() FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
+/// `--config` gives the demo its settings (here its listen address and a
+/// metrics listener); the demo adds its servers.
 #[test]
-fn the_demo_serves_tls_with_the_certificate_it_prints_and_survives_sighup() {
-    use std::io::{BufRead, BufReader};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+fn the_demo_runs_with_a_config_serves_tls_with_the_certificate_it_prints_and_survives_sighup() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, metrics) = (free_port(), free_port());
+    let config = write_config(
+        "demo.toml",
+        &format!("listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n"),
+    );
     let mut demo = pgsplit()
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--config", config.to_str().unwrap(), "demo"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -192,6 +201,10 @@ fn the_demo_serves_tls_with_the_certificate_it_prints_and_survives_sighup() {
         }
     }
     let conn = conn.expect("the demo prints a TLS connection string");
+    assert!(
+        conn.contains(&format!("port={port} ")),
+        "not the config's listen: {conn}"
+    );
     let bindir = pgsplit_cluster::find_bindir().expect("PostgreSQL binaries");
     // A reload signal must not end it (the default action would, at once).
     let hup = Command::new("kill")
@@ -204,6 +217,11 @@ fn the_demo_serves_tls_with_the_certificate_it_prints_and_survives_sighup() {
         .output()
         .unwrap();
     let survived_hup = demo.try_wait().unwrap().is_none();
+    let mut health = String::new();
+    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", metrics)) {
+        let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+        let _ = s.read_to_string(&mut health);
+    }
     let _ = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])
         .status();
@@ -212,6 +230,10 @@ fn the_demo_serves_tls_with_the_certificate_it_prints_and_survives_sighup() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(survived_hup, "SIGHUP ended the process");
+    assert!(
+        health.starts_with("HTTP/1.1 200"),
+        "no /health on the config's metrics_listen: {health:?}"
+    );
     assert!(log.contains("SIGHUP received"), "not logged: {log}");
     assert!(out.status.success(), "{conn}: {text}");
     let (ssl, port) = text.trim().split_once('|').expect("ssl|port");
@@ -278,4 +300,34 @@ fn a_closed_stderr_does_not_end_the_proxy() {
     let _ = proxy.wait();
     assert!(alive, "pgsplit ended: {answers:?}");
     assert!(answers.iter().all(|a| refused(a)), "{answers:?}");
+}
+
+/// With the metrics port taken, the error names `metrics_listen`, not the
+/// client port that was free.
+#[test]
+fn a_taken_metrics_port_is_named_as_the_cause() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = free.local_addr().unwrap();
+    drop(free);
+    let path = write_config(
+        "metrics-taken.toml",
+        &format!(
+            "listen = \"{listen}\"\nmetrics_listen = \"{metrics}\"\n\
+             [[backends]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = 1\n\
+             [[users]]\nname = \"u\"\npassword = \"p\"\n"
+        ),
+    );
+    let out = pgsplit()
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {metrics} (metrics_listen)")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&listen.to_string()), "{stderr}");
 }
