@@ -209,6 +209,43 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Every setting as (dotted key, value), passwords masked, in key
+    /// order: `pool.pool_size`, `backends[0].host`, ... (`SHOW CONFIG`).
+    pub fn flat_settings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(toml::Value::Table(t)) = toml::from_str::<toml::Value>(&self.to_masked_toml()) {
+            flatten("", &toml::Value::Table(t), &mut out);
+        }
+        out.sort();
+        out
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::Array(items)
+            if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+        {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
 /// Half the CPUs, at least one: the proxy usually shares its machine with
 /// clients or servers, and fewer threads hand work over less.
 pub fn default_threads() -> usize {

@@ -73,6 +73,8 @@ pub enum SessionError {
         limit: usize,
         used: usize,
     },
+    #[error("user {0:?} is not an admin and cannot use the admin console")]
+    ConsoleNotAllowed(String),
     #[error("client limit of {0} reached")]
     TooManyClients(usize),
     #[error(transparent)]
@@ -172,6 +174,9 @@ impl SessionError {
             BufferBudget { need, limit, used } => ErrorInfo::fatal("53200", "out of memory: pgsplit cannot buffer this message now")
                 .detail(format!("The message needs {need} bytes; client messages buffered by all sessions may take limits.client_buffer_budget = {limit} bytes, {used} of which are in use."))
                 .hint("Send smaller messages (COPY in chunks, fewer rows per statement) or raise limits.client_buffer_budget; other sessions are unaffected."),
+            ConsoleNotAllowed(user) => ErrorInfo::fatal("28000", format!("pgsplit: user \"{user}\" may not use the admin console"))
+                .detail("The databases \"pgbouncer\" and \"pgsplit\" are pgsplit's admin console, open to users with admin = true.")
+                .hint("Set admin = true in the user's [[users]] entry, or connect to a real database."),
             TooManyClients(n) => ErrorInfo::fatal("53300", "sorry, too many clients already")
                 .detail(format!("pgsplit is serving its limit of {n} client connections."))
                 .hint("Raise limits.max_client_connections, or close idle connections."),

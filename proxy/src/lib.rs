@@ -12,6 +12,7 @@ pub mod backend;
 mod budget;
 pub mod cancel;
 mod client;
+mod console;
 pub mod demo;
 pub mod errors;
 mod functions;

@@ -67,8 +67,27 @@ impl State {
 pub struct Lifecycle {
     state: AtomicU8,
     changes: watch::Sender<State>,
-    sessions: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
+    sessions: Mutex<HashMap<u64, Entry>>,
     next: AtomicU64,
+}
+
+struct Entry {
+    waker: Arc<AtomicWaker>,
+    client: Arc<ClientInfo>,
+}
+
+/// A logged-in client, for the admin console's `SHOW CLIENTS`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub addr: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub connected: Option<std::time::SystemTime>,
+    pub tls: bool,
+    /// The process id pgsplit told it (BackendKeyData).
+    pub pid: i32,
 }
 
 impl Default for Lifecycle {
@@ -104,8 +123,8 @@ impl Lifecycle {
             }
         });
         if changed && to.is_stopping() {
-            for waker in self.sessions.lock().unwrap().values() {
-                waker.wake();
+            for entry in self.sessions.lock().unwrap().values() {
+                entry.waker.wake();
             }
         }
         before
@@ -133,10 +152,14 @@ impl Lifecycle {
 
     /// A session's place in the shutdown: registered once, so waiting on
     /// it costs a session one atomic exchange per wait, not a lock.
-    pub fn listen(self: &Arc<Self>) -> Listener {
+    pub fn listen(self: &Arc<Self>, client: ClientInfo) -> Listener {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let waker = Arc::new(AtomicWaker::new());
-        self.sessions.lock().unwrap().insert(id, Arc::clone(&waker));
+        let entry = Entry {
+            waker: Arc::clone(&waker),
+            client: Arc::new(client),
+        };
+        self.sessions.lock().unwrap().insert(id, entry);
         Listener {
             lifecycle: Arc::clone(self),
             waker,
@@ -146,6 +169,12 @@ impl Lifecycle {
 
     pub fn sessions(&self) -> usize {
         self.sessions.lock().unwrap().len()
+    }
+
+    /// Every session's client, in no particular order.
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        let sessions = self.sessions.lock().unwrap();
+        sessions.values().map(|e| Arc::clone(&e.client)).collect()
     }
 }
 
@@ -251,8 +280,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_session_hears_of_draining_a_busy_one_only_of_closing() {
         let l = Arc::new(Lifecycle::default());
-        let idle = l.listen();
-        let busy = l.listen();
+        let idle = l.listen(ClientInfo::default());
+        let busy = l.listen(ClientInfo::default());
         let (l2, idle_waits) = (
             Arc::clone(&l),
             tokio::spawn(async move {

@@ -123,14 +123,32 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unrecog
 /// RowDescription for text columns of type `text` (OID 25), which is all the
 /// proxy's own result sets (admin commands) need.
 pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    let text: Vec<(&str, u32)> = columns.iter().map(|c| (*c, TEXT_OID)).collect();
+    row_description_typed(buf, &text);
+}
+
+/// The type OIDs pgsplit's own results use.
+pub const TEXT_OID: u32 = 25;
+pub const INT4_OID: u32 = 23;
+pub const INT8_OID: u32 = 20;
+pub const NUMERIC_OID: u32 = 1700;
+pub const TIMESTAMPTZ_OID: u32 = 1184;
+
+/// Columns with a type each (an OID above); values are sent as text.
+pub fn row_description_typed(buf: &mut BytesMut, columns: &[(&str, u32)]) {
     message(buf, be::ROW_DESCRIPTION, |b| {
         b.put_i16(columns.len() as i16);
-        for c in columns {
-            cstr(b, c.as_bytes());
+        for (name, oid) in columns {
+            let size: i16 = match *oid {
+                INT4_OID => 4,
+                INT8_OID | TIMESTAMPTZ_OID => 8,
+                _ => -1,
+            };
+            cstr(b, name.as_bytes());
             b.put_i32(0); // table oid
             b.put_i16(0); // column number
-            b.put_i32(25); // type oid: text
-            b.put_i16(-1); // type size: variable
+            b.put_i32(*oid as i32);
+            b.put_i16(size);
             b.put_i32(-1); // type modifier
             b.put_i16(0); // format: text
         }

@@ -68,10 +68,21 @@ pub struct ServerConn {
     pub(super) sequences_owner: u64,
     /// Answers owed to [`ServerConn::ask_position`].
     pub(super) positions_owed: u8,
+    /// What it did since its checkout, for the pool's statistics.
+    pub(super) traffic: super::pool::Traffic,
 }
 
 /// Numbers every server connection the process opens.
 static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The local end of the socket `fd`, which stays open.
+fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` is this connection's open socket; ManuallyDrop keeps
+    // the temporary std socket from closing it.
+    let socket = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    socket.local_addr().ok()
+}
 
 impl Drop for ServerConn {
     fn drop(&mut self) {
@@ -118,6 +129,7 @@ impl ServerConn {
             uses: 0,
             sequences_owner: 0,
             positions_owed: 0,
+            traffic: Default::default(),
         };
         let mut out = BytesMut::with_capacity(256);
         let mut startup: Vec<(&str, &str)> = vec![("user", p.user), ("database", p.database)];
@@ -126,6 +138,18 @@ impl ServerConn {
         conn.send(&mut out).await?;
         conn.authenticate(p).await?;
         conn.await_ready().await?;
+        backend.live.describe(
+            fd,
+            crate::topology::ServerInfo {
+                database: p.database.to_owned(),
+                user: p.user.to_owned(),
+                pid: conn.pid,
+                local: local_addr(fd),
+                remote: addr,
+                connected: std::time::SystemTime::now(),
+                tls: conn.stream.is_tls(),
+            },
+        );
         Ok(conn)
     }
 
@@ -158,6 +182,7 @@ impl ServerConn {
             return Ok(());
         }
         let r = self.stream.send(&self.out).await;
+        self.traffic.sent += self.out.len() as u64;
         self.out.clear();
         r.map_err(|source| BackendError::Io {
             backend: self.backend.name.clone(),

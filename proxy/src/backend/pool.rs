@@ -7,20 +7,21 @@
 //! session layer is responsible for session settings and prepared
 //! statements, which it tracks per connection.
 
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgsplit_config::Config;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::{BackendAddr, BackendError, ConnectParams, Credential, ServerConn};
-use crate::topology::BackendId;
 
 mod held;
+mod pools;
+mod stats;
 pub use held::Held;
+pub use pools::{PoolReport, Pools};
+pub use stats::{PoolTotals, Traffic};
 
 struct ConnManager {
     backend: BackendAddr,
@@ -117,6 +118,7 @@ struct PoolInner {
     open: AtomicUsize,
     max: usize,
     wait: Duration,
+    stats: stats::PoolStats,
 }
 
 impl PoolInner {
@@ -168,6 +170,7 @@ impl ConnPool {
             open: AtomicUsize::new(0),
             max,
             wait,
+            stats: stats::PoolStats::default(),
         }))
     }
 
@@ -188,7 +191,10 @@ impl ConnPool {
         match inner.permits.try_acquire() {
             Ok(p) => p.forget(),
             Err(TryAcquireError::NoPermits) => {
-                match tokio::time::timeout(inner.wait, inner.permits.acquire()).await {
+                let ticket = inner.stats.begin_wait();
+                let waited = tokio::time::timeout(inner.wait, inner.permits.acquire()).await;
+                inner.stats.end_wait(ticket);
+                match waited {
                     Ok(Ok(p)) => p.forget(),
                     Ok(Err(_)) => unreachable!("pool semaphores are never closed"),
                     Err(_) => return Err(PoolError::Timeout),
@@ -208,7 +214,7 @@ impl ConnPool {
             match inner.manager.reusable(&mut idle, now) {
                 Ok(()) => {
                     std::mem::forget(permit);
-                    return Ok(PooledConn::checked_out(inner, idle));
+                    return Ok(PooledConn::checked_out(inner, idle, now));
                 }
                 Err(why) => {
                     tracing::debug!(backend = %inner.manager.backend.name, why, "closing a pooled server connection");
@@ -221,9 +227,12 @@ impl ConnPool {
             Ok(mut conn) => {
                 std::mem::forget(permit);
                 conn.uses = 1;
+                inner.stats.assigned();
+                let now = Instant::now();
                 Ok(PooledConn {
                     conn: Some(Box::new(conn)),
-                    created: Instant::now(),
+                    created: now,
+                    checked_out: now,
                     pool: Arc::clone(inner),
                     held: false,
                 })
@@ -275,17 +284,20 @@ impl Drop for Permit<'_> {
 pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
     created: Instant,
+    checked_out: Instant,
     pool: Arc<PoolInner>,
     /// Goes back to the pool held (see [`PooledConn::hold`]).
     held: bool,
 }
 
 impl PooledConn {
-    fn checked_out(pool: &Arc<PoolInner>, mut idle: Idle) -> PooledConn {
+    fn checked_out(pool: &Arc<PoolInner>, mut idle: Idle, now: Instant) -> PooledConn {
         idle.conn.uses += 1;
+        pool.stats.assigned();
         PooledConn {
             conn: Some(idle.conn),
             created: idle.created,
+            checked_out: now,
             pool: Arc::clone(pool),
             held: false,
         }
@@ -293,7 +305,9 @@ impl PooledConn {
 
     /// Takes the connection out of the pool for good (to terminate it).
     pub fn take(mut this: PooledConn) -> ServerConn {
-        let conn = this.conn.take().expect("a checked-out connection");
+        let mut conn = this.conn.take().expect("a checked-out connection");
+        let held = this.checked_out.elapsed();
+        this.pool.stats.absorb(&mut conn.traffic, held);
         this.pool.open.fetch_sub(1, Ordering::Relaxed);
         *conn
     }
@@ -319,12 +333,15 @@ impl DerefMut for PooledConn {
 
 impl Drop for PooledConn {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            let now = Instant::now();
+            let held = now.duration_since(self.checked_out);
+            self.pool.stats.absorb(&mut conn.traffic, held);
             if conn.is_clean() {
                 self.pool.idle.lock().unwrap().push(Idle {
                     conn,
                     created: self.created,
-                    returned: Instant::now(),
+                    returned: now,
                     held: self.held,
                 });
             } else {
@@ -333,128 +350,5 @@ impl Drop for PooledConn {
             }
         }
         self.pool.permits.add_permits(1);
-    }
-}
-
-/// Every pool of the proxy, created on first use.
-pub struct Pools {
-    config: Arc<Config>,
-    backends: Vec<BackendAddr>,
-    map: Mutex<HashMap<(BackendId, String, String), ConnPool>>,
-}
-
-impl Pools {
-    pub fn new(config: Arc<Config>, backends: Vec<BackendAddr>) -> Pools {
-        Pools {
-            config,
-            backends,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The pool for one backend, database and server user, which logs in
-    /// with `credential` from now on. Sessions keep the handle, so this
-    /// lock is taken once per session and backend.
-    pub fn pool(
-        &self,
-        backend: BackendId,
-        database: &str,
-        user: &str,
-        credential: &Arc<Credential>,
-    ) -> ConnPool {
-        let key = (backend, database.to_owned(), user.to_owned());
-        let mut map = self.map.lock().unwrap();
-        let pool = map
-            .entry(key)
-            .or_insert_with(|| {
-                let c = &self.config;
-                let manager = ConnManager {
-                    backend: self.backends[backend.index()].clone(),
-                    user: user.to_owned(),
-                    credential: Mutex::new(Arc::clone(credential)),
-                    database: database.to_owned(),
-                    connect_timeout: c.timeouts.connect,
-                    max_message_size: c.limits.max_message_size,
-                    keepalive: c.timeouts.server_keepalive,
-                    user_timeout: c.timeouts.server_tcp_user_timeout,
-                    idle_timeout: c.pool.server_idle_timeout,
-                    lifetime: c.pool.server_lifetime,
-                };
-                ConnPool::new(manager, c.pool.pool_size, c.pool.checkout_timeout)
-            })
-            .clone();
-        pool.log_in_with(credential);
-        pool
-    }
-
-    /// Closes idle connections past their idle time or lifetime, then
-    /// opens connections until each pool has `pool.min_idle` idle ones. Run
-    /// periodically, so idle servers are released even without traffic.
-    /// `refill` false (paused): only closes.
-    pub async fn maintain(&self, refill: bool) {
-        let pools: Vec<ConnPool> = self.map.lock().unwrap().values().cloned().collect();
-        let p = &self.config.pool;
-        for pool in pools {
-            pool.retire_idle(Instant::now());
-            let status = pool.status();
-            if !refill || status.idle >= p.min_idle {
-                continue;
-            }
-            // Holding the free idle connections and the missing ones at
-            // once makes the pool open what is missing; released together,
-            // they are all idle. Held ones count as idle and stay held.
-            let room = status.max.saturating_sub(status.open);
-            let missing = (p.min_idle - status.idle).min(room);
-            let mut opened = Vec::new();
-            for _ in 0..status.idle - status.held + missing {
-                match pool.get().await {
-                    Ok(c) => opened.push(c),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "could not open an idle server connection");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Closes every idle connection (Terminate, then the socket), for a
-    /// shutdown or a pause; returns how many.
-    pub async fn close_idle(&self) -> usize {
-        let pools: Vec<ConnPool> = self.map.lock().unwrap().values().cloned().collect();
-        let mut closed = 0;
-        for pool in pools {
-            let idle = std::mem::take(&mut *pool.0.idle.lock().unwrap());
-            pool.0.open.fetch_sub(idle.len(), Ordering::Relaxed);
-            closed += idle.len();
-            // Five bytes into an idle socket's empty buffer: no waiting.
-            for i in idle {
-                (*i.conn).terminate().await;
-            }
-        }
-        closed
-    }
-
-    /// Server connections checked out now, over all pools.
-    pub fn in_use(&self) -> usize {
-        let map = self.map.lock().unwrap();
-        map.values()
-            .map(|pool| {
-                let s = pool.status();
-                s.open.saturating_sub(s.idle)
-            })
-            .sum()
-    }
-
-    /// Server connections open to `backend` (idle and in use), over all its
-    /// pools.
-    pub fn open_connections(&self, backend: BackendId) -> usize {
-        self.map
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|((b, _, _), _)| *b == backend)
-            .map(|(_, pool)| pool.status().open)
-            .sum()
     }
 }

@@ -98,9 +98,13 @@ impl ServerConn {
 
     /// Reads more from the server; false: it closed the connection.
     pub async fn read_more(&mut self, max: usize) -> Result<bool, ReadError> {
-        self.stream
+        let before = self.rbuf.len();
+        let more = self
+            .stream
             .fill(&mut self.rbuf, Direction::Backend, max)
-            .await
+            .await;
+        self.traffic.received += self.rbuf.len().saturating_sub(before) as u64;
+        more
     }
 
     /// The replies read and not yet consumed, taken out so they can be read
@@ -136,6 +140,8 @@ impl ServerConn {
     /// A ReadyForQuery said `status`.
     pub fn note_ready(&mut self, status: TransactionStatus) {
         self.tx = status;
+        self.traffic.queries += 1;
+        self.traffic.xacts += u64::from(status == TransactionStatus::Idle);
         if self.tracker.is_idle() {
             // A position query that failed answered with no row.
             self.positions_owed = 0;

@@ -27,6 +27,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         addr: stream.peer_addr().ok(),
         ..Who::default()
     };
+    let local = stream.local_addr().ok();
     let mut stream = ClientStream::Plain(stream);
     let permit = match ticket {
         Ticket::Client(permit) => permit,
@@ -47,11 +48,15 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
             return;
         }
     };
+    if e.console {
+        return serve_console(stream, rbuf, &shared, e, &who, local).await;
+    }
     let backends = shared.topology.backends.len();
     let mode = super::own::mode_of(e.ryw);
     let buffer_share = crate::budget::Share::new(&shared.buffers);
     let peer_writes = shared.peer_writes(&e.user, &e.database);
     let shared_lifecycle = Arc::clone(&shared.lifecycle);
+    let client_info = client_info(&e, &who, local, &stream);
     let mut c = Client {
         lag_limit: LagLimit::from_config(&shared.config.health),
         recheck: None,
@@ -84,7 +89,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         spare_frames: BytesMut::new(),
         buffer_share,
         streaming: 0,
-        lifecycle: shared_lifecycle.listen(),
+        lifecycle: shared_lifecycle.listen(client_info),
         _permit: e.permit,
     };
     // In transaction pooling an idle client holds nothing: the startup
@@ -107,6 +112,45 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         report(&mut session.c.stream, e).await;
     }
     session.close().await;
+}
+
+/// What `SHOW CLIENTS` tells of a logged-in client.
+fn client_info(
+    e: &super::startup::Established,
+    who: &Who,
+    local: Option<std::net::SocketAddr>,
+    stream: &ClientStream,
+) -> crate::lifecycle::ClientInfo {
+    crate::lifecycle::ClientInfo {
+        addr: who.addr,
+        local,
+        user: e.user.clone(),
+        database: e.database.clone(),
+        application_name: e.application_name.clone(),
+        connected: Some(std::time::SystemTime::now()),
+        tls: stream.is_tls(),
+        pid: e.cancel_key.pid,
+    }
+}
+
+/// A session on the admin console, which never touches a server.
+async fn serve_console(
+    mut stream: ClientStream,
+    mut rbuf: BytesMut,
+    shared: &Arc<Shared>,
+    e: super::startup::Established,
+    who: &Who,
+    local: Option<std::net::SocketAddr>,
+) {
+    let listener = shared
+        .lifecycle
+        .listen(client_info(&e, who, local, &stream));
+    let is_admin = shared.config.user(&e.user).is_some_and(|u| u.admin);
+    let served = crate::console::serve(&mut stream, &mut rbuf, shared, &listener, is_admin).await;
+    if let Err(err) = served {
+        log_end(&err, who);
+        report(&mut stream, &err).await;
+    }
 }
 
 /// A socket over the client limit: a CancelRequest on it is served (the

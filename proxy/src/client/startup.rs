@@ -192,7 +192,10 @@ pub(super) struct Established {
     /// What the session logs in to servers as.
     pub login: Arc<Login>,
     pub database: String,
+    pub application_name: String,
     pub ryw: pgsplit_config::ReadYourWrites,
+    /// Logged in to the admin console (`crate::console`), not a database.
+    pub console: bool,
 }
 
 pub(super) async fn establish(
@@ -225,6 +228,29 @@ pub(super) async fn establish(
         return Err(refuse_unknown(client, rbuf, &user_name).await);
     };
     let login = authenticate(client, rbuf, &user_name, user, &shared.lookups).await?;
+    if crate::console::is_console(&database) {
+        if !shared.config.user(&user_name).is_some_and(|u| u.admin) {
+            return Err(SessionError::ConsoleNotAllowed(user_name));
+        }
+        let cancel_key = shared.cancel.register();
+        crate::console::startup_parameters(&mut out);
+        encode::backend_key_data(&mut out, cancel_key.pid, cancel_key.secret);
+        encode::ready_for_query(&mut out, TransactionStatus::Idle);
+        client.send(&out).await?;
+        return Ok(Some(Established {
+            conn: None,
+            pool: None,
+            state: SessionState::new(Vec::new()),
+            cancel_key,
+            permit,
+            ryw: shared.config.routing.read_your_writes,
+            application_name: String::new(),
+            console: true,
+            user: user_name,
+            login,
+            database,
+        }));
+    }
 
     // The first client of a database, user and settings gets a primary
     // connection: it checks that the database and the server credentials
@@ -279,6 +305,12 @@ pub(super) async fn establish(
             .user(&user_name)
             .and_then(|u| u.read_your_writes)
             .unwrap_or(shared.config.routing.read_your_writes),
+        application_name: params
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        console: false,
         user: user_name,
         login,
         database,

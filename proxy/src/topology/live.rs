@@ -4,19 +4,44 @@
 //! timeout (a read nothing of which reached the client is then retried
 //! elsewhere).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 
-/// The open sockets of one backend.
+/// A logged-in server connection, for the admin console's `SHOW SERVERS`.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub database: String,
+    pub user: String,
+    pub pid: i32,
+    pub local: Option<std::net::SocketAddr>,
+    pub remote: std::net::SocketAddr,
+    pub connected: std::time::SystemTime,
+    pub tls: bool,
+}
+
+/// The open sockets of one backend, with what is known of each.
 #[derive(Debug, Default)]
 pub struct LiveSockets {
-    fds: Mutex<HashSet<RawFd>>,
+    fds: Mutex<HashMap<RawFd, Option<ServerInfo>>>,
 }
 
 impl LiveSockets {
     pub(crate) fn add(&self, fd: RawFd) {
-        self.fds.lock().unwrap().insert(fd);
+        self.fds.lock().unwrap().insert(fd, None);
+    }
+
+    /// The connection on `fd` has logged in.
+    pub(crate) fn describe(&self, fd: RawFd, info: ServerInfo) {
+        if let Some(slot) = self.fds.lock().unwrap().get_mut(&fd) {
+            *slot = Some(info);
+        }
+    }
+
+    /// Every logged-in connection.
+    pub fn servers(&self) -> Vec<ServerInfo> {
+        let fds = self.fds.lock().unwrap();
+        fds.values().flatten().cloned().collect()
     }
 
     /// Called before the socket closes, so the number is never shut after
@@ -29,7 +54,7 @@ impl LiveSockets {
     /// owners see the connection end at their next (or pending) read.
     pub fn shut_all(&self) -> usize {
         let fds = self.fds.lock().unwrap();
-        for &fd in fds.iter() {
+        for &fd in fds.keys() {
             // SAFETY: `fd` is an open socket: it leaves the set (under this
             // lock) before its owner closes it.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use pgsplit_config::{Config, RoleHint};
 
 pub use control::Control;
-pub use live::LiveSockets;
+pub use live::{LiveSockets, ServerInfo};
 pub use node::{Node, NodeSnapshot, Report};
 
 /// A configured backend, by its place in `[[backends]]`.

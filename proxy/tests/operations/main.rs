@@ -5,6 +5,7 @@
 mod binary;
 #[path = "../common/mod.rs"]
 mod common;
+mod console;
 mod http;
 mod shutdown;
 

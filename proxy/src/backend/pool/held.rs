@@ -88,12 +88,13 @@ impl ConnPool {
         let at = idle.iter().position(|i| token.names(&i.conn))?;
         let mut found = idle.remove(at);
         drop(idle);
-        if inner.manager.reusable(&mut found, Instant::now()).is_err() {
+        let now = Instant::now();
+        if inner.manager.reusable(&mut found, now).is_err() {
             inner.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         std::mem::forget(permit);
-        Some(PooledConn::checked_out(inner, found))
+        Some(PooledConn::checked_out(inner, found, now))
     }
 
     /// Makes the idle connection `token` names an ordinary one again.
