@@ -170,17 +170,19 @@ impl Session {
         };
         // Two selects rather than one with a timer branch that is off: an
         // idle timeout costs nothing per wait unless it is configured.
+        // Not while the server works: a shutdown waits for its reply (the
+        // next wait hears of it), and the branch costs every wait for one.
         let shutdown = c.lifecycle.session_ends(between);
         let input = match idle {
             None => tokio::select! {
                 r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
-                _ = shutdown => return Err(self.c.shutdown_error(busy)),
+                _ = shutdown, if !busy => return Err(self.c.shutdown_error()),
             },
             Some((limit, in_transaction)) => tokio::select! {
                 r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
-                _ = shutdown => return Err(self.c.shutdown_error(busy)),
+                _ = shutdown, if !busy => return Err(self.c.shutdown_error()),
                 _ = tokio::time::sleep(limit), if client_open => {
                     return Err(if in_transaction {
                         SessionError::IdleInTransaction(limit)
@@ -279,14 +281,13 @@ impl Session {
 }
 
 impl Client {
-    /// What a session ended by the shutdown tells its client: nothing ran,
-    /// or its transaction (with a request in flight: `busy`) was cut.
-    pub(super) fn shutdown_error(&self, busy: bool) -> SessionError {
-        let timeout = self.shared.config.timeouts.shutdown_timeout;
+    /// What a session ended by the shutdown tells its client: nothing
+    /// ran, or its open transaction was cut (and rolled back).
+    pub(super) fn shutdown_error(&self) -> SessionError {
         let idle = self.tx == TransactionStatus::Idle && self.state.deferred_begin.is_none();
+        let timeout = self.shared.config.timeouts.shutdown_timeout;
         SessionError::AdminShutdown {
-            cut: (!idle || busy).then_some(timeout),
-            in_flight: busy,
+            cut: (!idle).then_some(timeout),
         }
     }
 
