@@ -72,6 +72,9 @@ pub struct Config {
     /// threads) and serves tens of thousands of queries a second; add
     /// threads when `pgsplit` alone keeps a core busy.
     pub worker_threads: usize,
+    /// How log lines are written to stderr: "text" (default; coloured on
+    /// a terminal only) or "json" (one object per line, for a collector).
+    pub log_format: LogFormat,
     /// Message size and connection count bounds (`[limits]`).
     pub limits: Limits,
     /// Network and peer timeouts (`[timeouts]`).
@@ -103,6 +106,7 @@ impl Default for Config {
             listen: "0.0.0.0:5432".into(),
             metrics_listen: None,
             worker_threads: 0,
+            log_format: LogFormat::Text,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             routing: Routing::default(),
@@ -244,6 +248,15 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
         toml::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
         other => out.push((prefix.to_owned(), other.to_string())),
     }
+}
+
+/// How pgsplit writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Half the CPUs, at least one: the proxy usually shares its machine with

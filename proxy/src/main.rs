@@ -48,7 +48,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig { path } => check_config(path.or(cli.config)),
         Command::Run => run(cli.config),
@@ -73,6 +72,7 @@ fn demo(
             return ExitCode::FAILURE;
         }
     };
+    init_logging(base.log_format);
     if !base.backends.is_empty() || !base.users.is_empty() {
         eprintln!("pgsplit demo: the configuration's [[backends]] and [[users]] are replaced by the demo's own");
     }
@@ -84,9 +84,19 @@ fn demo(
     runtime(base.threads()).block_on(pgsplit::demo::run(base, &listen, replicas, server_tls))
 }
 
-fn init_logging() {
+fn init_logging(format: pgsplit_config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if format == pgsplit_config::LogFormat::Json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+            .init();
+        return;
+    }
     // Logs go to stderr, coloured only on a terminal: a file or journald
     // must not get escape codes.
     // A log line that cannot be written is lost, not fatal: by default the
@@ -148,6 +158,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     let Some(config) = load(path) else {
         return ExitCode::FAILURE;
     };
+    init_logging(config.log_format);
     runtime(config.threads()).block_on(async move {
         let proxy = match pgsplit::start(config).await {
             Ok(p) => p,

@@ -108,7 +108,7 @@ impl Client {
                     self.shared.topology.mark_unreachable(backend);
                     self.shared.topology.suspect(backend);
                     // Nothing was sent yet, so another reader is a safe retry.
-                    tracing::warn!(error = %e, "backend unreachable for a read; trying another");
+                    tracing::warn!(client = %self.peer, error = %e, "backend unreachable for a read; trying another");
                     tried.push(backend);
                     match self.shared.pick_reader(&tried, min_lsn, self.lag_limit) {
                         Some(next) => backend = next,
@@ -155,7 +155,7 @@ impl Client {
                     return Err(errors::statement_error(&e));
                 }
                 Err(SessionError::Backend(e)) => {
-                    tracing::warn!(error = %e, "primary unreachable; waiting for it or a new one");
+                    tracing::warn!(client = %self.peer, error = %e, "primary unreachable; waiting for it or a new one");
                     self.shared.topology.mark_unreachable(p);
                     self.shared.topology.suspect(p);
                     last_error = Some(e.to_string());

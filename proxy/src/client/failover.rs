@@ -27,7 +27,7 @@ impl Session {
         let name = c.shared.topology.backends[backend].name().to_owned();
         match loss {
             Loss::ReadOnly => {
-                tracing::warn!(backend = %name, "the primary refused a write as read-only: it was demoted; looking for the new primary");
+                tracing::warn!(client = %c.peer, backend = %name, "the primary refused a write as read-only: it was demoted; looking for the new primary");
                 // Maybe demoted, maybe refused for the client's own reasons
                 // (a read-only setting): the health check tells which
                 // before the write is tried again. Others keep using it.
@@ -37,10 +37,10 @@ impl Session {
             // protocol violation): other sessions go on using the server
             // unless the check woken below finds it down.
             Loss::Fatal { .. } => {
-                tracing::warn!(backend = %name, reason = %why, "the server ended this session's connection");
+                tracing::warn!(client = %c.peer, backend = %name, reason = %why, "the server ended this session's connection");
             }
             Loss::Gone => {
-                tracing::warn!(backend = %name, reason = %why, "lost the server connection mid-request");
+                tracing::warn!(client = %c.peer, backend = %name, reason = %why, "lost the server connection mid-request");
                 c.shared.topology.lost_silently(backend);
             }
         }
@@ -51,7 +51,7 @@ impl Session {
         c.segment_failed = false;
         let open_request = a.open_request;
         if let Some((frames, begin)) = retry_of(a, loss) {
-            tracing::info!(backend = %name, "retrying the request elsewhere: nothing of it had reached the client");
+            tracing::info!(client = %c.peer, backend = %name, "retrying the request elsewhere: nothing of it had reached the client");
             let mut again = frames;
             again.extend_from_slice(&c.rbuf);
             c.rbuf = again;

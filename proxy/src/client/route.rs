@@ -246,7 +246,7 @@ impl Session {
 
     /// Refuses the request at the front of the buffer with `info`.
     pub(super) fn reject(&mut self, info: ErrorInfo) -> Result<(), SessionError> {
-        tracing::warn!(code = %info.code, message = %info.message, "request refused");
+        tracing::warn!(client = %self.c.peer, code = %info.code, message = %info.message, "request refused");
         encode::error_response(&mut self.c.wbuf, &info);
         self.c.decided_query = None;
         // A Query or FunctionCall ends with its own ReadyForQuery; extended

@@ -90,6 +90,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         buffer_share,
         streaming: 0,
         lifecycle: shared_lifecycle.listen(client_info),
+        peer: super::session::Peer(who.addr),
         _permit: e.permit,
     };
     // In transaction pooling an idle client holds nothing: the startup

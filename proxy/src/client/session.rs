@@ -99,7 +99,22 @@ pub(super) struct Client {
     pub streaming: usize,
     /// Where a shutdown reaches this session.
     pub lifecycle: crate::lifecycle::Listener,
+    /// The client's address, on every log line about this session.
+    pub peer: Peer,
     pub _permit: OwnedSemaphorePermit,
+}
+
+/// A client's address as log lines show it (`-` when unknown).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// What woke a session waiting for input.

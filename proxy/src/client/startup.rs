@@ -293,7 +293,7 @@ pub(super) async fn establish(
     encode::backend_key_data(&mut out, cancel_key.pid, cancel_key.secret);
     encode::ready_for_query(&mut out, TransactionStatus::Idle);
     client.send(&out).await?;
-    tracing::debug!(user = %user_name, %database, "session started");
+    tracing::debug!(client = %super::session::Peer(who.addr), user = %user_name, %database, "session started");
     Ok(Some(Established {
         conn,
         pool: used_pool,

@@ -15,7 +15,8 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// `extra`: more TOML after the generated config; `open_files`: the
+    /// `extra`: more TOML (keys before its first table go to the top
+    /// level, the rest after the generated config); `open_files`: the
     /// open-file limit (soft and hard) it runs under.
     pub async fn start(extra: &str, open_files: Option<u64>) -> Binary {
         let c = cluster();
@@ -24,7 +25,16 @@ impl Binary {
             .local_addr()
             .unwrap()
             .port();
-        let mut toml = format!("listen = \"127.0.0.1:{port}\"\n");
+        let tables = extra.find("\n[").map_or(
+            if extra.starts_with('[') {
+                0
+            } else {
+                extra.len()
+            },
+            |at| if extra.starts_with('[') { 0 } else { at + 1 },
+        );
+        let (top, extra) = extra.split_at(tables);
+        let mut toml = format!("listen = \"127.0.0.1:{port}\"\n{top}");
         for n in c.nodes() {
             let role = if n.index == 0 { "primary" } else { "replica" };
             toml += &format!(

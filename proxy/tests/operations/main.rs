@@ -7,6 +7,7 @@ mod binary;
 mod common;
 mod console;
 mod http;
+mod logs;
 mod shutdown;
 
 use std::time::Duration;
