@@ -331,3 +331,23 @@ fn a_taken_metrics_port_is_named_as_the_cause() {
     );
     assert!(!stderr.contains(&listen.to_string()), "{stderr}");
 }
+
+/// The shipped `/etc/pgsplit/pgsplit.toml` starting point stays valid, and
+/// the unit reloads with SIGHUP and checks the file before starting.
+#[test]
+fn the_deployment_files_are_valid() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let out = pgsplit()
+        .args(["check-config", &format!("{deploy}/pgsplit.toml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let unit = std::fs::read_to_string(format!("{deploy}/pgsplit.service")).unwrap();
+    for line in [
+        "ExecStartPre=/usr/local/bin/pgsplit check-config /etc/pgsplit/pgsplit.toml",
+        "ExecStart=/usr/local/bin/pgsplit --config /etc/pgsplit/pgsplit.toml run",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line:?} in the unit");
+    }
+}
