@@ -1,4 +1,5 @@
-//! pgsplit's own views and commands (`SHOW pool_nodes`, `PGSPLIT ...`):
+//! pgsplit's own views and commands (`SHOW pool_nodes`, `pool_status`,
+//! `pool_pools` in pgpool-II's shape, `PGSPLIT ...`):
 //! what they return, independent of how a session sends it.
 
 use std::sync::atomic::Ordering;
@@ -55,6 +56,8 @@ pub fn columns(cmd: &AdminCommand) -> &'static [&'static str] {
     match cmd {
         AdminCommand::ShowPoolNodes => POOL_NODES_COLUMNS,
         AdminCommand::ShowPoolVersion => POOL_VERSION_COLUMNS,
+        AdminCommand::ShowPoolStatus => POOL_STATUS_COLUMNS,
+        AdminCommand::ShowPoolPools => POOL_POOLS_COLUMNS,
         _ => &[],
     }
 }
@@ -73,6 +76,14 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
         AdminCommand::ShowPoolVersion => Outcome::Rows {
             columns: POOL_VERSION_COLUMNS,
             rows: vec![vec![Some(format!("pgsplit {}", env!("CARGO_PKG_VERSION")))]],
+        },
+        AdminCommand::ShowPoolStatus => Outcome::Rows {
+            columns: POOL_STATUS_COLUMNS,
+            rows: pool_status(shared),
+        },
+        AdminCommand::ShowPoolPools => Outcome::Rows {
+            columns: POOL_POOLS_COLUMNS,
+            rows: pool_pools(shared),
         },
         AdminCommand::Detach(ref name) => match node(name) {
             Ok(i) => Outcome::Done {
@@ -208,4 +219,103 @@ fn pool_nodes(s: &Shared) -> Vec<Vec<Option<String>>> {
             ]
         })
         .collect()
+}
+
+/// pgpool-II's `SHOW pool_status`: every setting.
+pub const POOL_STATUS_COLUMNS: &[&str] = &["item", "value", "description"];
+
+fn pool_status(s: &Shared) -> Vec<Vec<Option<String>>> {
+    let defaults: std::collections::HashMap<String, String> = pgsplit_config::Config::default()
+        .flat_settings()
+        .into_iter()
+        .collect();
+    s.config
+        .flat_settings()
+        .into_iter()
+        .map(|(key, value)| {
+            let description = match defaults.get(&key) {
+                Some(d) => format!("default: {d}"),
+                None => "no default".to_owned(),
+            };
+            vec![Some(key), Some(value), Some(description)]
+        })
+        .collect()
+}
+
+/// pgpool-II's `SHOW pool_pools`, in its column order: here one row per
+/// server connection, pgsplit's process standing for pgpool's child.
+pub const POOL_POOLS_COLUMNS: &[&str] = &[
+    "pool_pid",
+    "start_time",
+    "client_connection_count",
+    "pool_id",
+    "backend_id",
+    "database",
+    "username",
+    "backend_connection_time",
+    "client_connection_time",
+    "client_disconnection_time",
+    "client_idle_duration",
+    "majorversion",
+    "minorversion",
+    "pool_counter",
+    "pool_backendpid",
+    "pool_connected",
+    "status",
+    "load_balance_node",
+    "client_host",
+    "client_port",
+    "statement",
+];
+
+fn pool_pools(s: &Shared) -> Vec<Vec<Option<String>>> {
+    let idle: std::collections::HashSet<i32> = s
+        .pools
+        .report()
+        .into_iter()
+        .flat_map(|p| p.idle_pids)
+        .collect();
+    let limit = LagLimit::from_config(&s.config.health);
+    let pid = std::process::id().to_string();
+    let stamp = |t: std::time::SystemTime| {
+        humantime::format_rfc3339_seconds(t)
+            .to_string()
+            .replace('T', " ")
+            .trim_end_matches('Z')
+            .to_owned()
+    };
+    let mut rows = Vec::new();
+    for b in s.topology.backends.iter() {
+        let mut servers = b.addr.live.servers();
+        servers.sort_by_key(|c| c.pid);
+        let balanced = s.standby_readable(b.id, 0, limit);
+        for (i, c) in servers.into_iter().enumerate() {
+            let in_use = !idle.contains(&c.pid);
+            let text = |v: &dyn ToString| Some(v.to_string());
+            rows.push(vec![
+                text(&pid),
+                text(&stamp(c.connected)),
+                text(&0),
+                text(&i),
+                text(&b.id),
+                text(&c.database),
+                text(&c.user),
+                text(&stamp(c.connected)),
+                None,
+                None,
+                text(&0),
+                text(&3),
+                text(&0),
+                text(&0),
+                text(&c.pid),
+                text(&u8::from(in_use)),
+                text(&if in_use { "Execute command" } else { "Idle" }),
+                text(&u8::from(balanced)),
+                None,
+                None,
+                None,
+            ]);
+        }
+    }
+    rows
 }

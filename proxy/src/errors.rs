@@ -90,7 +90,10 @@ pub enum SessionError {
     /// pgsplit is shutting down: the session had nothing running, or its
     /// transaction outlived `timeouts.shutdown_timeout` (`cut`).
     #[error("pgsplit is shutting down")]
-    AdminShutdown { cut: Option<std::time::Duration> },
+    AdminShutdown {
+        cut: Option<std::time::Duration>,
+        in_flight: bool,
+    },
     /// The attached server went away (or refused a write as a demoted
     /// primary): handled by the session, which stays open.
     #[error("lost the server: {why}")]
@@ -179,12 +182,20 @@ impl SessionError {
                 .hint("Raise limits.max_client_connections, or close idle connections."),
             Backend(e) => return backend_reply(e),
             PoolExhausted { .. } => pool_error(self),
-            AdminShutdown { cut: None } => ErrorInfo::fatal("57P01", "terminating connection due to administrator command")
+            AdminShutdown { cut: None, .. } => ErrorInfo::fatal("57P01", "terminating connection due to administrator command")
                 .detail("pgsplit is shutting down; nothing was running on this connection.")
                 .hint("Reconnect: another pgsplit, or this one once it is back, will serve you."),
-            AdminShutdown { cut: Some(d) } => ErrorInfo::fatal("57P01", "terminating connection due to administrator command")
-                .detail(format!("pgsplit is shutting down and this transaction did not end within timeouts.shutdown_timeout ({}); it was rolled back.", humantime::format_duration(*d)))
-                .hint("Reconnect and run the transaction again."),
+            AdminShutdown { cut: Some(d), in_flight } => ErrorInfo::fatal("57P01", "terminating connection due to administrator command")
+                .detail(format!(
+                    "pgsplit is shutting down and this session's work did not end within timeouts.shutdown_timeout ({}): {}",
+                    humantime::format_duration(*d),
+                    if *in_flight {
+                        "a request was still running, and may or may not have completed."
+                    } else {
+                        "its open transaction was rolled back."
+                    }
+                ))
+                .hint("Reconnect; check whether the work was done before running it again."),
             ServerLost { why, .. } => ErrorInfo::fatal("08006", format!("pgsplit: lost the server connection: {why}"))
                 .hint("Reconnect and retry."),
         };

@@ -88,6 +88,9 @@ pub struct ClientInfo {
     pub tls: bool,
     /// The process id pgsplit told it (BackendKeyData).
     pub pid: i32,
+    /// Its socket, whose reading side closing shuts down; open while
+    /// the session is registered.
+    pub fd: Option<std::os::fd::RawFd>,
 }
 
 impl Default for Lifecycle {
@@ -124,6 +127,13 @@ impl Lifecycle {
         });
         if changed && to.is_stopping() {
             for entry in self.sessions.lock().unwrap().values() {
+                if to == State::Closing {
+                    if let Some(fd) = entry.client.fd {
+                        // SAFETY: the session leaves the registry (under
+                        // this lock) before its socket closes.
+                        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+                    }
+                }
                 entry.waker.wake();
             }
         }

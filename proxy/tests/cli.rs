@@ -341,7 +341,11 @@ fn the_deployment_files_are_valid() {
         .args(["check-config", &format!("{deploy}/pgsplit.toml")])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let unit = std::fs::read_to_string(format!("{deploy}/pgsplit.service")).unwrap();
     for line in [
         "ExecStartPre=/usr/local/bin/pgsplit check-config /etc/pgsplit/pgsplit.toml",

@@ -10,6 +10,10 @@
 pub enum AdminCommand {
     ShowPoolNodes,
     ShowPoolVersion,
+    /// pgpool's settings view.
+    ShowPoolStatus,
+    /// pgpool's view of pooled server connections.
+    ShowPoolPools,
     /// Take a node out of service until attached again.
     Detach(String),
     Attach(String),
@@ -31,14 +35,20 @@ impl AdminCommand {
     pub fn needs_admin(&self) -> bool {
         !matches!(
             self,
-            AdminCommand::ShowPoolNodes | AdminCommand::ShowPoolVersion
+            AdminCommand::ShowPoolNodes
+                | AdminCommand::ShowPoolVersion
+                | AdminCommand::ShowPoolStatus
+                | AdminCommand::ShowPoolPools
         )
     }
 
     /// The CommandComplete tag of an action.
     pub fn tag(&self) -> &'static str {
         match self {
-            AdminCommand::ShowPoolNodes | AdminCommand::ShowPoolVersion => "SHOW",
+            AdminCommand::ShowPoolNodes
+            | AdminCommand::ShowPoolVersion
+            | AdminCommand::ShowPoolStatus
+            | AdminCommand::ShowPoolPools => "SHOW",
             AdminCommand::Detach(_) => "PGSPLIT DETACH",
             AdminCommand::Attach(_) => "PGSPLIT ATTACH",
             AdminCommand::Promote(_) => "PGSPLIT PROMOTE",
@@ -65,6 +75,10 @@ pub fn parse_admin(sql: &str) -> Option<Result<AdminCommand, String>> {
             Some(Ok(AdminCommand::ShowPoolNodes))
         } else if what.eq_ignore_ascii_case("pool_version") {
             Some(Ok(AdminCommand::ShowPoolVersion))
+        } else if what.eq_ignore_ascii_case("pool_status") {
+            Some(Ok(AdminCommand::ShowPoolStatus))
+        } else if what.eq_ignore_ascii_case("pool_pools") {
+            Some(Ok(AdminCommand::ShowPoolPools))
         } else {
             None
         };
@@ -115,6 +129,14 @@ mod tests {
         assert_eq!(
             parse_admin("show pool_version;"),
             Some(Ok(AdminCommand::ShowPoolVersion))
+        );
+        assert_eq!(
+            parse_admin("SHOW pool_status"),
+            Some(Ok(AdminCommand::ShowPoolStatus))
+        );
+        assert_eq!(
+            parse_admin("show POOL_POOLS"),
+            Some(Ok(AdminCommand::ShowPoolPools))
         );
     }
 

@@ -282,7 +282,7 @@ impl Client {
         };
         let idle = self.tx == TransactionStatus::Idle && self.state.deferred_begin.is_none();
         if state.ends_session(idle) {
-            return Err(self.shutdown_error());
+            return Err(self.shutdown_error(false));
         }
         Ok(if limit.is_zero() {
             limit

@@ -28,6 +28,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         ..Who::default()
     };
     let local = stream.local_addr().ok();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let mut stream = ClientStream::Plain(stream);
     let permit = match ticket {
         Ticket::Client(permit) => permit,
@@ -49,14 +50,14 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         }
     };
     if e.console {
-        return serve_console(stream, rbuf, &shared, e, &who, local).await;
+        return serve_console(stream, rbuf, &shared, e, &who, (local, fd)).await;
     }
     let backends = shared.topology.backends.len();
     let mode = super::own::mode_of(e.ryw);
     let buffer_share = crate::budget::Share::new(&shared.buffers);
     let peer_writes = shared.peer_writes(&e.user, &e.database);
     let shared_lifecycle = Arc::clone(&shared.lifecycle);
-    let client_info = client_info(&e, &who, local, &stream);
+    let client_info = client_info(&e, &who, (local, fd), &stream);
     let mut c = Client {
         lag_limit: LagLimit::from_config(&shared.config.health),
         recheck: None,
@@ -119,12 +120,13 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
 fn client_info(
     e: &super::startup::Established,
     who: &Who,
-    local: Option<std::net::SocketAddr>,
+    (local, fd): (Option<std::net::SocketAddr>, std::os::fd::RawFd),
     stream: &ClientStream,
 ) -> crate::lifecycle::ClientInfo {
     crate::lifecycle::ClientInfo {
         addr: who.addr,
         local,
+        fd: Some(fd),
         user: e.user.clone(),
         database: e.database.clone(),
         application_name: e.application_name.clone(),
@@ -141,11 +143,11 @@ async fn serve_console(
     shared: &Arc<Shared>,
     e: super::startup::Established,
     who: &Who,
-    local: Option<std::net::SocketAddr>,
+    socket: (Option<std::net::SocketAddr>, std::os::fd::RawFd),
 ) {
     let listener = shared
         .lifecycle
-        .listen(client_info(&e, who, local, &stream));
+        .listen(client_info(&e, who, socket, &stream));
     let is_admin = shared.config.user(&e.user).is_some_and(|u| u.admin);
     let served = crate::console::serve(&mut stream, &mut rbuf, shared, &listener, is_admin).await;
     if let Err(err) = served {

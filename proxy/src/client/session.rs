@@ -27,6 +27,7 @@ use crate::budget::{Share, FREE};
 use crate::cancel::CancelKey;
 use crate::errors::{Loss, SessionError};
 use crate::io::READ_CHUNK;
+use crate::lifecycle::State;
 use crate::shared::{LagLimit, Shared};
 use crate::topology::BackendId;
 
@@ -38,6 +39,12 @@ pub(super) struct Session {
 /// The client side of a session, and what outlives its phases.
 pub(super) struct Client {
     pub shared: Arc<Shared>,
+    /// Where a shutdown reaches this session. Declared before `stream`,
+    /// so it leaves the registry before the socket closes: the registry
+    /// may shut the socket's descriptor down.
+    pub lifecycle: crate::lifecycle::Listener,
+    /// The client's address, on every log line about this session.
+    pub peer: Peer,
     pub stream: ClientStream,
     /// Client bytes not yet sent on (partial frames, or frames waiting for
     /// a routing decision).
@@ -97,10 +104,6 @@ pub(super) struct Client {
     /// Bytes of a large CopyData message still to pass through unframed
     /// (`stream.rs`); while not zero, `rbuf` holds only its bytes.
     pub streaming: usize,
-    /// Where a shutdown reaches this session.
-    pub lifecycle: crate::lifecycle::Listener,
-    /// The client's address, on every log line about this session.
-    pub peer: Peer,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -185,19 +188,20 @@ impl Session {
         };
         // Two selects rather than one with a timer branch that is off: an
         // idle timeout costs nothing per wait unless it is configured.
-        // Not while the server works: a shutdown waits for its reply (the
-        // next wait hears of it), and the branch costs every wait for one.
-        let shutdown = c.lifecycle.session_ends(between);
+        // Only between transactions: draining ends those sessions. Once
+        // closing, the registry shuts every client socket's reading side,
+        // which ends the other waits (below), so they need no branch.
+        let shutdown = c.lifecycle.session_ends(true);
         let input = match idle {
             None => tokio::select! {
                 r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
-                _ = shutdown, if !busy => return Err(self.c.shutdown_error()),
+                _ = shutdown, if between => return Err(self.c.shutdown_error(false)),
             },
             Some((limit, in_transaction)) => tokio::select! {
                 r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
                 Some(r) = server_read => Input::Server(r),
-                _ = shutdown, if !busy => return Err(self.c.shutdown_error()),
+                _ = shutdown, if between => return Err(self.c.shutdown_error(false)),
                 _ = tokio::time::sleep(limit), if client_open => {
                     return Err(if in_transaction {
                         SessionError::IdleInTransaction(limit)
@@ -208,6 +212,14 @@ impl Session {
             },
         };
         let r = match input {
+            Input::Client(r) if self.c.lifecycle.state() == State::Closing => {
+                // The shutdown shut the socket's reading side: not the
+                // client leaving.
+                return Err(match r {
+                    Ok(true) => return Ok(true),
+                    _ => self.c.shutdown_error(busy),
+                });
+            }
             Input::Client(r) => return Ok(r?),
             Input::Server(r) => r,
         };
@@ -297,12 +309,14 @@ impl Session {
 
 impl Client {
     /// What a session ended by the shutdown tells its client: nothing
-    /// ran, or its open transaction was cut (and rolled back).
-    pub(super) fn shutdown_error(&self) -> SessionError {
+    /// ran, or its transaction or request (`in_flight`: the server was
+    /// still working on it) was cut.
+    pub(super) fn shutdown_error(&self, in_flight: bool) -> SessionError {
         let idle = self.tx == TransactionStatus::Idle && self.state.deferred_begin.is_none();
         let timeout = self.shared.config.timeouts.shutdown_timeout;
         SessionError::AdminShutdown {
-            cut: (!idle).then_some(timeout),
+            cut: (!idle || in_flight).then_some(timeout),
+            in_flight,
         }
     }
 

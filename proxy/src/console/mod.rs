@@ -93,7 +93,10 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send>(
                 }
             }
             _ = lifecycle.session_ends(true) => {
-                return Err(SessionError::AdminShutdown { cut: None });
+                return Err(SessionError::AdminShutdown {
+                    cut: None,
+                    in_flight: false,
+                });
             }
         }
     }

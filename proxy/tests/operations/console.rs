@@ -147,6 +147,26 @@ async fn the_console_shows_each_backends_share_in_pgbouncers_columns() {
     ] {
         assert!(!view(&console, sql).await.is_empty(), "{sql} is empty");
     }
+    // pgpool's shapes, on the console and on any connection.
+    let status = view(&app, "SHOW pool_status").await;
+    assert_eq!(
+        get(row_of(&status, "item", "pool.mode"), "value"),
+        "transaction"
+    );
+    assert_eq!(
+        get(row_of(&status, "item", "pool.pool_size"), "description"),
+        "default: 20"
+    );
+    let pooled = view(&console, "SHOW pool_pools").await;
+    let primary_pids: Vec<i64> = pooled
+        .iter()
+        .filter(|r| get(r, "backend_id") == "0" && get(r, "database") == db)
+        .map(|r| get(r, "pool_backendpid").parse().unwrap())
+        .collect();
+    assert!(
+        !primary_pids.is_empty() && primary_pids.iter().all(|p| on_primary.contains(p)),
+        "pool_pools lists the primary's processes: {primary_pids:?} vs {on_primary:?}"
+    );
     let e = console.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(sqlstate(&e), "42601", "{e}");
     proxy.shutdown().await;

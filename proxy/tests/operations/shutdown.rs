@@ -179,3 +179,29 @@ async fn sigterm_during_pgbench_finishes_transactions_and_tells_clients_57p01() 
     );
     println!("sigterm during pgbench: {processed} transactions acknowledged, {history} committed");
 }
+
+/// A query still running when `shutdown_timeout` is over: its client is
+/// told at once that it may or may not have completed, rather than
+/// waiting for it or being dropped without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_running_past_the_shutdown_timeout_is_told_it_may_not_have_completed() {
+    let db = table("shutdown_running");
+    let timeout = Duration::from_secs(1);
+    let proxy = proxy_with_shutdown_timeout(timeout).await;
+    let mut busy = RawClient::login(&proxy, &db).await;
+    let mut out = bytes::BytesMut::new();
+    pgsplit_protocol::encode::query(&mut out, "SELECT pg_sleep(20)");
+    busy.send(&out).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopping = tokio::spawn(proxy.shutdown());
+    let (code, detail) = fatal(&busy.until_closed().await).expect("the running client is told");
+    let told_after = started.elapsed();
+    assert_eq!(code, "57P01");
+    assert!(detail.contains("may or may not have completed"), "{detail}");
+    assert!(
+        told_after >= timeout && told_after < timeout + Duration::from_secs(2),
+        "told after {told_after:?}"
+    );
+    stopping.await.unwrap();
+}
