@@ -211,6 +211,7 @@ async fn all_ended(sessions: &mut JoinSet<()>, limit: Duration) -> bool {
 /// A socket beyond the client limit and the over-limit allowance: told
 /// 53300 if its buffer takes it without waiting, and closed.
 fn refuse_at_once(stream: tokio::net::TcpStream, shared: &Shared) {
+    shared.events.over_limit();
     let mut out = bytes::BytesMut::new();
     if let crate::errors::Reply::Error(info) =
         crate::errors::SessionError::TooManyClients(shared.admission.limit).reply()

@@ -15,6 +15,7 @@ mod client;
 mod console;
 pub mod demo;
 pub mod errors;
+pub mod events;
 mod functions;
 pub mod health;
 pub mod http;

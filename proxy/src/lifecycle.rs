@@ -208,6 +208,14 @@ impl Listener {
     pub fn state(&self) -> State {
         self.lifecycle.state()
     }
+
+    /// Whether the proxy is in a state that ends a session with nothing
+    /// running; if not, the task of `cx` is woken when that may change.
+    pub fn poll_ends(&self, cx: &mut Context<'_>) -> bool {
+        // Registered before the look, so a change made in between wakes it.
+        self.waker.register(cx.waker());
+        self.state().ends_session(true)
+    }
 }
 
 impl Drop for Listener {

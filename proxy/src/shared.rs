@@ -97,6 +97,8 @@ pub struct Shared {
     pub buffers: Arc<Budget>,
     /// Serving, paused or shutting down.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Failed logins, protocol errors, refusals: for alerts.
+    pub events: crate::events::Events,
 }
 
 impl Shared {
@@ -149,6 +151,7 @@ impl Shared {
             client_tls,
             config,
             lifecycle: Default::default(),
+            events: Default::default(),
         }
     }
 

@@ -21,7 +21,7 @@ mod pools;
 mod stats;
 pub use held::Held;
 pub use pools::{PoolReport, Pools};
-pub use stats::{PoolTotals, Traffic};
+pub use stats::{PoolTotals, Traffic, WAIT_BUCKETS};
 
 struct ConnManager {
     backend: BackendAddr,
@@ -193,7 +193,7 @@ impl ConnPool {
             Err(TryAcquireError::NoPermits) => {
                 let ticket = inner.stats.begin_wait();
                 let waited = tokio::time::timeout(inner.wait, inner.permits.acquire()).await;
-                inner.stats.end_wait(ticket);
+                inner.stats.end_wait(ticket, matches!(waited, Ok(Ok(_))));
                 match waited {
                     Ok(Ok(p)) => p.forget(),
                     Ok(Err(_)) => unreachable!("pool semaphores are never closed"),

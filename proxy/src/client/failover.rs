@@ -28,6 +28,10 @@ impl Session {
         match loss {
             Loss::ReadOnly => {
                 tracing::warn!(client = %c.peer, backend = %name, "the primary refused a write as read-only: it was demoted; looking for the new primary");
+                c.shared
+                    .events
+                    .fenced_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Maybe demoted, maybe refused for the client's own reasons
                 // (a read-only setting): the health check tells which
                 // before the write is tried again. Others keep using it.
@@ -52,6 +56,13 @@ impl Session {
         let open_request = a.open_request;
         if let Some((frames, begin)) = retry_of(a, loss) {
             tracing::info!(client = %c.peer, backend = %name, "retrying the request elsewhere: nothing of it had reached the client");
+            if loss != Loss::ReadOnly {
+                // A refused write waits for the new primary: counted as fenced.
+                c.shared
+                    .events
+                    .retried_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let mut again = frames;
             again.extend_from_slice(&c.rbuf);
             c.rbuf = again;

@@ -44,7 +44,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
         Ok(Some(e)) => e,
         Ok(None) => return,
         Err(e) => {
-            log_end(&e, &who);
+            log_end(&e, &who, &shared);
             report(&mut stream, &e).await;
             return;
         }
@@ -110,7 +110,7 @@ pub async fn serve_client(stream: TcpStream, shared: Arc<Shared>, ticket: Ticket
     };
     let result = session.run().await;
     if let Err(e) = &result {
-        log_end(e, &who);
+        log_end(e, &who, &session.c.shared);
         report(&mut session.c.stream, e).await;
     }
     session.close().await;
@@ -151,7 +151,7 @@ async fn serve_console(
     let is_admin = shared.config.user(&e.user).is_some_and(|u| u.admin);
     let served = crate::console::serve(&mut stream, &mut rbuf, shared, &listener, is_admin).await;
     if let Err(err) = served {
-        log_end(&err, who);
+        log_end(&err, who, shared);
         report(&mut stream, &err).await;
     }
 }
@@ -174,7 +174,7 @@ async fn serve_over_limit(
         tokio::time::timeout(patience, read_opening(&mut stream, &mut rbuf, shared, None)).await;
     if let Ok(Ok(Opening::Startup(_))) = opening {
         let e = SessionError::TooManyClients(shared.admission.limit);
-        log_end(&e, who);
+        log_end(&e, who, shared);
         report(&mut stream, &e).await;
     }
 }
@@ -201,7 +201,8 @@ async fn report(client: &mut ClientStream, e: &SessionError) {
     .await;
 }
 
-fn log_end(e: &SessionError, who: &Who) {
+fn log_end(e: &SessionError, who: &Who, shared: &Shared) {
+    shared.events.session_ended(e);
     let client = who.addr.map(|a| a.to_string()).unwrap_or_default();
     let user = who.user.as_deref().unwrap_or("");
     let database = who.database.as_deref().unwrap_or("");

@@ -188,31 +188,41 @@ impl Session {
         };
         // Two selects rather than one with a timer branch that is off: an
         // idle timeout costs nothing per wait unless it is configured.
-        // Only between transactions: draining ends those sessions. Once
-        // closing, the registry shuts every client socket's reading side,
-        // which ends the other waits (below), so they need no branch.
-        let shutdown = c.lifecycle.session_ends(true);
-        let input = match idle {
-            None => tokio::select! {
-                r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
-                Some(r) = server_read => Input::Server(r),
-                _ = shutdown, if between => return Err(self.c.shutdown_error(false)),
-            },
-            Some((limit, in_transaction)) => tokio::select! {
-                r = c.stream.fill(&mut c.rbuf, Direction::Frontend, max), if client_open => Input::Client(r),
-                Some(r) = server_read => Input::Server(r),
-                _ = shutdown, if between => return Err(self.c.shutdown_error(false)),
-                _ = tokio::time::sleep(limit), if client_open => {
-                    return Err(if in_transaction {
-                        SessionError::IdleInTransaction(limit)
-                    } else {
-                        SessionError::IdleSession(limit)
-                    });
+        // Between transactions the client's branch also watches for the
+        // shutdown, which ends such sessions: a select branch of its own
+        // cost every wait more than the rest of the select. Once closing,
+        // the registry shuts every client socket's reading side, which
+        // ends the other waits (below).
+        let input = {
+            let lifecycle = &c.lifecycle;
+            let mut fill = std::pin::pin!(c.stream.fill(&mut c.rbuf, Direction::Frontend, max));
+            let client_read = std::future::poll_fn(|cx| {
+                if between && lifecycle.poll_ends(cx) {
+                    return std::task::Poll::Ready(None);
                 }
-            },
+                std::future::Future::poll(fill.as_mut(), cx).map(Some)
+            });
+            match idle {
+                None => tokio::select! {
+                    r = client_read, if client_open => Input::Client(r),
+                    Some(r) = server_read => Input::Server(r),
+                },
+                Some((limit, in_transaction)) => tokio::select! {
+                    r = client_read, if client_open => Input::Client(r),
+                    Some(r) = server_read => Input::Server(r),
+                    _ = tokio::time::sleep(limit), if client_open => {
+                        return Err(if in_transaction {
+                            SessionError::IdleInTransaction(limit)
+                        } else {
+                            SessionError::IdleSession(limit)
+                        });
+                    }
+                },
+            }
         };
         let r = match input {
-            Input::Client(r) if self.c.lifecycle.state() == State::Closing => {
+            Input::Client(None) => return Err(self.c.shutdown_error(false)),
+            Input::Client(Some(r)) if self.c.lifecycle.state() == State::Closing => {
                 // The shutdown shut the socket's reading side: not the
                 // client leaving.
                 return Err(match r {
@@ -220,7 +230,7 @@ impl Session {
                     _ => self.c.shutdown_error(busy),
                 });
             }
-            Input::Client(r) => return Ok(r?),
+            Input::Client(Some(r)) => return Ok(r?),
             Input::Server(r) => r,
         };
         let lost = match r {

@@ -127,3 +127,70 @@ async fn the_exposition_passes_promtool() {
     );
     proxy.shutdown().await;
 }
+
+/// The series to alert on move with what happened: a wrong password, a
+/// protocol error, a pool's use and its checkouts' waits; promtool still
+/// accepts the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerting_series_count_failures_and_pool_use() {
+    let db = fresh_database("metrics_alerts");
+    let mut config = config();
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    config.pool.pool_size = 1;
+    let proxy = start_proxy_with(config).await;
+    let addr = proxy.metrics_addr().unwrap();
+    let page = || async { body(&http(addr, "GET", "/metrics").await.1).to_owned() };
+    let before = page().await;
+    let e = connect_as(&proxy, "postgres", "wrong", &db)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01");
+    let mut bad = RawClient::login(&proxy, &db).await;
+    bad.send(b"z\0\0\0\x04").await;
+    bad.until_closed().await;
+    // Two transactions at once on a pool of one: the second waits.
+    let a = connect(&proxy, &db).await;
+    let b = connect(&proxy, &db).await;
+    a.batch_execute("BEGIN; SELECT 1 FROM pg_class LIMIT 1")
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        b.batch_execute("BEGIN; SELECT 1 FROM pg_class LIMIT 1; COMMIT")
+            .await
+    });
+    let queued = eventually(Duration::from_secs(5), || async {
+        page().await.contains(&format!(
+            "pgsplit_pool_waiting_clients{{backend=\"primary\",database=\"{db}\",user=\"postgres\"}} 1"
+        ))
+    })
+    .await;
+    assert!(queued, "{}", page().await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.batch_execute("COMMIT").await.unwrap();
+    waiting.await.unwrap().unwrap();
+    let after = page().await;
+    for series in [
+        "pgsplit_auth_failures_total",
+        "pgsplit_protocol_errors_total",
+    ] {
+        assert_eq!(
+            metric(&after, series),
+            metric(&before, series) + 1,
+            "{series}"
+        );
+    }
+    let active = format!(
+        "pgsplit_pool_connections{{backend=\"primary\",database=\"{db}\",user=\"postgres\",state=\"idle\"}}"
+    );
+    assert_eq!(metric(&after, &active), 1, "the one connection is back");
+    // The wait took at least 50 ms: not in the 10 ms bucket, in the 100 ms one.
+    let bucket = |le: &str| {
+        metric(
+            &after,
+            &format!("pgsplit_server_wait_seconds_bucket{{backend=\"primary\",le=\"{le}\"}}"),
+        )
+    };
+    assert_eq!(bucket("+Inf") - bucket("0.01"), 1, "{after}");
+    assert_eq!(bucket("1"), bucket("+Inf"), "and under a second: {after}");
+    proxy.shutdown().await;
+}

@@ -36,7 +36,17 @@ pub struct PoolTotals {
     pub assigned_us: u64,
     /// Microseconds sessions waited for a connection of this pool.
     pub wait_us: u64,
+    /// Checkouts that had to wait and got a connection, by how long
+    /// (cumulative, bounds in [`WAIT_BUCKETS`]); the others waited 0.
+    pub waits: [u64; WAIT_BUCKETS.len()],
+    /// Checkouts that had to wait and got a connection, however long,
+    /// and the microseconds they waited.
+    pub waited: u64,
+    pub waited_us: u64,
 }
+
+/// Upper bounds (seconds) of the wait histogram's buckets.
+pub const WAIT_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
 
 impl PoolTotals {
     /// What was added since `earlier`.
@@ -49,6 +59,9 @@ impl PoolTotals {
             received: self.received.saturating_sub(earlier.received),
             assigned_us: self.assigned_us.saturating_sub(earlier.assigned_us),
             wait_us: self.wait_us.saturating_sub(earlier.wait_us),
+            waits: std::array::from_fn(|i| self.waits[i].saturating_sub(earlier.waits[i])),
+            waited: self.waited.saturating_sub(earlier.waited),
+            waited_us: self.waited_us.saturating_sub(earlier.waited_us),
         }
     }
 
@@ -60,6 +73,11 @@ impl PoolTotals {
         self.received += other.received;
         self.assigned_us += other.assigned_us;
         self.wait_us += other.wait_us;
+        for (w, o) in self.waits.iter_mut().zip(other.waits) {
+            *w += o;
+        }
+        self.waited += other.waited;
+        self.waited_us += other.waited_us;
     }
 }
 
@@ -76,6 +94,10 @@ pub(super) struct PoolStats {
     /// began: only a checkout that found the pool full writes here.
     waiting: Mutex<HashMap<u64, Instant>>,
     next_ticket: AtomicU64,
+    /// Not cumulative here: each wait lands in its first bucket that fits.
+    waits: [AtomicU64; WAIT_BUCKETS.len()],
+    waited: AtomicU64,
+    waited_us: AtomicU64,
 }
 
 impl PoolStats {
@@ -105,10 +127,21 @@ impl PoolStats {
         (ticket, started)
     }
 
-    pub(super) fn end_wait(&self, (ticket, started): (u64, Instant)) {
+    /// A wait ended, with a connection (`got`) or not.
+    pub(super) fn end_wait(&self, (ticket, started): (u64, Instant), got: bool) {
         self.waiting.lock().unwrap().remove(&ticket);
-        let waited = started.elapsed().as_micros() as u64;
-        self.wait_us.fetch_add(waited, Ordering::Relaxed);
+        let waited = started.elapsed();
+        self.wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        if got {
+            self.waited.fetch_add(1, Ordering::Relaxed);
+            self.waited_us
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            let secs = waited.as_secs_f64();
+            if let Some(i) = WAIT_BUCKETS.iter().position(|b| secs <= *b) {
+                self.waits[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Sessions waiting now, and the longest wait among them.
@@ -128,6 +161,9 @@ impl PoolStats {
             received: get(&self.received),
             assigned_us: get(&self.assigned_us),
             wait_us: get(&self.wait_us),
+            waits: std::array::from_fn(|i| self.waits[..=i].iter().map(get).sum::<u64>()),
+            waited: get(&self.waited),
+            waited_us: get(&self.waited_us),
         }
     }
 }

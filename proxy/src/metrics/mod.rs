@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+mod pools;
+
 use crate::lifecycle::State;
 use crate::shared::Shared;
 use crate::topology::Backend;
@@ -192,5 +194,6 @@ pub fn render(s: &Arc<Shared>) -> String {
     }
     let buffered = s.buffers.used();
     let _ = writeln!(out, "# HELP pgsplit_client_buffer_bytes Bytes of large client messages being buffered, counted against limits.client_buffer_budget.\n# TYPE pgsplit_client_buffer_bytes gauge\npgsplit_client_buffer_bytes {buffered}");
+    pools::render(s, &mut out);
     out
 }
