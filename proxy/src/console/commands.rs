@@ -8,7 +8,7 @@ use pgsplit_protocol::encode::ErrorInfo;
 use pgsplit_router::admin::parse_admin;
 
 use super::table::{Reply, Table};
-use super::views;
+use super::{stats, views};
 use crate::shared::Shared;
 
 /// The views `SHOW` knows, for the error that lists them.
@@ -65,9 +65,9 @@ pub async fn run(shared: &Arc<Shared>, sql: &str, is_admin: bool) -> Reply {
 fn show(shared: &Shared, view: &str) -> Option<Table> {
     Some(match view {
         "POOLS" => views::pools(shared),
-        "STATS" => views::stats(shared),
-        "STATS_TOTALS" => views::stats_totals(shared),
-        "STATS_AVERAGES" => views::stats_averages(shared),
+        "STATS" => stats::stats(shared),
+        "STATS_TOTALS" => stats::stats_totals(shared),
+        "STATS_AVERAGES" => stats::stats_averages(shared),
         "CLIENTS" => views::clients(shared),
         "SERVERS" => views::servers(shared),
         "DATABASES" => views::databases(shared),

@@ -6,6 +6,7 @@
 //! shows the per-replica split.
 
 mod commands;
+mod stats;
 mod table;
 mod views;
 
@@ -19,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::errors::SessionError;
 use crate::lifecycle::Listener;
 use crate::shared::Shared;
+use crate::topology::BackendId;
 use crate::wire::Wire;
 
 pub use table::Column;
@@ -28,6 +30,11 @@ pub const DATABASES: [&str; 2] = ["pgbouncer", "pgsplit"];
 
 pub fn is_console(database: &str) -> bool {
     DATABASES.contains(&database)
+}
+
+/// How the console names the pool target for `database` on `backend`.
+fn target(shared: &Shared, backend: BackendId, database: &str) -> String {
+    format!("{database}@{}", shared.topology.backends[backend].name())
 }
 
 /// What a console login is told about the "server": enough for libpq,

@@ -241,21 +241,7 @@ pub type NodeRow = HashMap<String, String>;
 
 /// `SHOW pool_nodes` over the simple protocol, rows in node_id order.
 pub async fn pool_nodes(client: &Client) -> Result<Vec<NodeRow>, tokio_postgres::Error> {
-    let mut rows: Vec<NodeRow> = client
-        .simple_query("SHOW pool_nodes")
-        .await?
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect();
+    let mut rows: Vec<NodeRow> = crate::common::named_rows(client, "SHOW pool_nodes").await?;
     rows.sort_by_key(|r| r.get("node_id").and_then(|id| id.parse::<usize>().ok()));
     Ok(rows)
 }

@@ -382,6 +382,28 @@ impl RawClient {
     }
 }
 
+/// The rows `sql` returns over the simple protocol, each by column name.
+pub async fn named_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<std::collections::HashMap<String, String>>, tokio_postgres::Error> {
+    Ok(client
+        .simple_query(sql)
+        .await?
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The (SQLSTATE, severity) of the first ErrorResponse among `frames`.
 pub fn first_error(frames: &[Frame]) -> Option<(String, String, String)> {
     frames.iter().find_map(|f| match backend::parse(f) {

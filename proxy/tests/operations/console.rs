@@ -4,41 +4,26 @@
 
 use std::process::{Child, Command, Stdio};
 
-use tokio_postgres::SimpleQueryMessage;
-
 use super::http::http;
 use super::*;
 
-/// Rows of a console view as (column → value) maps.
-async fn view(console: &tokio_postgres::Client, sql: &str) -> Vec<Vec<(String, String)>> {
-    let messages = console
-        .simple_query(sql)
+type Row = std::collections::HashMap<String, String>;
+
+/// Rows of a console view by column name.
+async fn view(console: &tokio_postgres::Client, sql: &str) -> Vec<Row> {
+    named_rows(console, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_owned(), r.get(i).unwrap_or("").to_owned()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn get<'a>(row: &'a [(String, String)], column: &str) -> &'a str {
-    row.iter()
-        .find(|(c, _)| c == column)
-        .map(|(_, v)| v.as_str())
+fn get<'a>(row: &'a Row, column: &str) -> &'a str {
+    row.get(column)
+        .map(String::as_str)
         .unwrap_or_else(|| panic!("no column {column} in {row:?}"))
 }
 
 /// The row of `view` whose `key` column is `value`.
-fn row_of<'a>(rows: &'a [Vec<(String, String)>], key: &str, value: &str) -> &'a [(String, String)] {
+fn row_of<'a>(rows: &'a [Row], key: &str, value: &str) -> &'a Row {
     rows.iter()
         .find(|r| get(r, key) == value)
         .unwrap_or_else(|| panic!("no {key} = {value} in {rows:?}"))
