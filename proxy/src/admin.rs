@@ -67,6 +67,8 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
     if cmd.needs_admin() && !is_admin {
         return Outcome::Error(crate::errors::admin_only(cmd.tag()));
     }
+    let newest = shared.newest();
+    let shared = &newest;
     let node = |name: &str| resolve(shared, name);
     match cmd {
         AdminCommand::ShowPoolNodes => Outcome::Rows {
@@ -122,6 +124,16 @@ pub async fn run(shared: &Arc<Shared>, cmd: AdminCommand, is_admin: bool) -> Out
                 note,
             },
             Err(e) => Outcome::Error(e),
+        },
+        AdminCommand::Reload => match crate::reload::reload(&shared.core) {
+            Ok(r) => {
+                tracing::info!("RELOAD: {}", r.summary());
+                Outcome::Done {
+                    tag: cmd.tag(),
+                    note: Some(r.summary()),
+                }
+            }
+            Err(e) => Outcome::Error(crate::errors::not_reloaded(&e)),
         },
         AdminCommand::Shutdown => Outcome::Done {
             tag: cmd.tag(),

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use crate::admission::{self, Throttle};
 use crate::client::serve_client;
 use crate::lifecycle::State;
-use crate::shared::Shared;
+use crate::shared::{Core, Shared};
 
 /// Once `shutdown_timeout` is over, how long sessions get to tell their
 /// clients 57P01 and give their connections back before they are dropped.
@@ -21,7 +21,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub struct ProxyHandle {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
+    core: Arc<Core>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -35,21 +35,30 @@ impl ProxyHandle {
         self.metrics_addr
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The newest generation (see [`Shared`]).
+    ///
+    /// # Panics
+    /// After the proxy stopped (`shutdown` consumes the handle, so only
+    /// once a `PGSPLIT SHUTDOWN` has finished).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.core.current().expect("the proxy is running")
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     /// Shuts down in phases (see [`crate::lifecycle`]) and returns once
     /// every session has ended and the pools are closed.
     pub async fn shutdown(self) {
-        self.shared.lifecycle.advance(State::Draining);
+        self.core.lifecycle.advance(State::Draining);
         let _ = self.task.await;
     }
 
     /// Completes when a shutdown has begun (`PGSPLIT SHUTDOWN`, or
     /// [`ProxyHandle::shutdown`]).
     pub async fn shutdown_requested(&self) {
-        self.shared.lifecycle.stopping().await;
+        self.core.lifecycle.stopping().await;
     }
 }
 
@@ -121,12 +130,17 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
         }
         None => None,
     };
-    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
-    tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
-    tokio::spawn(watch_certificates(Arc::downgrade(&shared)));
-    crate::health::spawn(&shared.topology);
+    // Nothing can fail from here: the core holds the generation until the
+    // shutdown's end lets go of it.
+    let core = Arc::clone(&shared.core);
+    core.set_current(&shared);
+    drop(shared);
+    let task = tokio::spawn(accept_loop(listener, Arc::clone(&core)));
+    tokio::spawn(reap_idle_connections(Arc::downgrade(&core)));
+    tokio::spawn(watch_certificates(Arc::downgrade(&core)));
+    crate::health::spawn(&core.topology);
     let metrics_addr = metrics_addr.map(|(l, bound)| {
-        tokio::spawn(crate::http::serve(l, Arc::downgrade(&shared)));
+        tokio::spawn(crate::http::serve(l, Arc::downgrade(&core)));
         bound
     });
 
@@ -134,12 +148,12 @@ pub fn start_with_listener(listener: TcpListener, config: Config) -> std::io::Re
     Ok(ProxyHandle {
         local_addr,
         metrics_addr,
-        shared,
+        core,
         task,
     })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, core: Arc<Core>) {
     let mut sessions = JoinSet::new();
     let mut accept_errors = Throttle::new(Duration::from_secs(10));
     loop {
@@ -147,11 +161,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::trace!(%peer, "client connected");
-                    match shared.admission.admit() {
-                        Some(ticket) => {
-                            sessions.spawn(serve_client(stream, Arc::clone(&shared), ticket));
+                    match (core.admission.admit(), core.current()) {
+                        (Some(ticket), Some(shared)) => {
+                            sessions.spawn(serve_client(stream, shared, ticket));
                         }
-                        None => refuse_at_once(stream, &shared),
+                        _ => refuse_at_once(stream, &core),
                     }
                 }
                 Err(e) => {
@@ -164,19 +178,22 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shared.lifecycle.stopping() => break,
+            _ = core.lifecycle.stopping() => break,
         }
         while sessions.try_join_next().is_some() {}
     }
     drop(listener);
-    drain(sessions, &shared).await;
+    drain(sessions, &core).await;
+    core.clear_current();
 }
 
 /// The shutdown after the listener closed: sessions with nothing running
 /// have been told 57P01; the others get `shutdown_timeout` to end their
 /// transactions, then are ended the same way; then the pools close.
-async fn drain(mut sessions: JoinSet<()>, shared: &Shared) {
-    let timeout = shared.config.timeouts.shutdown_timeout;
+async fn drain(mut sessions: JoinSet<()>, core: &Core) {
+    let timeout = core
+        .current()
+        .map_or(Duration::ZERO, |s| s.config.timeouts.shutdown_timeout);
     tracing::info!(
         phase = "draining",
         sessions = sessions.len(),
@@ -184,7 +201,7 @@ async fn drain(mut sessions: JoinSet<()>, shared: &Shared) {
         "shutting down: stopped accepting; idle clients are told 57P01, transactions may finish"
     );
     if !all_ended(&mut sessions, timeout).await {
-        shared.lifecycle.advance(State::Closing);
+        core.lifecycle.advance(State::Closing);
         tracing::warn!(
             phase = "closing",
             sessions = sessions.len(),
@@ -194,7 +211,7 @@ async fn drain(mut sessions: JoinSet<()>, shared: &Shared) {
             sessions.shutdown().await;
         }
     }
-    let closed = shared.pools.close_idle().await;
+    let closed = core.pools.close_idle().await;
     tracing::info!(
         phase = "stopped",
         server_connections_closed = closed,
@@ -210,11 +227,11 @@ async fn all_ended(sessions: &mut JoinSet<()>, limit: Duration) -> bool {
 
 /// A socket beyond the client limit and the over-limit allowance: told
 /// 53300 if its buffer takes it without waiting, and closed.
-fn refuse_at_once(stream: tokio::net::TcpStream, shared: &Shared) {
-    shared.events.over_limit();
+fn refuse_at_once(stream: tokio::net::TcpStream, core: &Core) {
+    core.events.over_limit();
     let mut out = bytes::BytesMut::new();
     if let crate::errors::Reply::Error(info) =
-        crate::errors::SessionError::TooManyClients(shared.admission.limit).reply()
+        crate::errors::SessionError::TooManyClients(core.admission.limit).reply()
     {
         pgsplit_protocol::encode::error_response(&mut out, &info);
     }
@@ -227,11 +244,11 @@ fn refuse_at_once(stream: tokio::net::TcpStream, shared: &Shared) {
 
 /// Closes idle server connections past their idle timeout or lifetime;
 /// ends with the proxy.
-async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
+async fn reap_idle_connections(core: std::sync::Weak<Core>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        match shared.upgrade() {
+        match core.upgrade() {
             // Paused: servers may be restarting, and PAUSE promised none
             // of their connections open.
             Some(s) => {
@@ -243,14 +260,14 @@ async fn reap_idle_connections(shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// Looks at every certificate file every `tls::WATCH_EVERY` while `shared`
-/// lives, and reads again the ones that changed.
-async fn watch_certificates(shared: std::sync::Weak<Shared>) {
+/// Looks at every certificate file every `tls::WATCH_EVERY` while the
+/// proxy runs, and reads again the ones that changed.
+async fn watch_certificates(core: std::sync::Weak<Core>) {
     let mut tick = tokio::time::interval(crate::tls::WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
+        let Some(shared) = core.upgrade().and_then(|c| c.current()) else {
             return;
         };
         let config = &shared.config;

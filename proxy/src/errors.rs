@@ -399,6 +399,17 @@ pub fn admin_only(command: &str) -> ErrorInfo {
         .hint("Only users with admin = true in their [[users]] entry may change the cluster; SHOW pool_nodes is open to everyone.")
 }
 
+/// RELOAD of a configuration that cannot be used: `why` has the lines
+/// `check-config` prints.
+pub fn not_reloaded(why: &str) -> ErrorInfo {
+    ErrorInfo::error(
+        "F0000",
+        "pgsplit: the configuration was not reloaded; nothing changed",
+    )
+    .detail(why.to_owned())
+    .hint("Fix what the detail names and RELOAD again; pgsplit check-config FILE shows the same.")
+}
+
 /// An admin command naming a backend that is not configured.
 pub fn no_such_backend(name: &str, names: &[&str]) -> ErrorInfo {
     ErrorInfo::error("42704", format!("pgsplit: no backend named {name:?}")).hint(format!(

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::lifecycle::State;
-use crate::shared::{LagLimit, Shared};
+use crate::shared::{Core, LagLimit, Shared};
 
 /// A request head larger than this is refused: nothing legitimate sends
 /// more to these endpoints.
@@ -19,25 +19,25 @@ const MAX_HEAD: usize = 8 << 10;
 /// A client that has not sent its request head within this is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: TcpListener, shared: Weak<Shared>) {
+pub async fn serve(listener: TcpListener, core: Weak<Core>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of descriptors: the proxy's clients matter more.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if shared.strong_count() == 0 {
+        if core.strong_count() == 0 {
             return;
         }
-        tokio::spawn(answer(stream, shared.clone()));
+        tokio::spawn(answer(stream, core.clone()));
     }
 }
 
-async fn answer(mut stream: TcpStream, shared: Weak<Shared>) {
+async fn answer(mut stream: TcpStream, core: Weak<Core>) {
     let Ok(head) = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await else {
         return;
     };
-    let reply = match (&head, shared.upgrade()) {
+    let reply = match (&head, core.upgrade().and_then(|c| c.current())) {
         (Some(head), Some(s)) => respond(&s, head),
         (Some(_), None) => Reply::text(503, "pgsplit is stopping\n"),
         (None, _) => Reply::text(400, "malformed request\n"),

@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod login;
 pub mod metrics;
 mod pause;
+pub mod reload;
 pub mod shared;
 pub mod signals;
 pub mod tls;

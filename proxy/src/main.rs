@@ -155,7 +155,7 @@ fn load(path: Option<PathBuf>) -> Option<Config> {
 }
 
 fn run(path: Option<PathBuf>) -> ExitCode {
-    let Some(config) = load(path) else {
+    let Some(config) = load(path.clone()) else {
         return ExitCode::FAILURE;
     };
     init_logging(config.log_format);
@@ -167,6 +167,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        proxy.core().source.set(path);
         pgsplit::signals::serve_until_stopped(proxy).await;
         ExitCode::SUCCESS
     })

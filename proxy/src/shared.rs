@@ -60,15 +60,33 @@ impl LagLimit {
 /// ParameterStatus values as a server reports them, in order.
 pub type Reported = Arc<Vec<(String, String)>>;
 
+/// What one configuration decides: the settings, the users, how
+/// statements are classified and reads balanced. A reload makes a new one
+/// for the sessions that start from then on; the rest ([`Core`]) is the
+/// same for every generation. Derefs to [`Core`].
 pub struct Shared {
     pub config: Arc<Config>,
     pub users: Users,
+    pub classifier: Classifier,
+    pub balancer: Balancer,
+    pub core: Arc<Core>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// What outlives a reload: the servers and their pools, the sessions'
+/// shared state, counters and the lifecycle.
+pub struct Core {
     /// Credentials looked up in PostgreSQL (`[auth_query]`).
     pub lookups: Lookups,
     /// The backends and what is known of each, shared with the health loop.
     pub topology: Arc<Topology>,
-    pub classifier: Classifier,
-    pub balancer: Balancer,
     pub functions: Arc<FunctionCatalog>,
     pub pools: Pools,
     /// When the last write made through this proxy committed
@@ -99,60 +117,29 @@ pub struct Shared {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// Failed logins, protocol errors, refusals: for alerts.
     pub events: crate::events::Events,
+    /// The generation new sessions start with (the newest configuration);
+    /// None once the proxy has stopped, which lets everything drop.
+    current: Mutex<Option<Arc<Shared>>>,
+    /// Where the configuration is read from again on a reload.
+    pub source: crate::reload::Source,
 }
 
-impl Shared {
-    /// `client_limit`: the client sockets served at once, as the open-file
-    /// budget allows ([`crate::admission::client_limit`]).
-    pub fn new(
-        config: Config,
-        client_limit: usize,
-        client_tls: ClientTlsSetup,
-        server_tls: Vec<Arc<crate::tls::ServerTlsSetup>>,
-    ) -> Shared {
-        let users = Users::new(&config);
-        let r = &config.routing;
-        let classifier = Classifier::new(ClassifierConfig {
-            write_functions: r.write_functions.clone(),
-            read_functions: r.read_functions.clone(),
-            ..ClassifierConfig::default()
-        });
-        let balancer = Balancer::new(
-            match r.strategy {
-                pgsplit_config::Strategy::RoundRobin => Strategy::RoundRobin,
-                pgsplit_config::Strategy::LeastConnections => Strategy::LeastConnections,
-                pgsplit_config::Strategy::Random => Strategy::Random,
-            },
-            match r.primary_reads {
-                pgsplit_config::PrimaryReads::On => PrimaryReads::On,
-                pgsplit_config::PrimaryReads::Fallback => PrimaryReads::Fallback,
-                pgsplit_config::PrimaryReads::Off => PrimaryReads::Off,
-            },
-        );
-        let config = Arc::new(config);
-        let topology = Arc::new(Topology::new(Arc::clone(&config), server_tls));
-        Shared {
-            lookups: Lookups::new(Arc::clone(&config), Arc::clone(&topology)),
-            pools: Pools::new(Arc::clone(&config), topology.backends.addrs()),
-            topology,
-            users,
-            classifier,
-            balancer,
-            functions: Arc::default(),
-            cancel: Arc::new(CancelRegistry::default()),
-            admission: Admission::new(client_limit),
-            buffers: Budget::new(config.limits.client_buffer_budget),
-            pins: Default::default(),
-            last_write_us: AtomicU64::new(0),
-            ryw: RywCounters::default(),
-            known_statements: Mutex::default(),
-            startup_params: Mutex::default(),
-            peer_writes: Mutex::default(),
-            client_tls,
-            config,
-            lifecycle: Default::default(),
-            events: Default::default(),
-        }
+impl Core {
+    /// The newest generation, while the proxy runs.
+    pub fn current(&self) -> Option<Arc<Shared>> {
+        self.current.lock().unwrap().clone()
+    }
+
+    /// Makes `shared` the generation new sessions start with; the one
+    /// before lives on in its sessions until they end.
+    pub fn set_current(&self, shared: &Arc<Shared>) {
+        *self.current.lock().unwrap() = Some(Arc::clone(shared));
+    }
+
+    /// At the end of a shutdown: the last reference from the core to a
+    /// generation goes, so the proxy's state can drop.
+    pub fn clear_current(&self) {
+        self.current.lock().unwrap().take();
     }
 
     pub fn cached_startup(&self, database: &str, user: &str, settings: u64) -> Option<Reported> {
@@ -194,6 +181,76 @@ impl Shared {
 
     pub fn statement_known_good(&self, hash: u64) -> bool {
         self.known_statements.lock().unwrap().contains(&hash)
+    }
+}
+
+impl Shared {
+    /// The newest generation (this one if the proxy has stopped): what
+    /// admin views show, so a session older than a reload sees it too.
+    pub fn newest(self: &Arc<Self>) -> Arc<Shared> {
+        self.core.current().unwrap_or_else(|| Arc::clone(self))
+    }
+
+    /// `client_limit`: the client sockets served at once, as the open-file
+    /// budget allows ([`crate::admission::client_limit`]).
+    pub fn new(
+        config: Config,
+        client_limit: usize,
+        client_tls: ClientTlsSetup,
+        server_tls: Vec<Arc<crate::tls::ServerTlsSetup>>,
+    ) -> Shared {
+        let config = Arc::new(config);
+        let topology = Arc::new(Topology::new(Arc::clone(&config), server_tls));
+        let core = Core {
+            lookups: Lookups::new(Arc::clone(&config), Arc::clone(&topology)),
+            pools: Pools::new(Arc::clone(&config), topology.backends.addrs()),
+            topology,
+            functions: Arc::default(),
+            cancel: Arc::new(CancelRegistry::default()),
+            admission: Admission::new(client_limit),
+            buffers: Budget::new(config.limits.client_buffer_budget),
+            pins: Default::default(),
+            last_write_us: AtomicU64::new(0),
+            ryw: RywCounters::default(),
+            known_statements: Mutex::default(),
+            startup_params: Mutex::default(),
+            peer_writes: Mutex::default(),
+            client_tls,
+            lifecycle: Default::default(),
+            events: Default::default(),
+            current: Mutex::default(),
+            source: Default::default(),
+        };
+        Shared::generation(config, Arc::new(core))
+    }
+
+    /// The settings, users, classifier and balancer of `config`, over `core`.
+    pub fn generation(config: Arc<Config>, core: Arc<Core>) -> Shared {
+        let r = &config.routing;
+        let classifier = Classifier::new(ClassifierConfig {
+            write_functions: r.write_functions.clone(),
+            read_functions: r.read_functions.clone(),
+            ..ClassifierConfig::default()
+        });
+        let balancer = Balancer::new(
+            match r.strategy {
+                pgsplit_config::Strategy::RoundRobin => Strategy::RoundRobin,
+                pgsplit_config::Strategy::LeastConnections => Strategy::LeastConnections,
+                pgsplit_config::Strategy::Random => Strategy::Random,
+            },
+            match r.primary_reads {
+                pgsplit_config::PrimaryReads::On => PrimaryReads::On,
+                pgsplit_config::PrimaryReads::Fallback => PrimaryReads::Fallback,
+                pgsplit_config::PrimaryReads::Off => PrimaryReads::Off,
+            },
+        );
+        Shared {
+            users: Users::new(&config),
+            classifier,
+            balancer,
+            config,
+            core,
+        }
     }
 
     /// Counters of the backend with `node_id` (as `SHOW pool_nodes`

@@ -1,5 +1,6 @@
 //! The signals an operator sends: SIGTERM and SIGINT shut down in phases
-//! (a second one ends every session at once), SIGHUP is caught.
+//! (a second one ends every session at once), SIGHUP reloads the
+//! configuration (`crate::reload`).
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -48,12 +49,12 @@ pub async fn serve_until_stopped(proxy: ProxyHandle) {
         tokio::select! {
             asked = signals.next() => match asked {
                 Asked::Stop => break,
-                Asked::Reload => hangup(),
+                Asked::Reload => crate::reload::on_signal(proxy.core()),
             },
             _ = proxy.shutdown_requested() => break,
         }
     }
-    let lifecycle = Arc::clone(&proxy.shared().lifecycle);
+    let lifecycle = Arc::clone(&proxy.core().lifecycle);
     let mut shutdown = pin!(proxy.shutdown());
     loop {
         tokio::select! {
@@ -63,17 +64,10 @@ pub async fn serve_until_stopped(proxy: ProxyHandle) {
                     tracing::warn!("second stop signal: ending every session now");
                     lifecycle.advance(State::Closing);
                 }
-                Asked::Reload => hangup(),
+                Asked::Reload => {
+                    tracing::warn!("SIGHUP during the shutdown: nothing is reloaded")
+                }
             },
         }
     }
-}
-
-/// SIGHUP (`systemctl reload`, and every PgBouncer, pgpool and PostgreSQL
-/// habit) would otherwise end the process at once, dropping every client.
-fn hangup() {
-    tracing::warn!(
-        "SIGHUP received: pgsplit cannot reload its configuration while running yet; \
-         nothing changed and every client stays connected; restart pgsplit to apply a new configuration"
-    );
 }

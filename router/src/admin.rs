@@ -28,6 +28,8 @@ pub enum AdminCommand {
     Resume,
     /// Shut down in phases, as on SIGTERM.
     Shutdown,
+    /// Read the configuration again and apply it.
+    Reload,
 }
 
 impl AdminCommand {
@@ -56,6 +58,7 @@ impl AdminCommand {
             AdminCommand::Pause => "PGSPLIT PAUSE",
             AdminCommand::Resume => "PGSPLIT RESUME",
             AdminCommand::Shutdown => "PGSPLIT SHUTDOWN",
+            AdminCommand::Reload => "PGSPLIT RELOAD",
         }
     }
 }
@@ -87,7 +90,7 @@ pub fn parse_admin(sql: &str) -> Option<Result<AdminCommand, String>> {
         return None;
     }
     let usage = "write it as PGSPLIT DETACH|ATTACH|PROMOTE|ACCEPT <node name or node_id>, \
-                 or PGSPLIT PAUSE|RESUME|SHUTDOWN";
+                 or PGSPLIT PAUSE|RESUME|SHUTDOWN|RELOAD";
     let verb = words.next();
     let whole = |cmd| Some(Ok(cmd));
     match (
@@ -97,6 +100,7 @@ pub fn parse_admin(sql: &str) -> Option<Result<AdminCommand, String>> {
         (Some("pause"), None) => return whole(AdminCommand::Pause),
         (Some("resume"), None) => return whole(AdminCommand::Resume),
         (Some("shutdown"), None) => return whole(AdminCommand::Shutdown),
+        (Some("reload"), None) => return whole(AdminCommand::Reload),
         _ => {}
     }
     let (Some(verb), Some(node), None) = (verb, words.next(), words.next()) else {
@@ -185,7 +189,11 @@ mod tests {
             Some(Ok(AdminCommand::Shutdown))
         );
         assert!(parse_admin("pgsplit pause node1").unwrap().is_err());
-        assert!(AdminCommand::Pause.needs_admin() && AdminCommand::Shutdown.needs_admin());
+        assert_eq!(
+            parse_admin("pgsplit reload"),
+            Some(Ok(AdminCommand::Reload))
+        );
+        assert!(AdminCommand::Pause.needs_admin() && AdminCommand::Reload.needs_admin());
     }
 
     #[test]

@@ -116,7 +116,11 @@ struct PoolInner {
     idle: Mutex<Vec<Idle>>,
     /// Idle and in use.
     open: AtomicUsize,
-    max: usize,
+    /// `pool.pool_size`; a reload may change it (see `resize`).
+    max: AtomicUsize,
+    /// Permits still to take out of circulation after a shrink, as the
+    /// connections holding them come back.
+    shrink_debt: AtomicUsize,
     wait: Duration,
     stats: stats::PoolStats,
 }
@@ -131,7 +135,7 @@ impl PoolInner {
         if let Some(at) = idle.iter().rposition(|i| !i.held) {
             return Some(idle.remove(at));
         }
-        if idle.is_empty() || self.open.load(Ordering::Relaxed) < self.max {
+        if idle.is_empty() || self.open.load(Ordering::Relaxed) < self.max.load(Ordering::Relaxed) {
             return None;
         }
         tracing::debug!(backend = %self.manager.backend.name, "pool full: taking a connection held for another session's currval()");
@@ -168,7 +172,8 @@ impl ConnPool {
             permits: Semaphore::new(max),
             idle: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
+            shrink_debt: AtomicUsize::new(0),
             wait,
             stats: stats::PoolStats::default(),
         }))
@@ -250,7 +255,40 @@ impl ConnPool {
             open: self.0.open.load(Ordering::Relaxed),
             idle: idle.len(),
             held: idle.iter().filter(|i| i.held).count(),
-            max: self.0.max,
+            max: self.0.max.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A new `pool.pool_size`: more room at once, or less as connections
+    /// in use come back (idle ones beyond it are closed now).
+    pub fn resize(&self, max: usize) {
+        let inner = &self.0;
+        let before = inner.max.swap(max, Ordering::Relaxed);
+        if max > before {
+            let mut grow = max - before;
+            // Repay a shrink not yet carried out before adding permits.
+            let debt = inner.shrink_debt.load(Ordering::Relaxed).min(grow);
+            inner.shrink_debt.fetch_sub(debt, Ordering::Relaxed);
+            grow -= debt;
+            inner.permits.add_permits(grow);
+        } else if max < before {
+            let shrink = before - max;
+            let forgotten = inner.permits.forget_permits(shrink);
+            inner
+                .shrink_debt
+                .fetch_add(shrink - forgotten, Ordering::Relaxed);
+            let mut idle = inner.idle.lock().unwrap();
+            let in_use = inner
+                .open
+                .load(Ordering::Relaxed)
+                .saturating_sub(idle.len());
+            let keep = max.saturating_sub(in_use);
+            if idle.len() > keep {
+                let excess = idle.len() - keep;
+                // The oldest returned go first (the list is LIFO).
+                idle.drain(..excess);
+                inner.open.fetch_sub(excess, Ordering::Relaxed);
+            }
         }
     }
 
@@ -274,7 +312,7 @@ struct Permit<'a>(&'a PoolInner);
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.0.permits.add_permits(1);
+        self.0.give_back_permit();
     }
 }
 
@@ -349,6 +387,19 @@ impl Drop for PooledConn {
                 self.pool.open.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.pool.permits.add_permits(1);
+        self.pool.give_back_permit();
+    }
+}
+
+impl PoolInner {
+    /// A checked-out connection's permit comes back, unless a shrink is
+    /// still owed one.
+    fn give_back_permit(&self) {
+        let owed = self
+            .shrink_debt
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1));
+        if owed.is_err() {
+            self.permits.add_permits(1);
+        }
     }
 }

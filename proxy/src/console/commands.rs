@@ -30,6 +30,8 @@ const VIEWS: &[&str] = &[
 ];
 
 pub async fn run(shared: &Arc<Shared>, sql: &str, is_admin: bool) -> Reply {
+    let newest = shared.newest();
+    let shared = &newest;
     let text = sql.trim().trim_end_matches(';').trim();
     let words: Vec<&str> = text.split_ascii_whitespace().collect();
     let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
@@ -45,10 +47,7 @@ pub async fn run(shared: &Arc<Shared>, sql: &str, is_admin: bool) -> Reply {
         ["SHUTDOWN"] | ["SHUTDOWN", "WAIT_FOR_SERVERS"] => {
             action(shared, "SHUTDOWN", is_admin).await
         }
-        ["RELOAD"] => Reply::Error(
-            ErrorInfo::error("0A000", "pgsplit cannot reload its configuration while running yet")
-                .hint("Restart pgsplit to apply a new configuration; nothing changed."),
-        ),
+        ["RELOAD"] => action(shared, "RELOAD", is_admin).await,
         ["PAUSE" | "RESUME" | "SUSPEND" | "KILL" | "DISABLE" | "ENABLE" | "RECONNECT" | "WAIT_CLOSE", ..]
         | ["SHUTDOWN", _] => Reply::Error(
             ErrorInfo::error(
@@ -85,6 +84,7 @@ async fn action(shared: &Arc<Shared>, verb: &'static str, is_admin: bool) -> Rep
     let command = match verb {
         "PAUSE" => pgsplit_router::admin::AdminCommand::Pause,
         "RESUME" => pgsplit_router::admin::AdminCommand::Resume,
+        "RELOAD" => pgsplit_router::admin::AdminCommand::Reload,
         _ => pgsplit_router::admin::AdminCommand::Shutdown,
     };
     match crate::admin::run(shared, command, is_admin).await {

@@ -41,7 +41,7 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
     let mut local_misses = crate::admission::Throttle::new(Duration::from_secs(10));
     loop {
         let Some(s) = shared.upgrade() else { return };
-        let timeout = s.config.health.health_check_timeout;
+        let timeout = s.config().health.health_check_timeout;
         let sent_at_us = s.now_us();
         // Sessions are skipping this server: only a check on a new
         // connection says whether it can be reached now (one that outlived
@@ -90,9 +90,9 @@ async fn watch(shared: Weak<Topology>, backend: BackendId) {
             }
         }
         let wait = if failures == 0 {
-            s.config.routing.position_interval
+            s.config().routing.position_interval
         } else {
-            s.config.health.health_check_period
+            s.config().health.health_check_period
         };
         let wake = Arc::clone(&s.backends[backend].node.wake);
         drop(s);
@@ -152,7 +152,7 @@ async fn check(
 /// login if it has a password, else `[auth_query]`'s login, else the first
 /// user without a password (the servers must trust it).
 pub(super) fn login(s: &Topology) -> (String, Option<String>) {
-    let c = &s.config;
+    let c = &s.config();
     let h = &c.health;
     if let Some(user) = &h.health_check_user {
         let password = h.health_check_password.as_ref();
@@ -209,12 +209,12 @@ async fn connect_raw(
     let mut config = tokio_postgres::Config::new();
     config
         .user(&user)
-        .dbname(&s.config.health.health_check_database)
+        .dbname(&s.config().health.health_check_database)
         .application_name("pgsplit health check");
     if let Some(p) = &password {
         config.password(p);
     }
-    let t = &s.config.timeouts;
+    let t = &s.config().timeouts;
     let limit = t.connect.min(Duration::from_secs(5));
     crate::backend::negotiate::postgres_client(b, &config, limit, t).await
 }

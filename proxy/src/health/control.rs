@@ -39,7 +39,7 @@ impl Control {
         let name = &s.backends[i].name();
         // Sessions stop picking it at once; `down` waits for the retries.
         s.mark_unreachable(i);
-        let limit = s.config.health.health_check_max_retries;
+        let limit = s.config().health.health_check_max_retries;
         if failures == 1 {
             tracing::warn!(backend = %name, %error, "health check failed");
         }
@@ -115,7 +115,7 @@ impl Control {
                     st.promoting = false;
                 }
                 None => tracing::error!(
-                    timeout = ?s.config.health.failover_timeout,
+                    timeout = ?s.config().health.failover_timeout,
                     "no primary: writes wait up to health.failover_timeout for one to appear"
                 ),
             }
@@ -125,9 +125,9 @@ impl Control {
             Some(_) => st.no_primary_since = None,
             None => {
                 let since = *st.no_primary_since.get_or_insert_with(Instant::now);
-                if s.config.health.auto_promote
+                if s.config().health.auto_promote
                     && !st.promoting
-                    && since.elapsed() >= s.config.health.promote_after
+                    && since.elapsed() >= s.config().health.promote_after
                     // Only when no server still claims the role: a live old
                     // primary is a split brain to fence, not to add to.
                     && !reports.iter().any(|r| r.up && r.pg_role == PgRole::Primary)
@@ -257,7 +257,7 @@ pub async fn promote(s: &Arc<Topology>, target: BackendId) -> Result<String, Err
 
 async fn switch_to(s: &Arc<Topology>, target: BackendId) -> Result<String, ErrorInfo> {
     let name = s.backends[target].name().to_owned();
-    let timeout = s.config.health.failover_timeout;
+    let timeout = s.config().health.failover_timeout;
     let deadline = Instant::now() + timeout;
     let old = s.control.primary();
     if let Some(old) = old {

@@ -160,7 +160,9 @@ impl Index<BackendId> for Backends {
 }
 
 pub struct Topology {
-    pub config: Arc<Config>,
+    /// The newest configuration (a reload replaces it): what the health
+    /// loop reads its intervals and limits from, each round.
+    config: std::sync::Mutex<Arc<Config>>,
     pub backends: Backends,
     pub control: Control,
     started: Instant,
@@ -198,9 +200,18 @@ impl Topology {
         Topology {
             backends: Backends(backends),
             control: Control::new(hint),
-            config,
+            config: std::sync::Mutex::new(config),
             started: Instant::now(),
         }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.lock().unwrap())
+    }
+
+    /// After a reload: the health loop's next round uses `config`.
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.lock().unwrap() = config;
     }
 
     fn now_ms(&self) -> u64 {

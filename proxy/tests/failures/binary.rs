@@ -12,6 +12,9 @@ use super::*;
 pub struct Binary {
     child: Child,
     pub addr: SocketAddr,
+    /// The configuration file it runs with (rewritten by the reload test).
+    #[allow(dead_code)]
+    pub config: std::path::PathBuf,
 }
 
 impl Binary {
@@ -43,7 +46,7 @@ impl Binary {
             );
         }
         toml += &format!(
-            "[[users]]\nname = \"{}\"\npassword = \"{}\"\n[[users]]\nname = \"{}\"\nauth = \"trust\"\n",
+            "[[users]]\nname = \"{}\"\npassword = \"{}\"\nadmin = true\n[[users]]\nname = \"{}\"\nauth = \"trust\"\n",
             c.superuser(),
             c.password(),
             pgsplit_cluster::TRUST_USER
@@ -83,7 +86,17 @@ impl Binary {
         })
         .await;
         assert!(up, "pgsplit never listened on {addr}");
-        Binary { child, addr }
+        Binary {
+            child,
+            addr,
+            config: path,
+        }
+    }
+
+    /// Sends SIGHUP (reload).
+    #[allow(dead_code)]
+    pub fn hangup(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
     }
 
     /// Stops the binary (SIGTERM) and returns everything it logged.

@@ -8,11 +8,13 @@ mod common;
 mod console;
 mod http;
 mod logs;
+mod reload;
 mod shutdown;
 
 use std::time::Duration;
 
 use common::*;
+use pgsplit_config::Config;
 
 /// The proxy in front of the shared cluster with `shutdown_timeout` set.
 async fn proxy_with_shutdown_timeout(timeout: Duration) -> pgsplit::ProxyHandle {

@@ -14,7 +14,8 @@ use crate::topology::BackendId;
 
 /// Every pool of the proxy, created on first use.
 pub struct Pools {
-    config: Arc<Config>,
+    /// The newest configuration: new pools are made with its settings.
+    config: Mutex<Arc<Config>>,
     backends: Vec<BackendAddr>,
     map: Mutex<HashMap<(BackendId, String, String), ConnPool>>,
     /// Totals at the start of the last two stats periods, for averages.
@@ -36,7 +37,7 @@ struct Periods {
 impl Pools {
     pub fn new(config: Arc<Config>, backends: Vec<BackendAddr>) -> Pools {
         Pools {
-            config,
+            config: Mutex::new(config),
             backends,
             map: Mutex::new(HashMap::new()),
             periods: Mutex::default(),
@@ -58,7 +59,7 @@ impl Pools {
         let pool = map
             .entry(key)
             .or_insert_with(|| {
-                let c = &self.config;
+                let c = Arc::clone(&self.config.lock().unwrap());
                 let manager = ConnManager {
                     backend: self.backends[backend.index()].clone(),
                     user: user.to_owned(),
@@ -85,7 +86,8 @@ impl Pools {
     pub async fn maintain(&self, refill: bool) {
         self.sample_stats(Instant::now());
         let pools: Vec<ConnPool> = self.map.lock().unwrap().values().cloned().collect();
-        let p = &self.config.pool;
+        let config = Arc::clone(&self.config.lock().unwrap());
+        let p = &config.pool;
         for pool in pools {
             pool.retire_idle(Instant::now());
             let status = pool.status();
@@ -167,6 +169,16 @@ pub struct PoolReport {
 }
 
 impl Pools {
+    /// After a reload: pools made from now on use `config`, and every
+    /// pool takes its `pool.pool_size` at once.
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        let size = config.pool.pool_size;
+        *self.config.lock().unwrap() = config;
+        for pool in self.map.lock().unwrap().values() {
+            pool.resize(size);
+        }
+    }
+
     /// Starts a new stats period once the last one is over.
     fn sample_stats(&self, now: Instant) {
         let mut periods = self.periods.lock().unwrap();

@@ -1,0 +1,171 @@
+//! Reloading the configuration (SIGHUP, console `RELOAD`, `PGSPLIT
+//! RELOAD`): the file and `PGSPLIT_*` variables are read again and
+//! validated as `check-config` does; an invalid result changes nothing.
+//! A valid one becomes the generation new sessions start with, the health
+//! loop's next round and every pool's size; sessions already running keep
+//! the settings they started with. What cannot change while running is
+//! kept as it runs and reported as needing a restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pgsplit_config::Config;
+
+use crate::shared::{Core, Shared};
+
+/// What a reload changed, and what it left for a restart.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub changed: Vec<&'static str>,
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Reloaded {
+    /// The line RELOAD tells the client and the log.
+    pub fn summary(&self) -> String {
+        let changed = if self.changed.is_empty() {
+            "nothing changed".to_owned()
+        } else {
+            format!(
+                "applied to new sessions and the pools: {}",
+                self.changed.join(", ")
+            )
+        };
+        if self.needs_restart.is_empty() {
+            format!("configuration reloaded; {changed}")
+        } else {
+            format!(
+                "configuration reloaded; {changed}; these need a restart and keep their running values: {}",
+                self.needs_restart.join(", ")
+            )
+        }
+    }
+}
+
+/// Where the configuration came from, for the next reload: a file (or
+/// none) and `PGSPLIT_*` variables, as `pgsplit run` reads them. Unset
+/// (a proxy built from a `Config` in code, the demo): nothing to read.
+#[derive(Default)]
+pub struct Source(std::sync::Mutex<Option<Option<PathBuf>>>);
+
+impl Source {
+    /// `path`: the file `run` read, if any.
+    pub fn set(&self, path: Option<PathBuf>) {
+        *self.0.lock().unwrap() = Some(path);
+    }
+
+    fn get(&self) -> Result<Option<PathBuf>, String> {
+        self.0.lock().unwrap().clone().ok_or_else(|| {
+            "this configuration was not read from a file and the environment (pgsplit demo, or a proxy built in code), so there is nothing to read again".to_owned()
+        })
+    }
+}
+
+/// Reads, validates and applies the configuration; `Err` (the same lines
+/// `check-config` prints) changes nothing.
+pub fn reload(core: &Arc<Core>) -> Result<Reloaded, String> {
+    let running = core.current().ok_or("pgsplit is shutting down")?;
+    let new = Config::load(core.source.get()?.as_deref()).map_err(|e| e.to_string())?;
+    crate::tls::ClientTlsSetup::load(&new.tls).map_err(|e| e.to_string())?;
+    crate::tls::ServerTlsSetup::load_all(&new).map_err(|e| e.to_string())?;
+    let (applied, outcome) = merge(&running.config, new);
+    if !outcome.changed.is_empty() {
+        let applied = Arc::new(applied);
+        core.topology.set_config(Arc::clone(&applied));
+        core.pools.reconfigure(Arc::clone(&applied));
+        core.set_current(&Arc::new(Shared::generation(applied, Arc::clone(core))));
+    }
+    Ok(outcome)
+}
+
+/// Reloads and logs the outcome, for SIGHUP.
+pub fn on_signal(core: &Arc<Core>) {
+    match reload(core) {
+        Ok(r) if r.needs_restart.is_empty() => tracing::info!("SIGHUP: {}", r.summary()),
+        Ok(r) => tracing::warn!("SIGHUP: {}", r.summary()),
+        Err(e) => tracing::error!(
+            "SIGHUP: the configuration was not reloaded, nothing changed and every client stays connected:\n{e}"
+        ),
+    }
+}
+
+/// `new` with what cannot change while running put back as it runs, and
+/// which sections changed.
+fn merge(old: &Config, mut new: Config) -> (Config, Reloaded) {
+    let mut out = Reloaded::default();
+    macro_rules! restart_only {
+        ($($field:ident).+, $name:literal) => {
+            if old.$($field).+ != new.$($field).+ {
+                out.needs_restart.push($name);
+                new.$($field).+ = old.$($field).+.clone();
+            }
+        };
+    }
+    restart_only!(listen, "listen");
+    restart_only!(metrics_listen, "metrics_listen");
+    restart_only!(worker_threads, "worker_threads");
+    restart_only!(log_format, "log_format");
+    restart_only!(backends, "backends");
+    restart_only!(tls, "tls");
+    restart_only!(auth_query, "auth_query");
+    restart_only!(
+        limits.max_client_connections,
+        "limits.max_client_connections"
+    );
+    restart_only!(limits.client_buffer_budget, "limits.client_buffer_budget");
+    restart_only!(pool.mode, "pool.mode");
+    macro_rules! applied {
+        ($field:ident, $name:literal) => {
+            if old.$field != new.$field {
+                out.changed.push($name);
+            }
+        };
+    }
+    applied!(users, "users");
+    applied!(limits, "limits");
+    applied!(timeouts, "timeouts");
+    applied!(routing, "routing");
+    applied!(pool, "pool");
+    applied!(health, "health");
+    (new, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        let mut c = Config::default();
+        c.backends.push(pgsplit_config::Backend {
+            name: "a".into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn settings_that_cannot_change_while_running_keep_their_values() {
+        let old = base();
+        let mut new = base();
+        new.listen = "127.0.0.1:7000".into();
+        new.backends[0].port = 5433;
+        new.pool.pool_size = 7;
+        new.timeouts.query_wait_timeout = std::time::Duration::from_secs(3);
+        let (applied, r) = merge(&old, new);
+        assert_eq!(r.needs_restart, ["listen", "backends"]);
+        assert_eq!(r.changed, ["timeouts", "pool"]);
+        assert_eq!(applied.listen, old.listen);
+        assert_eq!(applied.backends, old.backends);
+        assert_eq!(applied.pool.pool_size, 7);
+        assert!(r.summary().contains("need a restart"), "{}", r.summary());
+    }
+
+    #[test]
+    fn an_unchanged_file_changes_nothing() {
+        let (_, r) = merge(&base(), base());
+        assert_eq!(r, Reloaded::default());
+        assert_eq!(r.summary(), "configuration reloaded; nothing changed");
+    }
+}
