@@ -281,11 +281,12 @@ pub const POOL_POOLS_COLUMNS: &[&str] = &[
 ];
 
 fn pool_pools(s: &Shared) -> Vec<Vec<Option<String>>> {
-    let idle: std::collections::HashSet<i32> = s
+    // Pids are unique per server only.
+    let idle: std::collections::HashSet<(BackendId, i32)> = s
         .pools
         .report()
         .into_iter()
-        .flat_map(|p| p.idle_pids)
+        .flat_map(|p| p.idle_pids.into_iter().map(move |pid| (p.backend, pid)))
         .collect();
     let limit = LagLimit::from_config(&s.config.health);
     let pid = std::process::id().to_string();
@@ -302,7 +303,7 @@ fn pool_pools(s: &Shared) -> Vec<Vec<Option<String>>> {
         servers.sort_by_key(|c| c.pid);
         let balanced = s.standby_readable(b.id, 0, limit);
         for (i, c) in servers.into_iter().enumerate() {
-            let in_use = !idle.contains(&c.pid);
+            let in_use = !idle.contains(&(b.id, c.pid));
             let text = |v: &dyn ToString| Some(v.to_string());
             rows.push(vec![
                 text(&pid),

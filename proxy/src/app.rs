@@ -252,8 +252,8 @@ async fn reap_idle_connections(core: std::sync::Weak<Core>) {
             // Paused: servers may be restarting, and PAUSE promised none
             // of their connections open.
             Some(s) => {
-                let refill = s.lifecycle.state() == State::Running;
-                s.pools.maintain(refill).await
+                let running = || s.lifecycle.state() == State::Running;
+                s.pools.maintain(running).await
             }
             None => return,
         }

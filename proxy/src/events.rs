@@ -30,7 +30,8 @@ pub struct Events {
     /// reply reached the client.
     pub retried_reads: AtomicU64,
     /// Writes refused as read-only by the server believed primary (it had
-    /// been demoted); they wait for the new primary.
+    /// been demoted); retried on the new primary when nothing had reached
+    /// the client.
     pub fenced_writes: AtomicU64,
 }
 

@@ -43,8 +43,12 @@ async fn answer(mut stream: TcpStream, core: Weak<Core>) {
         (None, _) => Reply::text(400, "malformed request\n"),
     };
     let head_only = head.is_some_and(|h| h.starts_with("HEAD "));
-    let _ = stream.write_all(&reply.encode(head_only)).await;
-    let _ = stream.shutdown().await;
+    // A client that does not read is not waited for past the timeout.
+    let _ = tokio::time::timeout(READ_TIMEOUT, async {
+        stream.write_all(&reply.encode(head_only)).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// The request head (request line and headers), or None if it is not

@@ -21,12 +21,23 @@ pub async fn pause(shared: &Shared) -> Result<String, ErrorInfo> {
         return Err(stopping("PAUSE", before));
     }
     let limit = wait_limit(shared);
+    let paused = || shared.lifecycle.state() == State::Paused;
     let finished = tokio::time::timeout(limit, async {
-        while shared.pools.in_use() > 0 {
+        while paused() && shared.pools.in_use() > 0 {
             tokio::time::sleep(POLL).await;
         }
     })
     .await;
+    if !paused() {
+        // A RESUME or a shutdown came first: this PAUSE is over.
+        return Err(ErrorInfo::error(
+            "57014",
+            format!(
+                "pgsplit: PAUSE did not complete: pgsplit is {} now",
+                shared.lifecycle.state().as_str()
+            ),
+        ));
+    }
     if finished.is_err() {
         let running = shared.pools.in_use();
         shared.lifecycle.advance(State::Running);

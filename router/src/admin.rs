@@ -35,12 +35,11 @@ pub enum AdminCommand {
 impl AdminCommand {
     /// Changes the cluster: only admin users may run it.
     pub fn needs_admin(&self) -> bool {
+        // pool_status and pool_pools show the whole configuration and
+        // every server connection: admins only.
         !matches!(
             self,
-            AdminCommand::ShowPoolNodes
-                | AdminCommand::ShowPoolVersion
-                | AdminCommand::ShowPoolStatus
-                | AdminCommand::ShowPoolPools
+            AdminCommand::ShowPoolNodes | AdminCommand::ShowPoolVersion
         )
     }
 

@@ -192,21 +192,39 @@ impl ConnPool {
     /// fewer than `max` are open; otherwise waits up to the checkout
     /// timeout for one to come back.
     pub async fn get(&self) -> Result<PooledConn, PoolError> {
+        self.checkout(true).await
+    }
+
+    /// A connection for `min_idle`, not counted as a session's checkout.
+    pub(super) async fn refill(&self) -> Result<PooledConn, PoolError> {
+        self.checkout(false).await
+    }
+
+    /// `assign`: a session's checkout, counted in the statistics (not the
+    /// maintenance that opens idle connections).
+    async fn checkout(&self, assign: bool) -> Result<PooledConn, PoolError> {
         let inner = &self.0;
+        let mut waited = None;
         match inner.permits.try_acquire() {
             Ok(p) => p.forget(),
             Err(TryAcquireError::NoPermits) => {
+                // Counted as waiting until dropped, however the wait ends
+                // (this future may be dropped by a caller's own timeout).
                 let ticket = inner.stats.begin_wait();
-                let waited = tokio::time::timeout(inner.wait, inner.permits.acquire()).await;
-                inner.stats.end_wait(ticket, matches!(waited, Ok(Ok(_))));
-                match waited {
+                match tokio::time::timeout(inner.wait, inner.permits.acquire()).await {
                     Ok(Ok(p)) => p.forget(),
                     Ok(Err(_)) => unreachable!("pool semaphores are never closed"),
                     Err(_) => return Err(PoolError::Timeout),
                 }
+                waited = Some(ticket.started());
             }
             Err(TryAcquireError::Closed) => unreachable!("pool semaphores are never closed"),
         }
+        let assigned = |inner: &PoolInner| {
+            if assign {
+                inner.stats.assigned(waited.map(|w| w.elapsed()));
+            }
+        };
         // Holds the permit until a connection carries it, and gives it back
         // if this future is dropped while connecting.
         let permit = Permit(inner);
@@ -219,6 +237,7 @@ impl ConnPool {
             match inner.manager.reusable(&mut idle, now) {
                 Ok(()) => {
                     std::mem::forget(permit);
+                    assigned(inner);
                     return Ok(PooledConn::checked_out(inner, idle, now));
                 }
                 Err(why) => {
@@ -227,12 +246,16 @@ impl ConnPool {
                 }
             }
         }
+        // Counted open while connecting, and no longer if this future is
+        // dropped meanwhile (a caller's timeout): PAUSE waits for `open`.
         inner.open.fetch_add(1, Ordering::Relaxed);
+        let opening = Opening(inner);
         match inner.manager.create().await {
             Ok(mut conn) => {
+                std::mem::forget(opening);
                 std::mem::forget(permit);
                 conn.uses = 1;
-                inner.stats.assigned();
+                assigned(inner);
                 let now = Instant::now();
                 Ok(PooledConn {
                     conn: Some(Box::new(conn)),
@@ -242,10 +265,7 @@ impl ConnPool {
                     held: false,
                 })
             }
-            Err(e) => {
-                inner.open.fetch_sub(1, Ordering::Relaxed);
-                Err(PoolError::Backend(e))
-            }
+            Err(e) => Err(PoolError::Backend(e)),
         }
     }
 
@@ -307,6 +327,16 @@ impl ConnPool {
     }
 }
 
+/// A connection being opened, counted in `open` until it is made (then
+/// forgotten) or given up.
+struct Opening<'a>(&'a PoolInner);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A permit taken from a pool's semaphore, returned on drop.
 struct Permit<'a>(&'a PoolInner);
 
@@ -331,7 +361,6 @@ pub struct PooledConn {
 impl PooledConn {
     fn checked_out(pool: &Arc<PoolInner>, mut idle: Idle, now: Instant) -> PooledConn {
         idle.conn.uses += 1;
-        pool.stats.assigned();
         PooledConn {
             conn: Some(idle.conn),
             created: idle.created,

@@ -178,8 +178,10 @@ impl Session {
         match parse_admin(&text) {
             // Its own transaction would hold the switchover (or the
             // pause) up.
+            // In session pooling, its own connections count as in use.
             Some(Ok(cmd @ (AdminCommand::Promote(_) | AdminCommand::Pause)))
-                if matches!(self.phase, Phase::Attached(_)) =>
+                if matches!(self.phase, Phase::Attached(_))
+                    || self.c.conns.iter().any(Option::is_some) =>
             {
                 Outcome::Error(errors::admin_in_transaction(cmd.tag()))
             }

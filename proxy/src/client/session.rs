@@ -222,13 +222,10 @@ impl Session {
         };
         let r = match input {
             Input::Client(None) => return Err(self.c.shutdown_error(false)),
-            Input::Client(Some(r)) if self.c.lifecycle.state() == State::Closing => {
-                // The shutdown shut the socket's reading side: not the
-                // client leaving.
-                return Err(match r {
-                    Ok(true) => return Ok(true),
-                    _ => self.c.shutdown_error(busy),
-                });
+            // The shutdown shut the socket's reading side: not the client
+            // leaving. What it had sent before is not run.
+            Input::Client(Some(_)) if self.c.lifecycle.state() == State::Closing => {
+                return Err(self.c.shutdown_error(busy));
             }
             Input::Client(Some(r)) => return Ok(r?),
             Input::Server(r) => r,

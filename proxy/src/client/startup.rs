@@ -263,6 +263,15 @@ pub(super) async fn establish(
     let reported = match shared.cached_startup(&database, &login.server_user, state.fingerprint) {
         Some(cached) => cached,
         None => {
+            // No server connection is opened while paused (bounded by
+            // timeouts.client_startup, around the whole login).
+            let s = shared.lifecycle.unpaused().await;
+            if s.is_stopping() {
+                return Err(SessionError::AdminShutdown {
+                    cut: None,
+                    in_flight: false,
+                });
+            }
             let first = first_connection(shared, &database, &login, &state).await;
             if first.is_err() && user.looked_up {
                 // The server may hold a newer password than the one looked up.

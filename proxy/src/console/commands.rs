@@ -37,7 +37,7 @@ pub async fn run(shared: &Arc<Shared>, sql: &str, is_admin: bool) -> Reply {
     let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
     let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
     match upper.as_slice() {
-        [] => Reply::Done("EMPTY", None),
+        [] => Reply::Empty,
         ["SHOW", view] => match show(shared, view) {
             Some(table) => Reply::Rows(table),
             None => pgsplit_command(shared, text, is_admin).await,

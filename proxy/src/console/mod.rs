@@ -71,18 +71,25 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send>(
         while let Some(frame) = split_frame(rbuf, Direction::Frontend, max)? {
             match frame.tag() {
                 fe::TERMINATE => return Ok(()),
+                // Everything up to the Sync of a refused extended request
+                // is dropped, as PostgreSQL does.
+                fe::SYNC => {
+                    skipping = false;
+                    encode::ready_for_query(&mut out, TransactionStatus::Idle);
+                }
+                _ if skipping => {}
                 fe::QUERY => {
                     let sql = query_text(frame.body());
                     let reply = commands::run(shared, &sql, is_admin).await;
                     reply.encode(&mut out);
                     encode::ready_for_query(&mut out, TransactionStatus::Idle);
                 }
-                fe::SYNC => {
-                    skipping = false;
+                fe::FLUSH => {}
+                // A simple-protocol message: answered at once, no Sync follows.
+                fe::FUNCTION_CALL => {
+                    encode::error_response(&mut out, &simple_only());
                     encode::ready_for_query(&mut out, TransactionStatus::Idle);
                 }
-                fe::FLUSH => {}
-                _ if skipping => {}
                 _ => {
                     skipping = true;
                     encode::error_response(&mut out, &simple_only());

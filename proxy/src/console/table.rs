@@ -51,6 +51,8 @@ pub enum Reply {
     Rows(Table),
     Done(&'static str, Option<String>),
     Error(ErrorInfo),
+    /// An empty query string.
+    Empty,
 }
 
 impl Reply {
@@ -73,6 +75,7 @@ impl Reply {
                 encode::command_complete(out, tag);
             }
             Reply::Error(e) => encode::error_response(out, e),
+            Reply::Empty => encode::empty_query_response(out),
         }
     }
 }

@@ -142,17 +142,18 @@ pub fn clients(shared: &Shared) -> Table {
 
 pub fn servers(shared: &Shared) -> Table {
     let mut t = Table::new(&SOCKET_COLUMNS);
-    let idle: BTreeSet<i32> = shared
+    // Pids are unique per server only.
+    let idle: BTreeSet<(BackendId, i32)> = shared
         .pools
         .report()
         .into_iter()
-        .flat_map(|p| p.idle_pids)
+        .flat_map(|p| p.idle_pids.into_iter().map(move |pid| (p.backend, pid)))
         .collect();
     for b in shared.topology.backends.iter() {
         let mut servers = b.addr.live.servers();
         servers.sort_by_key(|s| s.pid);
         for s in servers {
-            let state = if idle.contains(&s.pid) {
+            let state = if idle.contains(&(b.id, s.pid)) {
                 "idle"
             } else {
                 "active"
@@ -230,7 +231,8 @@ pub fn databases(shared: &Shared) -> Table {
             v(cfg.pool.pool_size),
             v(cfg.pool.min_idle),
             v(0),
-            v(cfg.pool.server_lifetime.as_secs()),
+            // An int4 column, as PgBouncer's.
+            v(cfg.pool.server_lifetime.as_secs().min(i32::MAX as u64)),
             v(pool_mode(shared)),
             None,
             v(0),

@@ -21,7 +21,7 @@ fn events(s: &Shared, out: &mut String) {
         ("pgsplit_auth_failures_total", "Logins refused for a wrong password, an unknown user or a role without a usable password.", &e.auth_failures),
         ("pgsplit_protocol_errors_total", "Client connections closed for breaking the protocol.", &e.protocol_errors),
         ("pgsplit_retried_reads_total", "Reads sent again to another server after theirs failed before any reply reached the client.", &e.retried_reads),
-        ("pgsplit_fenced_writes_total", "Writes the server believed primary refused as read-only (it had been demoted); they waited for the new primary.", &e.fenced_writes),
+        ("pgsplit_fenced_writes_total", "Writes the server believed primary refused as read-only (it had been demoted); retried on the new primary when nothing had reached the client.", &e.fenced_writes),
     ] {
         let v = value.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

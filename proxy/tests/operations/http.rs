@@ -194,3 +194,44 @@ async fn alerting_series_count_failures_and_pool_use() {
     assert_eq!(bucket("1"), bucket("+Inf"), "and under a second: {after}");
     proxy.shutdown().await;
 }
+
+/// A request that gives up waiting for a connection (its
+/// `query_wait_timeout` is shorter than the pool's `checkout_timeout`)
+/// stops counting as waiting: the gauge and SHOW POOLS go back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_gives_up_waiting_stops_counting_as_waiting() {
+    let db = fresh_database("metrics_gave_up");
+    let mut config = config();
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    config.pool.pool_size = 1;
+    config.pool.checkout_timeout = Duration::from_secs(30);
+    config.timeouts.query_wait_timeout = Duration::from_millis(500);
+    let proxy = start_proxy_with(config).await;
+    let addr = proxy.metrics_addr().unwrap();
+    let a = connect(&proxy, &db).await;
+    let b = connect(&proxy, &db).await;
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let e = b.batch_execute("BEGIN; SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    let series = format!(
+        "pgsplit_pool_waiting_clients{{backend=\"primary\",database=\"{db}\",user=\"postgres\"}}"
+    );
+    let page = body(&http(addr, "GET", "/metrics").await.1).to_owned();
+    assert_eq!(metric(&page, &series), 0, "{page}");
+    a.batch_execute("COMMIT").await.unwrap();
+    proxy.shutdown().await;
+}
+
+/// In session pooling a session holds its own connections, so its PAUSE
+/// could never see none in use: refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_from_a_session_pooled_connection_is_refused_at_once() {
+    let db = fresh_database("pause_session_pool");
+    let mut config = config();
+    config.pool.mode = pgsplit_config::PoolMode::Session;
+    let proxy = start_proxy_with(config).await;
+    let admin = connect(&proxy, &db).await;
+    let e = admin.batch_execute("PGSPLIT PAUSE").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25001", "{e}");
+    proxy.shutdown().await;
+}

@@ -82,8 +82,9 @@ impl Pools {
     /// Closes idle connections past their idle time or lifetime, then
     /// opens connections until each pool has `pool.min_idle` idle ones. Run
     /// periodically, so idle servers are released even without traffic.
-    /// `refill` false (paused): only closes.
-    pub async fn maintain(&self, refill: bool) {
+    /// `refill` false (paused): only closes; it is asked before every
+    /// connection opened.
+    pub async fn maintain(&self, refill: impl Fn() -> bool) {
         self.sample_stats(Instant::now());
         let pools: Vec<ConnPool> = self.map.lock().unwrap().values().cloned().collect();
         let config = Arc::clone(&self.config.lock().unwrap());
@@ -91,7 +92,7 @@ impl Pools {
         for pool in pools {
             pool.retire_idle(Instant::now());
             let status = pool.status();
-            if !refill || status.idle >= p.min_idle {
+            if !refill() || status.idle >= p.min_idle {
                 continue;
             }
             // Holding the free idle connections and the missing ones at
@@ -101,7 +102,11 @@ impl Pools {
             let missing = (p.min_idle - status.idle).min(room);
             let mut opened = Vec::new();
             for _ in 0..status.idle - status.held + missing {
-                match pool.get().await {
+                // Asked again each time: a PAUSE may have begun meanwhile.
+                if !refill() {
+                    break;
+                }
+                match pool.refill().await {
                     Ok(c) => opened.push(c),
                     Err(e) => {
                         tracing::debug!(error = %e, "could not open an idle server connection");

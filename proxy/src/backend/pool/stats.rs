@@ -81,6 +81,28 @@ impl PoolTotals {
     }
 }
 
+/// A session waiting for a connection; it stops counting as waiting when
+/// dropped, and its time is added to the pool's wait total.
+pub(super) struct Waiting<'a> {
+    stats: &'a PoolStats,
+    ticket: u64,
+    started: Instant,
+}
+
+impl Waiting<'_> {
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.stats.waiting.lock().unwrap().remove(&self.ticket);
+        let waited = self.started.elapsed().as_micros() as u64;
+        self.stats.wait_us.fetch_add(waited, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 pub(super) struct PoolStats {
     assignments: AtomicU64,
@@ -101,8 +123,18 @@ pub(super) struct PoolStats {
 }
 
 impl PoolStats {
-    pub(super) fn assigned(&self) {
+    /// A session got a connection, after `waited` if it had to wait.
+    pub(super) fn assigned(&self, waited: Option<Duration>) {
         self.assignments.fetch_add(1, Ordering::Relaxed);
+        if let Some(waited) = waited {
+            self.waited.fetch_add(1, Ordering::Relaxed);
+            self.waited_us
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            let secs = waited.as_secs_f64();
+            if let Some(i) = WAIT_BUCKETS.iter().position(|b| secs <= *b) {
+                self.waits[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A connection came back (or closed) after `held` checked out.
@@ -120,27 +152,14 @@ impl PoolStats {
         add(&self.assigned_us, held.as_micros() as u64);
     }
 
-    pub(super) fn begin_wait(&self) -> (u64, Instant) {
+    pub(super) fn begin_wait(&self) -> Waiting<'_> {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         self.waiting.lock().unwrap().insert(ticket, started);
-        (ticket, started)
-    }
-
-    /// A wait ended, with a connection (`got`) or not.
-    pub(super) fn end_wait(&self, (ticket, started): (u64, Instant), got: bool) {
-        self.waiting.lock().unwrap().remove(&ticket);
-        let waited = started.elapsed();
-        self.wait_us
-            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-        if got {
-            self.waited.fetch_add(1, Ordering::Relaxed);
-            self.waited_us
-                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-            let secs = waited.as_secs_f64();
-            if let Some(i) = WAIT_BUCKETS.iter().position(|b| secs <= *b) {
-                self.waits[i].fetch_add(1, Ordering::Relaxed);
-            }
+        Waiting {
+            stats: self,
+            ticket,
+            started,
         }
     }
 
