@@ -6,7 +6,6 @@
 //! the settings they started with. What cannot change while running is
 //! kept as it runs and reported as needing a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use pgsplit_config::Config;
@@ -39,25 +38,6 @@ impl Reloaded {
                 self.needs_restart.join(", ")
             )
         }
-    }
-}
-
-/// Where the configuration came from, for the next reload: a file (or
-/// none) and `PGSPLIT_*` variables, as `pgsplit run` reads them. Unset
-/// (a proxy built from a `Config` in code, the demo): nothing to read.
-#[derive(Default)]
-pub struct Source(std::sync::Mutex<Option<Option<PathBuf>>>);
-
-impl Source {
-    /// `path`: the file `run` read, if any.
-    pub fn set(&self, path: Option<PathBuf>) {
-        *self.0.lock().unwrap() = Some(path);
-    }
-
-    fn get(&self) -> Result<Option<PathBuf>, String> {
-        self.0.lock().unwrap().clone().ok_or_else(|| {
-            "this configuration was not read from a file and the environment (pgsplit demo, or a proxy built in code), so there is nothing to read again".to_owned()
-        })
     }
 }
 

@@ -57,6 +57,25 @@ impl LagLimit {
     }
 }
 
+/// Where the configuration came from, for the next reload: a file (or
+/// none) and `PGSPLIT_*` variables, as `pgsplit run` reads them. Unset
+/// (a proxy built from a `Config` in code, the demo): nothing to read.
+#[derive(Default)]
+pub struct Source(Mutex<Option<Option<std::path::PathBuf>>>);
+
+impl Source {
+    /// `path`: the file `run` read, if any.
+    pub fn set(&self, path: Option<std::path::PathBuf>) {
+        *self.0.lock().unwrap() = Some(path);
+    }
+
+    pub fn get(&self) -> Result<Option<std::path::PathBuf>, String> {
+        self.0.lock().unwrap().clone().ok_or_else(|| {
+            "this configuration was not read from a file and the environment (pgsplit demo, or a proxy built in code), so there is nothing to read again".to_owned()
+        })
+    }
+}
+
 /// ParameterStatus values as a server reports them, in order.
 pub type Reported = Arc<Vec<(String, String)>>;
 
@@ -121,7 +140,7 @@ pub struct Core {
     /// None once the proxy has stopped, which lets everything drop.
     current: Mutex<Option<Arc<Shared>>>,
     /// Where the configuration is read from again on a reload.
-    pub source: crate::reload::Source,
+    pub source: Source,
 }
 
 impl Core {
