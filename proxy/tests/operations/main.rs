@@ -45,3 +45,30 @@ fn rows_on_primary(db: &str, table: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// pgbench data initialised through the binary at `addr` in `db`, then
+/// pgbench running `clients` for `seconds` (tpcb-like, simple protocol) in
+/// the background.
+fn pgbench_through(
+    addr: std::net::SocketAddr,
+    db: &str,
+    clients: u32,
+    seconds: u32,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname={db}",
+        addr.port()
+    );
+    let init = tool("pgbench")
+        .args(["-i", "-s", "1", "-q", &conn])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let (clients, seconds) = (clients.to_string(), seconds.to_string());
+    tokio::task::spawn_blocking(move || {
+        tool("pgbench")
+            .args(["-c", &clients, "-T", &seconds, "-M", "simple", "-n", &conn])
+            .output()
+            .unwrap()
+    })
+}

@@ -36,24 +36,7 @@ fn users(password: &str) -> String {
 async fn sighup_under_pgbench_changes_pool_size_and_a_password_and_refuses_a_bad_file() {
     let db = fresh_database("reload_sighup");
     let pgsplit = Binary::start(&format!("[pool]\npool_size = 3\n{}", users("before")), None).await;
-    let conn = format!(
-        "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname={db}",
-        pgsplit.addr.port()
-    );
-    let init = tool("pgbench")
-        .args(["-i", "-s", "1", "-q", &conn])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let bench = tokio::task::spawn_blocking({
-        let conn = conn.clone();
-        move || {
-            tool("pgbench")
-                .args(["-c", "4", "-T", "8", "-M", "simple", "-n", &conn])
-                .output()
-                .unwrap()
-        }
-    });
+    let bench = super::pgbench_through(pgsplit.addr, &db, 4, 8);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(pool_sizes(pgsplit.addr, &db).await.iter().all(|s| s == "3"));
 

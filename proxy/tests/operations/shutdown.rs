@@ -112,24 +112,7 @@ async fn shutdown_from_the_admin_console_answers_then_closes() {
 async fn sigterm_during_pgbench_finishes_transactions_and_tells_clients_57p01() {
     let db = fresh_database("shutdown_pgbench");
     let proxy = super::binary::Binary::start("", None).await;
-    let conn = format!(
-        "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname={db}",
-        proxy.addr.port()
-    );
-    let init = tool("pgbench")
-        .args(["-i", "-s", "1", "-q", &conn])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let bench = tokio::task::spawn_blocking({
-        let conn = conn.clone();
-        move || {
-            tool("pgbench")
-                .args(["-c", "6", "-T", "60", "-M", "simple", "-n", &conn])
-                .output()
-                .unwrap()
-        }
-    });
+    let bench = super::pgbench_through(proxy.addr, &db, 6, 60);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = tokio::task::spawn_blocking(move || proxy.stop())
         .await
