@@ -41,6 +41,29 @@ impl Reloaded {
     }
 }
 
+/// The settings a reload cannot change (the prefixes of their keys in
+/// `SHOW CONFIG`); `merge` keeps their running values.
+const RESTART_ONLY: [&str; 10] = [
+    "listen",
+    "metrics_listen",
+    "worker_threads",
+    "log_format",
+    "backends",
+    "tls",
+    "auth_query",
+    "limits.max_client_connections",
+    "limits.client_buffer_budget",
+    "pool.mode",
+];
+
+/// Whether a reload changes the setting with this `SHOW CONFIG` key.
+pub fn changeable(key: &str) -> bool {
+    !RESTART_ONLY.iter().any(|r| {
+        key.strip_prefix(r)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    })
+}
+
 /// Reads, validates and applies the configuration; `Err` (the same lines
 /// `check-config` prints) changes nothing.
 pub fn reload(core: &Arc<Core>) -> Result<Reloaded, String> {
@@ -140,6 +163,15 @@ mod tests {
         assert_eq!(applied.backends, old.backends);
         assert_eq!(applied.pool.pool_size, 7);
         assert!(r.summary().contains("need a restart"), "{}", r.summary());
+    }
+
+    #[test]
+    fn show_config_says_which_keys_a_reload_changes() {
+        assert!(changeable("pool.pool_size") && changeable("users[0].password"));
+        assert!(!changeable("listen") && !changeable("backends[1].port"));
+        assert!(!changeable("pool.mode") && !changeable("tls.client_tls"));
+        assert!(changeable("limits.max_message_size"));
+        assert!(!changeable("limits.max_client_connections"));
     }
 
     #[test]

@@ -296,8 +296,12 @@ pub fn config(shared: &Shared) -> Table {
         .collect();
     for (key, value) in shared.config.flat_settings() {
         let default = defaults.get(&key).cloned();
-        // Nothing changes while running until reload exists.
-        t.push(vec![v(&key), v(value), default, v("no")]);
+        let changeable = if crate::reload::changeable(&key) {
+            "yes"
+        } else {
+            "no"
+        };
+        t.push(vec![v(&key), v(value), default, v(changeable)]);
     }
     t
 }
