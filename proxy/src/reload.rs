@@ -165,6 +165,26 @@ mod tests {
         assert!(r.summary().contains("need a restart"), "{}", r.summary());
     }
 
+    /// `merge` and `RESTART_ONLY` name the same settings, in one order.
+    #[test]
+    fn every_restart_only_setting_is_kept_and_listed() {
+        let old = base();
+        let mut new = base();
+        new.listen = "127.0.0.1:7000".into();
+        new.metrics_listen = Some("127.0.0.1:9999".into());
+        new.worker_threads = 3;
+        new.log_format = pgsplit_config::LogFormat::Json;
+        new.backends[0].port = 1;
+        new.tls.client_tls = Some(pgsplit_config::ClientTls::Disable);
+        new.auth_query.database = "other".into();
+        new.limits.max_client_connections = 1;
+        new.limits.client_buffer_budget = 1 << 21;
+        new.pool.mode = pgsplit_config::PoolMode::Session;
+        let (applied, r) = merge(&old, new);
+        assert_eq!(r.needs_restart, RESTART_ONLY);
+        assert_eq!(applied, old, "every one kept its running value");
+    }
+
     #[test]
     fn show_config_says_which_keys_a_reload_changes() {
         assert!(changeable("pool.pool_size") && changeable("users[0].password"));
